@@ -1,0 +1,219 @@
+"""The public objects: one callable per activation, with ``.backward`` and ``.saves``.
+
+This layer checks and prepares arrays (dtype rules, ``out=``, layouts, overlap) and hands flat,
+contiguous arrays of the compute dtype to a backend. Everything that can be wrong with the
+arguments is raised before anything is written.
+"""
+import inspect
+import math
+import operator
+
+import numpy as np
+
+from . import _backends
+from .registry import REQUIRED, SPECS
+
+_SUPPORTED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fail(name, exc, message):
+    raise exc(f"fastact.{name}: {message}")
+
+
+def _as_array(name, value, what):
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__cuda_array_interface__"):
+        _fail(name, TypeError, f"{what} is a GPU array, and the {_backends.current()!r} backend "
+              "works on NumPy arrays; use fa.backend('cuda') or copy it to the host yourself")
+    return np.asarray(value)
+
+
+def result_dtype(name, *dtypes):
+    """NumPy's rule, as np.tanh: floats keep their type; bool and integers go to the smallest float
+    that holds them (int8 -> float16, int16 -> float32, int32/int64 -> float64)."""
+    for dt in dtypes:
+        if dt.kind not in "biuf" or dt.itemsize > 8:
+            _fail(name, TypeError, f"unsupported dtype {dt} (supported: float16, float32, float64, "
+                  "and bool/integers, which are computed as floats like NumPy does)")
+    dt = np.result_type(*dtypes)
+    if dt.kind in "biu":
+        dt = np.result_type(dt, np.float16)
+    return dt
+
+
+def compute_dtype(dt):
+    """float16 is computed in float32 registers and rounded once at the end."""
+    return np.dtype(np.float32) if dt.itemsize <= 4 else np.dtype(np.float64)
+
+
+def check_out(name, out, shape, dtype):
+    if not isinstance(out, np.ndarray):
+        _fail(name, TypeError, f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        _fail(name, ValueError, f"out has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        _fail(name, TypeError, f"out has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        _fail(name, ValueError, "out is read-only")
+
+
+def _layout(a):
+    if a.flags.c_contiguous:
+        return "C"
+    return "F" if a.flags.f_contiguous else None
+
+
+def _same_memory(a, b):
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def needs_scratch(out, inputs, work_dtype, layout):
+    """True unless out can be written directly: compute dtype, the inputs' layout, and no partial
+    overlap with an input (out *being* an input, in place, is fine: each element is read first)."""
+    if out.dtype != work_dtype:
+        return True
+    if not (out.flags.f_contiguous if layout == "F" and out.ndim > 1 else out.flags.c_contiguous):
+        return True
+    return any(np.may_share_memory(out, a) and not _same_memory(out, a) for a in inputs)
+
+
+def elementwise(name, scalar_fn, inputs, params, out):
+    """out = scalar_fn(*inputs, *params) elementwise; inputs are same-shape arrays."""
+    shape = inputs[0].shape
+    for a in inputs[1:]:
+        if a.shape != shape:
+            _fail(name, ValueError, f"arrays have different shapes {shape} and {a.shape}")
+    dtype = result_dtype(name, *(a.dtype for a in inputs))
+    work = compute_dtype(dtype)
+    if out is not None:
+        check_out(name, out, shape, dtype)
+    if len(inputs) == 1 or all(a.flags.f_contiguous for a in inputs) or all(
+            a.flags.c_contiguous for a in inputs):
+        layout = _layout(inputs[0])
+    else:
+        layout = None
+    if layout is None or any(a.dtype != work for a in inputs):
+        layout = "F" if (inputs[0].flags.f_contiguous and not inputs[0].flags.c_contiguous) else "C"
+        inputs = [np.asarray(a, dtype=work, order=layout) for a in inputs]
+    result = out
+    if out is None:
+        result = np.empty(shape, dtype, order=layout)
+    target = result
+    if needs_scratch(result, inputs, work, layout):
+        target = np.empty(shape, work, order=layout)
+    if target.size:
+        flat = [a.reshape(-1, order=layout) for a in inputs]
+        params = tuple(work.type(p) for p in params)
+        _backends.get().map(scalar_fn, flat, target.reshape(-1, order=layout), params)
+    if target is not result:
+        np.copyto(result, target, casting="unsafe")
+    return result
+
+
+def unwrap(result, out, was_0d):
+    """Like a NumPy ufunc: a 0-d input without out= gives a NumPy scalar."""
+    return result[()] if out is None and was_0d else result
+
+
+class Activation:
+    """An activation: call it for the forward pass; ``.backward`` for grad_input."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.name = spec.name
+        self.family = spec.family
+        self.formula = spec.formula
+        parameters = [inspect.Parameter("x", inspect.Parameter.POSITIONAL_ONLY)]
+        for p in spec.params:
+            default = inspect.Parameter.empty if p.default is REQUIRED else p.default
+            parameters.append(inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                default=default))
+        parameters.append(inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None))
+        self.__signature__ = inspect.Signature(parameters)
+        self._param_signature = inspect.Signature(parameters[1:-1])
+        self.__doc__ = (f"{spec.summary}\n\n.. math:: {spec.formula}\n\n"
+                        f"Backward: ``fastact.{self.name}.backward(grad_output, saved, ...)`` with "
+                        f"saved = the forward's {self.saves}." + (
+                            f"\n\nReference: {spec.reference}" if spec.reference else ""))
+
+    def __repr__(self):
+        return f"<fastact activation {self.name} ({self.family})>"
+
+    def bind(self, args, kwargs):
+        """The parameters as a dict, with defaults, checked; raises TypeError/ValueError."""
+        try:
+            bound = self._param_signature.bind(*args, **kwargs)
+        except TypeError as e:
+            _fail(self.name, TypeError, str(e))
+        bound.apply_defaults()
+        params = dict(bound.arguments)
+        for p in self.spec.params:
+            value = params[p.name]
+            if p.choices:
+                if value not in p.choices:
+                    _fail(self.name, ValueError,
+                          f"{p.name} must be one of {', '.join(map(repr, p.choices))}, got {value!r}")
+            elif p.name == "training":
+                params[p.name] = bool(value)
+            elif p.name in ("pieces", "axis"):
+                try:
+                    params[p.name] = operator.index(value)
+                except TypeError:
+                    _fail(self.name, TypeError, f"{p.name} must be an integer, got {value!r}")
+            elif p.name != "weight":
+                if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
+                        value, (complex, np.complexfloating)):
+                    _fail(self.name, TypeError, f"{p.name} must be a real number, got {value!r}")
+                params[p.name] = float(value)
+                if math.isnan(params[p.name]):
+                    _fail(self.name, ValueError, f"{p.name} must not be NaN")
+        if self.spec.validate is not None:
+            self.spec.validate(**params)
+        return params
+
+    @property
+    def saves(self):
+        """Which tensor backward needs, "input" or "output", at the default parameters."""
+        required = [p for p in self.spec.params if p.default is REQUIRED]
+        if required:
+            return "input" if not self.spec.backward_from_output else "output"
+        return self.saves_for()
+
+    def saves_for(self, *args, **kwargs):
+        """Which tensor backward needs with these parameters (leaky_relu with a negative slope and
+        elu/celu with a negative alpha need the input)."""
+        params = self.bind(args, kwargs)
+        checked = {k: v for k, v in params.items() if k in inspect.signature(
+            self.spec.saves_output).parameters}
+        return "output" if self.spec.saves_output(**checked) else "input"
+
+    def _scalar_params(self, params):
+        params = {**params, **self.spec.fixed}
+        variant = next((params.pop(p.name) for p in self.spec.params if p.choices), None)
+        return variant, [params[k] for k in _scalar_parameter_names(self.spec)]
+
+    def __call__(self, x, *args, out=None, **kwargs):
+        params = self.bind(args, kwargs)
+        x = _as_array(self.name, x, "x")
+        variant, values = self._scalar_params(params)
+        result = elementwise(self.name, self.spec.forward[variant], [x], values, out)
+        return unwrap(result, out, x.ndim == 0)
+
+    def backward(self, grad_output, saved, *args, out=None, **kwargs):
+        """grad_input = grad_output * f'(x), from the tensor named by ``saves_for(params)``."""
+        params = self.bind(args, kwargs)
+        dy = _as_array(self.name, grad_output, "grad_output")
+        saved = _as_array(self.name, saved, "saved")
+        variant, values = self._scalar_params(params)
+        table = (self.spec.backward_from_output if self.saves_for(**params) == "output"
+                 else self.spec.backward_from_input)
+        result = elementwise(self.name, table[variant], [dy, saved], values, out)
+        return unwrap(result, out, dy.ndim == 0)
+
+
+def _scalar_parameter_names(spec):
+    names = [p.name for p in spec.params if not p.choices]
+    fn = next(iter(spec.forward.values()))
+    return [n for n in list(inspect.signature(fn).parameters)[1:] if n in names or n in spec.fixed]

@@ -1,0 +1,70 @@
+"""Backend choice: "auto" | "cpu" (Numba) — and what is available, with the reason when not.
+
+``fa.backend(name)`` is a context manager (per thread and per asyncio task, through contextvars);
+``FASTACT_BACKEND`` sets the default. "auto" takes the first available of: cpu.
+"""
+import contextlib
+import contextvars
+import os
+
+NAMES = ("auto", "cpu")
+_ORDER = ("cpu",)
+_current = contextvars.ContextVar("fastact_backend", default=None)
+_loaded = {}
+_reasons = {}
+
+
+def _check(name):
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}")
+    return name
+
+
+def current():
+    """The backend name in force here ("auto" unless set)."""
+    return _current.get() or _check(os.environ.get("FASTACT_BACKEND", "auto"))
+
+
+@contextlib.contextmanager
+def backend(name):
+    """Run the enclosed fastact calls on this backend: with fa.backend("cpu"): ..."""
+    token = _current.set(_check(name))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def _load(name):
+    if name in _loaded or name in _reasons:
+        return _loaded.get(name)
+    try:
+        if name == "cpu":
+            from .kernels import cpu as module
+        _loaded[name] = module.Backend()
+    except ImportError as e:
+        _reasons[name] = f"{e.name or 'a module'} not installed ({e})"
+    except Exception as e:  # a broken install must not break the other backends
+        _reasons[name] = f"failed to load: {type(e).__name__}: {e}"
+    return _loaded.get(name)
+
+
+def get():
+    """The backend object for the current choice; RuntimeError naming why if unavailable."""
+    name = current()
+    for candidate in (_ORDER if name == "auto" else (name,)):
+        found = _load(candidate)
+        if found is not None:
+            return found
+    reasons = "; ".join(f"{n}: {_reasons.get(n, 'unknown')}" for n in (
+        _ORDER if name == "auto" else (name,)))
+    raise RuntimeError(f"fastact: backend {name!r} is not available ({reasons})")
+
+
+def backends():
+    """{name: (available, reason)} for every backend; loading one may compile nothing."""
+    report = {}
+    for name in _ORDER:
+        available = _load(name) is not None
+        report[name] = (available, "available" if available else _reasons[name])
+    return report

@@ -1,0 +1,215 @@
+"""The activations that are not a plain map: prelu (a weight per channel), rrelu (random slopes),
+and the row-wise softmax, log_softmax and maxout."""
+import math
+
+import numpy as np
+
+from . import _backends, registry
+from ._api import (Activation, _as_array, _fail, check_out, compute_dtype, elementwise,
+                   needs_scratch, result_dtype, unwrap)
+
+
+def _run(name, inputs, out_shape, out, compute, dtype=None):
+    """Contiguous compute-dtype copies of the inputs (views when they already are), an output that
+    is out itself when it can be, else a scratch array copied into out; compute(inputs, target)."""
+    dtype = dtype or result_dtype(name, *(a.dtype for a in inputs))
+    work = compute_dtype(dtype)
+    if out is not None:
+        check_out(name, out, out_shape, dtype)
+    inputs = [np.ascontiguousarray(a, dtype=work) for a in inputs]
+    result = out if out is not None else np.empty(out_shape, dtype)
+    target = result
+    if needs_scratch(result, inputs, work, "C"):
+        target = np.empty(out_shape, work)
+    if target.size and all(a.size for a in inputs):
+        compute(inputs, target)
+    if target is not result:
+        np.copyto(result, target, casting="unsafe")
+    return result
+
+
+def _axis(name, axis, ndim):
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        _fail(name, ValueError, f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return axis % max(ndim, 1)
+
+
+class _RowActivation(Activation):
+    """softmax / log_softmax: rows along ``axis``, each handled in one pass after finding its max."""
+
+    def __call__(self, x, *args, out=None, **kwargs):
+        axis = self.bind(args, kwargs)["axis"]
+        x = _as_array(self.name, x, "x")
+        return self._rows(f"{self.name}_rows", [x], axis, out)
+
+    def backward(self, grad_output, saved, *args, out=None, **kwargs):
+        axis = self.bind(args, kwargs)["axis"]
+        dy = _as_array(self.name, grad_output, "grad_output")
+        y = _as_array(self.name, saved, "saved")
+        if dy.shape != y.shape:
+            _fail(self.name, ValueError, f"arrays have different shapes {dy.shape} and {y.shape}")
+        return self._rows(f"{self.name}_backward_rows", [dy, y], axis, out)
+
+    def _rows(self, kernel, inputs, axis, out):
+        if inputs[0].ndim == 0:  # one row of one element
+            if out is not None:
+                check_out(self.name, out, (), result_dtype(self.name, *(a.dtype for a in inputs)))
+            flat_out = None if out is None else out.reshape(1)
+            result = self._rows(kernel, [a.reshape(1) for a in inputs], axis, flat_out)
+            return out if out is not None else result[0]
+        shape = inputs[0].shape
+        axis = _axis(self.name, axis, len(shape))
+        dtype = result_dtype(self.name, *(a.dtype for a in inputs))
+        if out is not None:
+            check_out(self.name, out, shape, dtype)
+        result = out if out is not None else np.empty(shape, dtype)
+        moved = [np.moveaxis(a, axis, -1) for a in inputs]
+        n = shape[axis]
+
+        def compute(arrays, target):
+            rows = [a.reshape(-1, n) for a in arrays]
+            _backends.get().rows(kernel, (*rows, target.reshape(-1, n)), rows[0].shape[0], n)
+        _run(self.name, moved, moved[0].shape, np.moveaxis(result, axis, -1), compute, dtype)
+        return result
+
+
+class _Maxout(Activation):
+    """maxout(x, pieces, axis=1): the max over groups of ``pieces`` consecutive entries on axis."""
+
+    def _geometry(self, x, pieces, axis):
+        if pieces < 1:
+            _fail(self.name, ValueError, f"pieces must be >= 1, got {pieces}")
+        if x.ndim == 0:
+            _fail(self.name, ValueError, "needs an array with at least one dimension")
+        axis = _axis(self.name, axis, x.ndim)
+        if x.shape[axis] % pieces:
+            _fail(self.name, ValueError, f"x.shape[{axis}] = {x.shape[axis]} is not a multiple "
+                  f"of pieces = {pieces}")
+        outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
+        out_shape = x.shape[:axis] + (x.shape[axis] // pieces,) + x.shape[axis + 1:]
+        return (outer, x.shape[axis] // pieces, pieces, inner), out_shape
+
+    def __call__(self, x, *args, out=None, **kwargs):
+        params = self.bind(args, kwargs)
+        x = _as_array(self.name, x, "x")
+        view, out_shape = self._geometry(x, params["pieces"], params["axis"])
+
+        def compute(arrays, target):
+            _backends.get().rows("maxout_forward_rows",
+                                 (arrays[0].reshape(view), target.reshape(view[:2] + view[3:])),
+                                 view[0], math.prod(view[1:]))
+        return _run(self.name, [x], out_shape, out, compute)
+
+    def backward(self, grad_output, saved, *args, out=None, **kwargs):
+        params = self.bind(args, kwargs)
+        dy = _as_array(self.name, grad_output, "grad_output")
+        x = _as_array(self.name, saved, "saved")
+        view, out_shape = self._geometry(x, params["pieces"], params["axis"])
+        if dy.shape != out_shape:
+            _fail(self.name, ValueError, f"grad_output has shape {dy.shape}, expected {out_shape}")
+
+        def compute(arrays, target):
+            _backends.get().rows("maxout_backward_rows",
+                                 (arrays[0].reshape(view[:2] + view[3:]), arrays[1].reshape(view),
+                                  target.reshape(view)), view[0], math.prod(view[1:]))
+        return _run(self.name, [dy, x], x.shape, out, compute)
+
+
+def _channel_rows(name, x, weight):
+    """(rows, inner) with channel = row % weight.size, for prelu's per-channel weight on axis 1."""
+    channels = weight.size
+    if channels == 0:
+        _fail(name, ValueError, "weight is empty")
+    if channels != 1 and (x.ndim < 2 or x.shape[1] != channels):
+        _fail(name, ValueError, f"weight has {channels} elements but x has "
+              f"{x.shape[1] if x.ndim >= 2 else 'no'} channels (axis 1)")
+    if x.ndim >= 2 and channels > 1:
+        inner = math.prod(x.shape[2:])
+    else:
+        inner = x.size // math.gcd(x.size, 1024) if x.size else 1  # any split works for one weight
+    return (x.size // inner if inner else 0, inner)
+
+
+class _Prelu(Activation):
+    def __call__(self, x, weight, *, out=None):
+        x = _as_array(self.name, x, "x")
+        weight = _as_array(self.name, weight, "weight").reshape(-1)
+        rows = _channel_rows(self.name, x, weight)
+        dtype = result_dtype(self.name, x.dtype, weight.dtype)
+        w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
+
+        def compute(arrays, target):
+            _backends.get().rows("prelu_forward_rows",
+                                 (arrays[0].reshape(rows), w, target.reshape(rows)), *rows)
+        return unwrap(_run(self.name, [x], x.shape, out, compute, dtype), out, x.ndim == 0)
+
+    def backward(self, grad_output, saved, weight, *, out=None):
+        """(grad_input, grad_weight); grad_weight has weight's shape and dtype."""
+        dy = _as_array(self.name, grad_output, "grad_output")
+        x = _as_array(self.name, saved, "saved")
+        weight_in = _as_array(self.name, weight, "weight")
+        weight = weight_in.reshape(-1)
+        if dy.shape != x.shape:
+            _fail(self.name, ValueError, f"arrays have different shapes {dy.shape} and {x.shape}")
+        rows = _channel_rows(self.name, x, weight)
+        dtype = result_dtype(self.name, dy.dtype, x.dtype, weight.dtype)
+        w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
+        row_sums = np.zeros(rows[0], np.float64)
+
+        def compute(arrays, target):
+            _backends.get().rows("prelu_backward_rows", (arrays[0].reshape(rows),
+                                 arrays[1].reshape(rows), w, target.reshape(rows), row_sums), *rows)
+        grad_input = _run(self.name, [dy, x], x.shape, out, compute, dtype)
+        per_channel = row_sums.reshape(-1, weight.size).sum(axis=0) if row_sums.size else np.zeros(
+            weight.size)
+        grad_weight = per_channel.astype(result_dtype(self.name, weight.dtype)).reshape(
+            weight_in.shape)
+        return unwrap(grad_input, out, x.ndim == 0), grad_weight
+
+
+class _Rrelu(Activation):
+    """Randomized leaky ReLU. In training, slopes are drawn from U(lower, upper) per element with
+    ``generator`` (a numpy.random.Generator or a seed: the same seed gives the same slopes);
+    ``return_noise=True`` also returns them (1 where x > 0, as PyTorch's noise), which backward needs."""
+
+    def __call__(self, x, *args, out=None, generator=None, return_noise=False, **kwargs):
+        params = self.bind(args, kwargs)
+        x = _as_array(self.name, x, "x")
+        lower, upper = params["lower"], params["upper"]
+        noise = None
+        if not params["training"]:
+            result = elementwise(self.name, registry.leaky_relu_forward, [x], [(lower + upper) / 2],
+                                 out)
+        else:
+            dtype = result_dtype(self.name, x.dtype)
+            if out is not None:
+                check_out(self.name, out, x.shape, dtype)
+            rng = np.random.default_rng(generator)
+            noise = rng.uniform(lower, upper, size=x.shape).astype(dtype)
+            with np.errstate(invalid="ignore"):
+                noise[~(x <= 0)] = 1  # NaN inputs too, as PyTorch
+            result = elementwise(self.name, registry.leaky_relu_forward, [x, noise], [], out)
+        result = unwrap(result, out, x.ndim == 0)
+        return (result, noise) if return_noise else result
+
+    def backward(self, grad_output, saved, *args, out=None, noise=None, **kwargs):
+        params = self.bind(args, kwargs)
+        dy = _as_array(self.name, grad_output, "grad_output")
+        x = _as_array(self.name, saved, "saved")
+        if not params["training"]:
+            slope = (params["lower"] + params["upper"]) / 2
+            result = elementwise(self.name, registry.leaky_relu_backward, [dy, x], [slope], out)
+        else:
+            if noise is None:
+                _fail(self.name, ValueError, "training=True needs the noise the forward drew: "
+                      "y, noise = fastact.rrelu(x, training=True, return_noise=True)")
+            noise = _as_array(self.name, noise, "noise")
+            result = elementwise(self.name, registry.leaky_relu_backward, [dy, x, noise], [], out)
+        return unwrap(result, out, dy.ndim == 0)
+
+
+softmax = _RowActivation(registry.SPECS["softmax"])
+log_softmax = _RowActivation(registry.SPECS["log_softmax"])
+maxout = _Maxout(registry.SPECS["maxout"])
+prelu = _Prelu(registry.SPECS["prelu"])
+rrelu = _Rrelu(registry.SPECS["rrelu"])

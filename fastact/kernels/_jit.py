@@ -1,0 +1,122 @@
+"""Teach Numba (CPU and CUDA targets) the primitives of kernels/math.py, then every @scalar function.
+
+Imported only by the backends, on first use: importing fastact does not import Numba.
+The primitives that need bits (fma, 2**k, exponent and mantissa) are LLVM IR; the integer work is
+done on the bit patterns with the "shifter" trick (k + 1.5*2**p has k in its low mantissa bits),
+so no float<->int conversion instruction is needed (AVX2 has none for 64-bit integers).
+"""
+import struct
+
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload, register_jitable
+
+from . import math as m
+from .. import registry  # noqa: F401  (defines @scalar functions registered below)
+
+_FORMATS = {  # bits, mantissa bits, exponent bias, shifter, sqrt(1/2)
+    types.float32: (32, 23, 127, m.SHIFT32, "<f", "<i"),
+    types.float64: (64, 52, 1023, m.SHIFT64, "<d", "<q"),
+}
+
+
+def _bits(value, fmt, ifmt):
+    return struct.unpack(ifmt, struct.pack(fmt, value))[0]
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    def codegen(context, builder, signature, args):
+        ty = context.get_value_type(signature.return_type)
+        suffix = "f32" if signature.return_type == types.float32 else "f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3),
+                                            "llvm.fma." + suffix)
+        return builder.call(fn, args)
+    return a(a, a, a), codegen
+
+
+@intrinsic
+def _pow2(typingctx, k):
+    nbits, mant, bias, shift, fmt, ifmt = _FORMATS[k]
+
+    def codegen(context, builder, signature, args):
+        fty, ity = context.get_value_type(k), ir.IntType(nbits)
+        shifted = builder.fadd(args[0], ir.Constant(fty, shift))
+        integer = builder.sub(builder.bitcast(shifted, ity), ir.Constant(ity, _bits(shift, fmt, ifmt)))
+        exponent = builder.shl(builder.add(integer, ir.Constant(ity, bias)), ir.Constant(ity, mant))
+        return builder.bitcast(exponent, fty)
+    return k(k), codegen
+
+
+def _log_split_codegen(k, want_exponent):
+    nbits, mant, bias, shift, fmt, ifmt = _FORMATS[k]
+    sqrt_half = _bits(np.sqrt(0.5), fmt, ifmt)
+
+    def codegen(context, builder, signature, args):
+        fty, ity = context.get_value_type(k), ir.IntType(nbits)
+        ix = builder.add(builder.bitcast(args[0], ity),
+                         ir.Constant(ity, _bits(1.0, fmt, ifmt) - sqrt_half))
+        if want_exponent:
+            e = builder.sub(builder.ashr(ix, ir.Constant(ity, mant)), ir.Constant(ity, bias))
+            as_float = builder.add(e, ir.Constant(ity, _bits(shift, fmt, ifmt)))
+            return builder.fsub(builder.bitcast(as_float, fty), ir.Constant(fty, shift))
+        low = builder.and_(ix, ir.Constant(ity, (1 << mant) - 1))
+        return builder.bitcast(builder.add(low, ir.Constant(ity, sqrt_half)), fty)
+    return codegen
+
+
+@intrinsic
+def _exponent_of(typingctx, u):
+    return u(u), _log_split_codegen(u, True)
+
+
+@intrinsic
+def _mantissa_of(typingctx, u):
+    return u(u), _log_split_codegen(u, False)
+
+
+def _register():
+    @overload(m.fma, inline="always")
+    def _fma_impl(a, b, c):
+        if isinstance(a, types.Float):
+            return lambda a, b, c: _fma(a, b, c)
+
+    @overload(m.pow2, inline="always")
+    def _pow2_impl(k):
+        if isinstance(k, types.Float):
+            return lambda k: _pow2(k)
+
+    @overload(m.exponent_of, inline="always")
+    def _exponent_impl(u):
+        if isinstance(u, types.Float):
+            return lambda u: _exponent_of(u)
+
+    @overload(m.mantissa_of, inline="always")
+    def _mantissa_impl(u):
+        if isinstance(u, types.Float):
+            return lambda u: _mantissa_of(u)
+
+    @overload(m.is_single, inline="always")
+    def _is_single(x):
+        if x == types.float32:
+            return lambda x: True
+        return lambda x: False
+
+    @overload(m.like, inline="always")
+    def _like(x, c):
+        if x == types.float32:
+            return lambda x, c: np.float32(c)
+        return lambda x, c: np.float64(c)
+
+    @overload(m.pick, inline="always")
+    def _pick(x, c32, c64):
+        if x == types.float32:
+            return lambda x, c32, c64: np.float32(c32)
+        return lambda x, c32, c64: np.float64(c64)
+
+    for fn in m._SCALAR_FUNCTIONS:
+        register_jitable(fn)
+
+
+_register()

@@ -1,0 +1,426 @@
+"""One spec per activation: the single source for the API, every backend, the tests and the benchmarks.
+
+Each activation is written once here as scalar Python over the primitives of kernels/math.py. The
+backends compile these same functions (Numba on the CPU, numba-cuda on the GPU); the tests compare
+them with fastact/reference.py, which is written independently with NumPy/SciPy.
+
+Scalar conventions: ``NAME_forward(x, *params)``; ``NAME_backward_from_input(dy, x, *params)`` or
+``NAME_backward_from_output(dy, y, *params)`` returning grad_input. A backward returns NaN where the
+saved value is NaN, and is grad_output times the derivative (so a NaN grad_output gives NaN).
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .kernels import math as m
+from .kernels.math import like, pick, scalar
+
+SELU_ALPHA = 1.6732632423543772848170429916717  # Klambauer et al. 2017, eq. 14
+SELU_SCALE = 1.0507009873554804934193349852946
+GELU_TANH_K1 = (1.5957691669464111, -4.534068054340423e-08,  # 2*sqrt(2/pi), hi/lo in f32 then f64
+                1.5957691216057308, -9.96930880911092e-17)
+GELU_TANH_K3 = (0.07135481387376785, 2.3988324659995897e-09,  # 2*sqrt(2/pi)*0.044715
+                0.07135481627260025, -6.175149918155315e-19)
+GELU_TANH_C = 0.044715  # Hendrycks & Gimpel 2016
+
+
+@scalar
+def derivative_select(saved, threshold, below, above):
+    """above where saved > threshold, below where saved <= threshold, NaN where saved is NaN."""
+    if saved > threshold:
+        return above
+    return below if saved <= threshold else saved
+
+
+@scalar
+def lower_clamp(x, lo):
+    """max(x, lo), NaN passing: keeps -inf * 0 out of products whose limit at -inf is 0."""
+    return lo if x < lo else x
+
+
+# --- exponential family -------------------------------------------------------------------------------
+
+@scalar
+def sigmoid_forward(x):
+    return m.sigmoid(x)
+
+
+@scalar
+def sigmoid_backward_from_output(dy, y):
+    return dy * (y * (like(y, 1.0) - y))
+
+
+@scalar
+def tanh_forward(x):
+    return m.tanh(x)
+
+
+@scalar
+def tanh_backward_from_output(dy, y):
+    return dy * ((like(y, 1.0) - y) * (like(y, 1.0) + y))  # 1 - y^2 without cancellation near |y|=1
+
+
+@scalar
+def elu_forward(x, alpha):
+    return x if x > like(x, 0.0) else alpha * m.expm1(x)
+
+
+@scalar
+def elu_backward_from_output(dy, y, alpha):
+    return dy * derivative_select(y, like(y, 0.0), y + alpha, like(y, 1.0))
+
+
+@scalar
+def elu_backward_from_input(dy, x, alpha):
+    return dy * derivative_select(x, like(x, 0.0), alpha * m.exp(x), like(x, 1.0))
+
+
+@scalar
+def selu_forward(x):
+    return like(x, SELU_SCALE) * elu_forward(x, like(x, SELU_ALPHA))
+
+
+@scalar
+def selu_backward_from_output(dy, y):
+    return dy * derivative_select(y, like(y, 0.0), y + like(y, SELU_SCALE * SELU_ALPHA),
+                                  like(y, SELU_SCALE))
+
+
+@scalar
+def celu_forward(x, alpha):
+    return x if x > like(x, 0.0) else alpha * m.expm1(x / alpha)
+
+
+@scalar
+def celu_backward_from_output(dy, y, alpha):
+    return dy * derivative_select(y, like(y, 0.0), y / alpha + like(y, 1.0), like(y, 1.0))
+
+
+@scalar
+def celu_backward_from_input(dy, x, alpha):
+    return dy * derivative_select(x, like(x, 0.0), m.exp(x / alpha), like(x, 1.0))
+
+
+@scalar
+def gelu_forward(x):
+    cdf, pdf = m.normal_cdf_pdf(x)
+    return lower_clamp(x, pick(x, -1e30, -1e300)) * cdf
+
+
+@scalar
+def gelu_backward_from_input(dy, x):
+    cdf, pdf = m.normal_cdf_pdf(x)
+    return dy * (cdf + m.clamp(x, pick(x, -1e30, -1e300), pick(x, 1e30, 1e300)) * pdf)
+
+
+@scalar
+def gelu_tanh_argument(x):
+    """z = 2*sqrt(2/pi)*(x + 0.044715 x^3) as a double-word (hi, lo); gelu_tanh(x) = x*sigmoid(z).
+    exp(-|z|) multiplies the relative error of z by |z| (up to 104 in f32), hence the pair."""
+    p, pe = m.two_prod(x, x)
+    k3h, k3l = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2]), pick(x, GELU_TANH_K3[1], GELU_TANH_K3[3])
+    k1h, k1l = pick(x, GELU_TANH_K1[0], GELU_TANH_K1[2]), pick(x, GELU_TANH_K1[1], GELU_TANH_K1[3])
+    a, ae = m.two_prod(k3h, p)
+    b, be = m.two_sum(k1h, a)
+    be = be + (ae + (k3h * pe + k3l * p) + k1l)
+    c, ce = m.two_prod(x, b)
+    return c, ce + x * be
+
+
+@scalar
+def gelu_tanh_forward(x):
+    xs = m.clamp(x, pick(x, -1e4, -1e30), pick(x, 1e4, 1e30))  # keeps x^3 finite
+    hi, lo = gelu_tanh_argument(xs)
+    return lower_clamp(x, pick(x, -1e4, -1e30)) * m.sigmoid_pair_hilo(hi, lo)[0]
+
+
+@scalar
+def gelu_tanh_backward_from_input(dy, x):
+    xs = m.clamp(x, pick(x, -1e4, -1e30), pick(x, 1e4, 1e30))
+    hi, lo = gelu_tanh_argument(xs)
+    s, s_minus = m.sigmoid_pair_hilo(hi, lo)
+    dz_dx = pick(x, GELU_TANH_K1[0], GELU_TANH_K1[2]) + like(x, 3.0) * pick(
+        x, GELU_TANH_K3[0], GELU_TANH_K3[2]) * xs * xs
+    return dy * (s + xs * s * s_minus * dz_dx)
+
+
+@scalar
+def silu_forward(x):
+    return lower_clamp(x, pick(x, -1e30, -1e300)) * m.sigmoid(x)
+
+
+@scalar
+def silu_backward_from_input(dy, x):
+    s, s_minus = m.sigmoid_pair(x)
+    xs = m.clamp(x, pick(x, -1e30, -1e300), pick(x, 1e30, 1e300))
+    return dy * (s + xs * s * s_minus)
+
+
+@scalar
+def mish_forward(x):
+    return lower_clamp(x, pick(x, -200.0, -1000.0)) * m.mish_tanh_softplus(x)
+
+
+@scalar
+def mish_backward_from_input(dy, x):
+    """tanh(sp) + x sigmoid(x) sech^2(sp), sech^2(sp) = 4(n+1)/(n+2)^2 with n = e^x (e^x + 2)."""
+    xs = m.clamp(x, pick(x, -200.0, -1000.0), pick(x, 20.0, 40.0))
+    e = m.exp(xs)
+    n = m.fma(e, e, e + e)
+    t = like(x, 1.0) / (n + like(x, 2.0))
+    sech2 = like(x, 4.0) * (n + like(x, 1.0)) * t * t
+    d = n * t + xs * m.sigmoid(xs) * sech2
+    return dy * (like(x, 1.0) if x > pick(x, 20.0, 40.0) else d)
+
+
+@scalar
+def softplus_forward(x, beta, threshold):
+    z = beta * x
+    return x if z > threshold else m.softplus(z) / beta
+
+
+@scalar
+def softplus_backward_from_input(dy, x, beta, threshold):
+    z = beta * x
+    return dy if z > threshold else dy * m.sigmoid(z)
+
+
+@scalar
+def logsigmoid_forward(x):
+    return -m.softplus(-x)
+
+
+@scalar
+def logsigmoid_backward_from_input(dy, x):
+    return dy * m.sigmoid(-x)
+
+
+# --- piecewise-linear family ---------------------------------------------------------------------------
+
+@scalar
+def relu_forward(x):
+    return like(x, 0.0) if x < like(x, 0.0) else x
+
+
+@scalar
+def relu_backward_from_output(dy, y):
+    return dy * derivative_select(y, like(y, 0.0), like(y, 0.0), like(y, 1.0))
+
+
+@scalar
+def leaky_relu_forward(x, negative_slope):
+    return x if x > like(x, 0.0) else x * negative_slope
+
+
+@scalar
+def leaky_relu_backward(dy, saved, negative_slope):
+    """From the output when negative_slope >= 0 (same sign as the input), else from the input."""
+    return dy * derivative_select(saved, like(saved, 0.0), negative_slope, like(saved, 1.0))
+
+
+@scalar
+def prelu_grad_weight_term(dy, x):
+    """The contribution of one element to d(loss)/d(weight): dy * x where x <= 0 (NaN x: NaN)."""
+    return like(x, 0.0) if x > like(x, 0.0) else dy * x
+
+
+@scalar
+def hardtanh_forward(x, min_val, max_val):
+    return m.clamp(x, min_val, max_val)
+
+
+@scalar
+def hardtanh_backward_from_input(dy, x, min_val, max_val):
+    """1 strictly inside (min_val, max_val), 0 at the edges and outside (as PyTorch), NaN for NaN."""
+    outside = like(x, 0.0) if (x <= min_val or x >= max_val) else x
+    return dy * (like(x, 1.0) if (x > min_val and x < max_val) else outside)
+
+
+@scalar
+def hardsigmoid_forward(x):
+    return m.clamp(x + like(x, 3.0), like(x, 0.0), like(x, 6.0)) / like(x, 6.0)
+
+
+@scalar
+def hardsigmoid_backward_from_input(dy, x):
+    return hardtanh_backward_from_input(dy, x, like(x, -3.0), like(x, 3.0)) / like(x, 6.0)
+
+
+@scalar
+def hardswish_forward(x):
+    return x * m.clamp(x + like(x, 3.0), like(x, 0.0), like(x, 6.0)) / like(x, 6.0)
+
+
+@scalar
+def hardswish_backward_from_input(dy, x):
+    """PyTorch's pieces: 0 below -3, x/3 + 1/2 on [-3, 3] (edges included), 1 above 3."""
+    above = like(x, 1.0) if x > like(x, 3.0) else x  # NaN stays NaN
+    middle = above if x > like(x, 3.0) or x != x else x / like(x, 3.0) + like(x, 0.5)
+    return dy * (like(x, 0.0) if x < like(x, -3.0) else middle)
+
+
+@scalar
+def threshold_forward(x, threshold, value):
+    return value if x <= threshold else x
+
+
+@scalar
+def threshold_backward_from_input(dy, x, threshold, value):
+    return dy * derivative_select(x, threshold, like(x, 0.0), like(x, 1.0))
+
+
+@scalar
+def softsign_forward(x):
+    xs = m.clamp(x, pick(x, -1e30, -1e300), pick(x, 1e30, 1e300))  # softsign(inf) = 1, not NaN
+    return xs / (like(x, 1.0) + abs(xs))
+
+
+@scalar
+def softsign_backward_from_input(dy, x):
+    r = like(x, 1.0) / (like(x, 1.0) + abs(x))
+    return dy * (r * r)
+
+
+# --- the table ------------------------------------------------------------------------------------------
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object = REQUIRED
+    choices: tuple = ()  # for string-valued parameters (gelu's approximate)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One activation. ``forward``/``backward_*`` map a variant (the value of the choice parameter,
+    or None) to scalar functions; ``kind`` names the kernel shape: elementwise, prelu, rrelu,
+    softmax, log_softmax, maxout."""
+    name: str
+    family: str
+    formula: str
+    summary: str
+    params: tuple = ()
+    forward: dict = field(default_factory=dict)
+    backward_from_input: dict = field(default_factory=dict)
+    backward_from_output: dict = field(default_factory=dict)
+    saves_output: Callable = lambda **p: False  # given the parameters
+    validate: Optional[Callable] = None
+    kind: str = "elementwise"
+    aliases: tuple = ()
+    fixed: dict = field(default_factory=dict)  # parameters bound by an alias (relu6 = hardtanh(0, 6))
+    reference: str = ""  # paper or documentation
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+SPECS = {}
+
+
+def _add(spec):
+    SPECS[spec.name] = spec
+
+
+_add(Spec("sigmoid", "exponential", r"\sigma(x) = \frac{1}{1 + e^{-x}}", "Logistic sigmoid.",
+          forward={None: sigmoid_forward}, backward_from_output={None: sigmoid_backward_from_output},
+          saves_output=lambda: True))
+_add(Spec("tanh", "exponential", r"\tanh(x) = \frac{e^x - e^{-x}}{e^x + e^{-x}}", "Hyperbolic tangent.",
+          forward={None: tanh_forward}, backward_from_output={None: tanh_backward_from_output},
+          saves_output=lambda: True))
+_add(Spec("elu", "exponential", r"x \text{ if } x > 0 \text{ else } \alpha (e^x - 1)",
+          "Exponential linear unit.", params=(Param("alpha", 1.0),),
+          forward={None: elu_forward}, backward_from_input={None: elu_backward_from_input},
+          backward_from_output={None: elu_backward_from_output},
+          saves_output=lambda alpha: alpha >= 0, reference="https://arxiv.org/abs/1511.07289"))
+_add(Spec("selu", "exponential", r"\lambda \,\mathrm{elu}(x, \alpha), \lambda=1.0507, \alpha=1.6733",
+          "Scaled exponential linear unit.", forward={None: selu_forward},
+          backward_from_output={None: selu_backward_from_output}, saves_output=lambda: True,
+          reference="https://arxiv.org/abs/1706.02515"))
+_add(Spec("celu", "exponential", r"\max(0, x) + \min(0, \alpha (e^{x/\alpha} - 1))",
+          "Continuously differentiable ELU.", params=(Param("alpha", 1.0),),
+          forward={None: celu_forward}, backward_from_input={None: celu_backward_from_input},
+          backward_from_output={None: celu_backward_from_output},
+          saves_output=lambda alpha: alpha >= 0,
+          validate=lambda alpha: _require(alpha != 0, "celu: alpha must not be 0"),
+          reference="https://arxiv.org/abs/1704.07483"))
+_add(Spec("gelu", "exponential",
+          r"x \Phi(x) \text{ ('none') or } \tfrac{x}{2} (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))",
+          "Gaussian error linear unit.", params=(Param("approximate", "none", ("none", "tanh")),),
+          forward={"none": gelu_forward, "tanh": gelu_tanh_forward},
+          backward_from_input={"none": gelu_backward_from_input, "tanh": gelu_tanh_backward_from_input},
+          reference="https://arxiv.org/abs/1606.08415"))
+_add(Spec("silu", "exponential", r"x \sigma(x)", "Sigmoid linear unit (swish with beta = 1).",
+          forward={None: silu_forward}, backward_from_input={None: silu_backward_from_input},
+          aliases=("swish",), reference="https://arxiv.org/abs/1702.03118"))
+_add(Spec("mish", "exponential", r"x \tanh(\log(1 + e^x))", "Mish.",
+          forward={None: mish_forward}, backward_from_input={None: mish_backward_from_input},
+          reference="https://arxiv.org/abs/1908.08681"))
+_add(Spec("softplus", "exponential",
+          r"\tfrac{1}{\beta}\log(1 + e^{\beta x}) \text{, or } x \text{ where } \beta x > \text{threshold}",
+          "Softplus.", params=(Param("beta", 1.0), Param("threshold", 20.0)),
+          forward={None: softplus_forward}, backward_from_input={None: softplus_backward_from_input},
+          validate=lambda beta, threshold: _require(beta != 0, "softplus: beta must not be 0")))
+_add(Spec("logsigmoid", "exponential", r"\log \sigma(x) = -\log(1 + e^{-x})", "Log of the sigmoid.",
+          forward={None: logsigmoid_forward}, backward_from_input={None: logsigmoid_backward_from_input}))
+
+_add(Spec("relu", "piecewise-linear", r"\max(0, x)", "Rectified linear unit.",
+          forward={None: relu_forward}, backward_from_output={None: relu_backward_from_output},
+          saves_output=lambda: True))
+_add(Spec("leaky_relu", "piecewise-linear", r"x \text{ if } x > 0 \text{ else } a x", "Leaky ReLU.",
+          params=(Param("negative_slope", 0.01),), forward={None: leaky_relu_forward},
+          backward_from_input={None: leaky_relu_backward},
+          backward_from_output={None: leaky_relu_backward},
+          saves_output=lambda negative_slope: negative_slope >= 0))
+_add(Spec("hardtanh", "piecewise-linear", r"\min(\max(x, \text{min\_val}), \text{max\_val})",
+          "Hard tanh: a clip.", params=(Param("min_val", -1.0), Param("max_val", 1.0)),
+          forward={None: hardtanh_forward}, backward_from_input={None: hardtanh_backward_from_input},
+          validate=lambda min_val, max_val: _require(
+              min_val <= max_val, "hardtanh: min_val must be <= max_val")))
+_add(Spec("relu6", "piecewise-linear", r"\min(\max(x, 0), 6)", "ReLU capped at 6 (hardtanh(x, 0, 6)).",
+          forward={None: hardtanh_forward}, backward_from_input={None: hardtanh_backward_from_input},
+          fixed={"min_val": 0.0, "max_val": 6.0}))
+_add(Spec("hardsigmoid", "piecewise-linear", r"\mathrm{relu6}(x + 3) / 6", "Hard sigmoid.",
+          forward={None: hardsigmoid_forward}, backward_from_input={None: hardsigmoid_backward_from_input}))
+_add(Spec("hardswish", "piecewise-linear", r"x \,\mathrm{relu6}(x + 3) / 6", "Hard swish.",
+          forward={None: hardswish_forward}, backward_from_input={None: hardswish_backward_from_input},
+          reference="https://arxiv.org/abs/1905.02244"))
+_add(Spec("threshold", "piecewise-linear", r"x \text{ if } x > \text{threshold} \text{ else value}",
+          "Threshold.", params=(Param("threshold"), Param("value")),
+          forward={None: threshold_forward}, backward_from_input={None: threshold_backward_from_input}))
+_add(Spec("softsign", "piecewise-linear", r"\frac{x}{1 + |x|}", "Softsign.",
+          forward={None: softsign_forward}, backward_from_input={None: softsign_backward_from_input}))
+_add(Spec("prelu", "piecewise-linear", r"x \text{ if } x > 0 \text{ else } w_c x",
+          "Parametric ReLU: a learnable slope per channel (axis 1) or one for all.",
+          params=(Param("weight"),), forward={None: leaky_relu_forward},
+          backward_from_input={None: leaky_relu_backward}, kind="prelu",
+          reference="https://arxiv.org/abs/1502.01852"))
+_add(Spec("rrelu", "piecewise-linear",
+          r"x \text{ if } x \ge 0 \text{ else } a x,\ a \sim U(\text{lower}, \text{upper})",
+          "Randomized leaky ReLU: random slopes when training, their mean in eval.",
+          params=(Param("lower", 1.0 / 8), Param("upper", 1.0 / 3), Param("training", False)),
+          forward={None: leaky_relu_forward}, backward_from_input={None: leaky_relu_backward},
+          kind="rrelu", validate=lambda lower, upper, training: _require(
+              lower <= upper, "rrelu: lower must be <= upper"),
+          reference="https://arxiv.org/abs/1505.00853"))
+
+_add(Spec("softmax", "exponential", r"\frac{e^{x_i}}{\sum_j e^{x_j}}", "Softmax along an axis.",
+          params=(Param("axis", -1),), kind="softmax", saves_output=lambda axis: True))
+_add(Spec("log_softmax", "exponential", r"x_i - \log \sum_j e^{x_j}", "Log-softmax along an axis.",
+          params=(Param("axis", -1),), kind="log_softmax", saves_output=lambda axis: True))
+_add(Spec("maxout", "piecewise-linear", r"\max_{j < k} x_{c k + j}",
+          "Maxout: the max over groups of k consecutive entries along an axis.",
+          params=(Param("pieces"), Param("axis", 1)), kind="maxout",
+          reference="https://arxiv.org/abs/1302.4389"))
+
+
+def families():
+    """{"exponential": [...], "piecewise-linear": [...]}: the two families, from the specs (the
+    row-wise softmax and log_softmax are exponential, maxout is piecewise-linear)."""
+    out = {}
+    for spec in SPECS.values():
+        out.setdefault(spec.family, []).append(spec.name)
+    return out
