@@ -41,7 +41,7 @@ def _api(f):
     @functools.wraps(f)
     def wrapper(*args, **kw):
         args = [conv(a) for a in args]
-        kw = {k: conv(v) if k in ("weight", "noise", "grad_output") else v for k, v in kw.items()}
+        kw = {k: conv(v) if k in ("weight", "noise") else v for k, v in kw.items()}
         with np.errstate(all="ignore"):
             r = f(*args, **kw)
         if isinstance(r, tuple):
@@ -113,9 +113,10 @@ def _exp_neg_half_sq(x):
     return np.exp(-0.5 * s) * (1.0 - 0.5 * e)
 
 
-def _normal_cdf(x):
-    """Phi(x) = erfc(-x/sqrt2)/2 = erfcx(-x/sqrt2) exp(-x^2/2)/2 for x < 0 (relatively accurate)."""
-    return np.where(x < 0, 0.5 * erfcx(-_SQRT_HALF * x) * _exp_neg_half_sq(x), ndtr(x))
+def _normal_cdf(x, c=1.0):
+    """c*Phi(x); Phi(x) = erfc(-x/sqrt2)/2 = erfcx(-x/sqrt2) exp(-x^2/2)/2 for x < 0, with the
+    (possibly subnormal) exp factor last."""
+    return np.where(x < 0, _xmul(0.5 * c * erfcx(-_SQRT_HALF * x), _exp_neg_half_sq(x)), c * ndtr(x))
 
 
 def _gelu_tanh_arg(x):
@@ -187,10 +188,16 @@ def tanh_backward_from_input(dy, x):
     return dy * 4 * _expit(2 * x) * _expit(-2 * x)
 
 
+def _times_expm1(alpha, z):
+    """alpha * expm1(z), finite where the product is although expm1(z) alone overflows (alpha < 1)."""
+    return np.where(z > 700, (alpha * np.exp(np.minimum(z, 1500) - 2)) * np.exp(2.0),
+                    alpha * np.expm1(np.minimum(z, 700)))
+
+
 @_api
 def elu_forward(x, alpha=1.0):
     """x if x > 0 else alpha * expm1(x)"""
-    return np.where(x > 0, x, alpha * np.expm1(x))
+    return np.where(x > 0, x, _times_expm1(alpha, x))
 
 
 @_api
@@ -228,7 +235,7 @@ def selu_backward_from_input(dy, x):
 def celu_forward(x, alpha=1.0):
     """max(0, x) + min(0, alpha * expm1(x / alpha)) = x if x > 0 else alpha * expm1(x / alpha)"""
     _require(alpha != 0, "celu: alpha must not be 0")
-    return np.where(x > 0, x, alpha * np.expm1(x / alpha))
+    return np.where(x > 0, x, _times_expm1(alpha, x / alpha))
 
 
 @_api
@@ -251,7 +258,7 @@ def gelu_forward(x, approximate="none"):
     if approximate == "tanh":
         return _x_expit(x, *_gelu_tanh_arg(x))
     _require(approximate == "none", f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-    return _xmul(x, _normal_cdf(x))
+    return _normal_cdf(x, x)
 
 
 @_api
@@ -280,7 +287,7 @@ swish_backward_from_input = silu_backward_from_input
 
 @_api
 def mish_forward(x):
-    """x * tanh(softplus(x))   (= x * expit(x) to the last bit for x < -40)"""
+    """x * tanh(softplus(x))   (= x * exp(x) to the last bit for x < -40)"""
     return np.where(x < -40, _x_expit(x, x), _xmul(x, np.tanh(np.logaddexp(0.0, x))))
 
 

@@ -61,7 +61,7 @@ def tanh_backward_from_output(dy, y):
 
 @scalar
 def elu_forward(x, alpha):
-    return x if x > like(x, 0.0) else alpha * m.expm1(x)
+    return x if x > like(x, 0.0) else m.expm1_times(x, alpha)
 
 
 @scalar
@@ -71,7 +71,7 @@ def elu_backward_from_output(dy, y, alpha):
 
 @scalar
 def elu_backward_from_input(dy, x, alpha):
-    return dy * derivative_select(x, like(x, 0.0), alpha * m.exp(x), like(x, 1.0))
+    return dy if x > like(x, 0.0) else (m.exp_times(x, dy * alpha) if x <= like(x, 0.0) else x)
 
 
 @scalar
@@ -87,7 +87,7 @@ def selu_backward_from_output(dy, y):
 
 @scalar
 def celu_forward(x, alpha):
-    return x if x > like(x, 0.0) else alpha * m.expm1(x / alpha)
+    return x if x > like(x, 0.0) else m.expm1_times(x / alpha, alpha)
 
 
 @scalar
@@ -97,19 +97,28 @@ def celu_backward_from_output(dy, y, alpha):
 
 @scalar
 def celu_backward_from_input(dy, x, alpha):
-    return dy * derivative_select(x, like(x, 0.0), m.exp(x / alpha), like(x, 1.0))
+    """dy e^(x/alpha) below 0: dy joins before exp's scaling (finite where e^(x/alpha) overflows)."""
+    return dy if x > like(x, 0.0) else (m.exp_times(x / alpha, dy) if x <= like(x, 0.0) else x)
 
 
 @scalar
 def gelu_forward(x):
-    cdf, pdf = m.normal_cdf_pdf(x)
-    return lower_clamp(x, pick(x, -1e30, -1e300)) * cdf
+    """x Phi(x) = x Phi(-|x|) for x < 0, x - x Phi(-|x|) otherwise (no cancellation), with the
+    product x Phi(-|x|) formed before the final scaling of exp (accurate where it is subnormal)."""
+    p, k, g = m.normal_parts(x)
+    tail = m.scale_by_pow2(p * g * m.clamp(x, pick(x, -1e4, -1e6), pick(x, 1e4, 1e6)), k)
+    return tail if x < like(x, 0.0) else x - tail
 
 
 @scalar
 def gelu_backward_from_input(dy, x):
-    cdf, pdf = m.normal_cdf_pdf(x)
-    return dy * (cdf + m.clamp(x, pick(x, -1e30, -1e300), pick(x, 1e30, 1e300)) * pdf)
+    """Phi(x) + x phi(x); for x < 0 both terms share exp(-x^2/2) = p 2**k: (p (g + x/sqrt(2 pi))) 2**k."""
+    p, k, g = m.normal_parts(x)
+    xs = m.clamp(x, pick(x, -1e4, -1e6), pick(x, 1e4, 1e6))
+    inv_sqrt_2pi = pick(x, m.INV_SQRT_2PI[0], m.INV_SQRT_2PI[1])
+    negative = m.scale_by_pow2(p * (g + xs * inv_sqrt_2pi), k)
+    positive = like(x, 1.0) - m.scale_by_pow2(p * (g - xs * inv_sqrt_2pi), k)
+    return dy * (negative if x < like(x, 0.0) else positive)
 
 
 @scalar
@@ -130,46 +139,53 @@ def gelu_tanh_argument(x):
 def gelu_tanh_forward(x):
     xs = m.clamp(x, pick(x, -1e4, -1e30), pick(x, 1e4, 1e30))  # keeps x^3 finite
     hi, lo = gelu_tanh_argument(xs)
-    return lower_clamp(x, pick(x, -1e4, -1e30)) * m.sigmoid_pair_hilo(hi, lo)[0]
+    return x if x > xs else m.sigmoid_times(hi, lo, xs)
 
 
 @scalar
 def gelu_tanh_backward_from_input(dy, x):
+    """sigmoid(z) + x sigmoid(z) sigmoid(-z) dz/dx, with x sigmoid(z) formed before exp's scaling."""
     xs = m.clamp(x, pick(x, -1e4, -1e30), pick(x, 1e4, 1e30))
     hi, lo = gelu_tanh_argument(xs)
     s, s_minus = m.sigmoid_pair_hilo(hi, lo)
     dz_dx = pick(x, GELU_TANH_K1[0], GELU_TANH_K1[2]) + like(x, 3.0) * pick(
         x, GELU_TANH_K3[0], GELU_TANH_K3[2]) * xs * xs
-    return dy * (s + xs * s * s_minus * dz_dx)
+    return dy * (s + m.sigmoid_times(hi, lo, xs * dz_dx) * s_minus)
 
 
 @scalar
 def silu_forward(x):
-    return lower_clamp(x, pick(x, -1e30, -1e300)) * m.sigmoid(x)
+    big = pick(x, 1e30, 1e300)
+    return x if x > big else m.sigmoid_times(x, like(x, 0.0), m.clamp(x, -big, big))
 
 
 @scalar
 def silu_backward_from_input(dy, x):
+    """sigmoid(x) + x sigmoid(x) sigmoid(-x)."""
     s, s_minus = m.sigmoid_pair(x)
-    xs = m.clamp(x, pick(x, -1e30, -1e300), pick(x, 1e30, 1e300))
-    return dy * (s + xs * s * s_minus)
+    big = pick(x, 1e30, 1e300)
+    return dy * (s + m.sigmoid_times(x, like(x, 0.0), m.clamp(x, -big, big)) * s_minus)
 
 
 @scalar
 def mish_forward(x):
-    return lower_clamp(x, pick(x, -200.0, -1000.0)) * m.mish_tanh_softplus(x)
+    return x if x > pick(x, 20.0, 40.0) else m.mish_parts(x)[1]
 
 
 @scalar
 def mish_backward_from_input(dy, x):
-    """tanh(sp) + x sigmoid(x) sech^2(sp), sech^2(sp) = 4(n+1)/(n+2)^2 with n = e^x (e^x + 2)."""
-    xs = m.clamp(x, pick(x, -200.0, -1000.0), pick(x, 20.0, 40.0))
-    e = m.exp(xs)
-    n = m.fma(e, e, e + e)
-    t = like(x, 1.0) / (n + like(x, 2.0))
-    sech2 = like(x, 4.0) * (n + like(x, 1.0)) * t * t
-    d = n * t + xs * m.sigmoid(xs) * sech2
-    return dy * (like(x, 1.0) if x > pick(x, 20.0, 40.0) else d)
+    """tanh(sp) + x sigmoid(x) sech^2(sp) with sp = softplus(x), written over one denominator:
+    e ((e + 2)(n + 2) + 4 x (1 + e)) / (n + 2)^2 with e = e^x = p 2**k, n = e (e + 2). Only the
+    unavoidable cancellation near the derivative's zero (x = -1.19) is left; the common factor e
+    joins before exp's final scaling (accurate where the result is subnormal)."""
+    cap = pick(x, 20.0, 40.0)
+    xs = m.clamp(x, pick(x, -200.0, -1000.0), cap)
+    p, k = m.exp_parts(xs, like(x, 0.0))
+    e = m.scale_by_pow2(p, k)
+    n_plus_2 = m.fma(e, e, e + e) + like(x, 2.0)
+    bracket = m.fma(like(x, 4.0) * xs, like(x, 1.0) + e, (e + like(x, 2.0)) * n_plus_2)
+    d = m.scale_by_pow2(p * (bracket / (n_plus_2 * n_plus_2)), k)
+    return dy * (like(x, 1.0) if x > cap else d)
 
 
 @scalar
@@ -247,7 +263,8 @@ def hardsigmoid_backward_from_input(dy, x):
 
 @scalar
 def hardswish_forward(x):
-    return x * m.clamp(x + like(x, 3.0), like(x, 0.0), like(x, 6.0)) / like(x, 6.0)
+    y = x * (m.clamp(x + like(x, 3.0), like(x, 0.0), like(x, 6.0)) / like(x, 6.0))
+    return like(x, 0.0) if x < like(x, -3.0) else y  # -inf * 0 would be NaN
 
 
 @scalar

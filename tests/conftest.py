@@ -5,7 +5,9 @@ float32 results within 4 ulp of the float64 reference, float64 within 1e-14 rela
 (computed in float32, rounded once) within 1 ulp. "ulp" is measured at the magnitude of the
 result, or, for a derivative that is a sum of cancelling terms (gelu, silu, mish backward), at the
 magnitude of those terms (reference.condition_scale): no finite-precision formula does better there.
-Results in the subnormal range are allowed the same count of subnormal steps.
+Results in the subnormal range are allowed the same count of subnormal steps, except float64,
+where the float64 reference itself rounds subnormal intermediates (seen: gelu backward at x = -38.4
+off by 6 steps of 2^-1074 against mpmath, while fastact was within 1): there the floor is 16 steps.
 """
 import numpy as np
 import pytest
@@ -97,7 +99,8 @@ def ulp_error(got, ref, dtype, scale=None):
             unit = np.spacing(np.minimum(scale, float(fi.max)).astype(dtype)).astype(np.float64)
         else:
             unit = scale
-        unit = np.maximum(unit * bound, float(fi.smallest_subnormal) * 4)
+        floor_steps = 16 if dtype == np.float64 else 4
+        unit = np.maximum(unit * bound, float(fi.smallest_subnormal) * floor_steps)
         err = np.where(ok, np.abs(got - ref) / unit, 0.0)
     worst = int(np.argmax(err)) if err.size else 0
     return (float(err.max()) if err.size else 0.0), worst

@@ -157,13 +157,32 @@ def scale_by_pow2(p, k):
 
 
 @scalar
-def exp_hilo(hi, lo):
-    """exp(hi + lo) for |lo| <= ulp(hi): lets an argument carried as a double-word pair keep its
-    full precision (exp multiplies relative error of its argument by |argument|).
-    Error: 1 ulp (f32) / 1 ulp (f64), results down into the subnormals; 0 below, inf above."""
-    x = clamp(hi, pick(hi, -104.0, -746.0), pick(hi, 89.0, 710.0))
+def exp_parts(hi, lo):
+    """(p, k) with exp(hi + lo) = p * 2**k, p in [0.7, 1.42], k integral (for |lo| <= ulp(hi)).
+    The pair lets an argument carried as a double-word keep its full precision (exp multiplies the
+    relative error of its argument by |argument|), and lets a caller multiply p by a factor before
+    the final scaling, so that c * exp(x) is accurate where exp(x) alone would be subnormal."""
+    lowest = pick(hi, -118.0, -760.0)  # exp is 0 below, even times a factor up to 2**20
+    x = clamp(hi, lowest, pick(hi, 176.0, 1418.0))  # inf above, even times a factor down to 2**-80
+    lo = lo if x == hi else like(hi, 0.0)  # beyond the clamp lo is meaningless (and can be huge)
     k, r = exp_reduce(x)
-    return scale_by_pow2(expm1_reduced(r + lo) + like(hi, 1.0), k)
+    p = expm1_reduced(r + lo) + like(hi, 1.0)
+    return (like(hi, 0.0) if hi < lowest else p), k
+
+
+@scalar
+def exp_hilo(hi, lo):
+    """exp(hi + lo). Error: 1 ulp (f32) / 1 ulp (f64), down into the subnormals; 0 below, inf above."""
+    p, k = exp_parts(hi, lo)
+    return scale_by_pow2(p, k)
+
+
+@scalar
+def exp_times(x, c):
+    """c * e**x with c applied before the final scaling: accurate where the result is subnormal
+    and finite where e**x alone would overflow. Error: 1.5 ulp / 1.5 ulp."""
+    p, k = exp_parts(x, like(x, 0.0))
+    return scale_by_pow2(p * c, k)
 
 
 @scalar
@@ -173,15 +192,23 @@ def exp(x):
 
 
 @scalar
-def expm1(x):
-    """e**x - 1, accurate relative to the result near 0. Error: 1 ulp (f32) / 1 ulp (f64).
+def expm1_times(x, c):
+    """c * (e**x - 1), accurate relative to the result near 0, with c applied before the final
+    power-of-two scaling so that c < 1 keeps a result near the overflow threshold finite.
+    Error: 1 ulp (f32) / 1 ulp (f64) for c = 1, plus the rounding of the product otherwise.
     e^x - 1 = 2^k2 * (2^k1 * expm1(r) + (2^k1 - 2^-k2)) with k = k1 + k2: one FMA rounding, then an
     exact scaling; for k = 0 it is expm1(r) itself."""
-    x = clamp(x, pick(x, -30.0, -50.0), pick(x, 89.0, 710.0))
+    x = clamp(x, pick(x, -30.0, -50.0), pick(x, 176.0, 1418.0))  # 2^(k/2) stays a normal number
     k, r = exp_reduce(x)
     k2 = round_to_integer(k * like(x, 0.5))
     s1 = pow2(k - k2)
-    return fma(s1, expm1_reduced(r), s1 - pow2(-k2)) * pow2(k2)
+    return (fma(s1, expm1_reduced(r), s1 - pow2(-k2)) * c) * pow2(k2)
+
+
+@scalar
+def expm1(x):
+    """e**x - 1, accurate relative to the result near 0. Error: 1 ulp (f32) / 1 ulp (f64)."""
+    return expm1_times(x, like(x, 1.0))
 
 
 # --- log1p ----------------------------------------------------------------------------------------
@@ -239,6 +266,16 @@ def sigmoid(x):
 
 
 @scalar
+def sigmoid_times(hi, lo, c):
+    """c * sigmoid(hi + lo), with one rounding into the subnormals: for z < 0 it is
+    (p c / (1 + e)) * 2**k with e = p * 2**k = exp(z), instead of c times a subnormal sigmoid
+    (whose rounding error c would multiply). Error: 2 ulp / 2 ulp."""
+    p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
+    d = like(hi, 1.0) + scale_by_pow2(p, k)
+    return c / d if hi >= like(hi, 0.0) else scale_by_pow2(p * c / d, k)
+
+
+@scalar
 def tanh(x):
     """tanh(x) = sign(x) * expm1(2|x|) / (expm1(2|x|) + 2). Error: 3 ulp / 3 ulp; tanh(1e-8) = 1e-8.
     |x| is capped where tanh rounds to 1 (9 in f32, 19.1 in f64) so that e stays finite."""
@@ -255,24 +292,19 @@ def softplus(x):
 
 
 @scalar
-def mish_tanh_softplus(x):
-    """tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2), no cancellation at any x.
-    Error: 3 ulp / 3 ulp. x is capped at 20 (f32) / 40 (f64) where the value rounds to 1."""
-    e = exp(clamp(x, pick(x, -200.0, -1000.0), pick(x, 20.0, 40.0)))
-    n = fma(e, e, e + e)
-    return n / (n + like(x, 2.0))
+def mish_parts(x):
+    """(t, x t) with t = tanh(softplus(x)), for x <= 20 (f32) / 40 (f64), above which t rounds to 1.
+    With e = e^x = p 2**k and n = e (e + 2): t = n / (n + 2) = e (e + 2) / (n + 2), which cancels
+    at no x; x t is formed before the final scaling (accurate where it is subnormal).
+    Error: 3 ulp / 3 ulp."""
+    xs = clamp(x, pick(x, -200.0, -1000.0), pick(x, 20.0, 40.0))
+    p, k = exp_parts(xs, like(x, 0.0))
+    e = scale_by_pow2(p, k)
+    w = (e + like(x, 2.0)) / (fma(e, e, e + e) + like(x, 2.0))
+    return e * w, scale_by_pow2(p * xs * w, k)
 
 
 # --- the normal distribution, for GELU --------------------------------------------------------------
-
-@scalar
-def exp_minus_half_square(x):
-    """exp(-x^2/2), with x^2 carried exactly as a double-word pair (an error of x^2 would be
-    multiplied by x^2/2 in the result). Error: 1 ulp / 1 ulp."""
-    p, e = two_prod(x, x)
-    e = e if abs(p) < pick(x, np.inf, np.inf) else like(x, 0.0)  # fma(inf, inf, -inf) is NaN
-    return exp_hilo(like(x, -0.5) * p, like(x, -0.5) * e)
-
 
 # g(a) = Phi(-a) exp(a^2/2) = t P(2t - 1), t = 1/(1 + c a): near-minimax fits on the relative error,
 # highest degree first. float32: c = 0.3, 10 terms, fit error 3.5e-9 on [0, 15] (2.4e-8 with these
@@ -319,12 +351,30 @@ def normal_tail_scaled(a):
 
 
 @scalar
-def normal_cdf_pdf(x):
-    """(Phi(x), phi(x)) for the standard normal distribution, both accurate relative to themselves
-    in the tails: Phi(-a) = exp(-a^2/2) g(a) for a = |x|, and Phi(a) = 1 - Phi(-a) (<= 1/2, no
+def normal_parts(x):
+    """(p, k, g) with exp(-x^2/2) = p * 2**k and Phi(-|x|) = p g 2**k (Phi the standard normal CDF),
+    x^2 carried exactly as a double-word pair (an error in x^2 is multiplied by x^2/2). Callers
+    multiply p by their factor before scaling, so x Phi(x) is accurate where it is subnormal."""
+    sq, sq_err = two_prod(x, x)
+    sq_err = sq_err if abs(sq) < pick(x, np.inf, np.inf) else like(x, 0.0)  # fma(inf,inf,-inf) NaN
+    p, k = exp_parts(like(x, -0.5) * sq, like(x, -0.5) * sq_err)
+    return p, k, normal_tail_scaled(abs(x))
+
+
+@scalar
+def normal_cdf_times(x, c):
+    """c * Phi(x). For x < 0, (p g c) 2**k; for x >= 0, c - c Phi(-x) (Phi(-x) <= 1/2: no
     cancellation). Error: 3 ulp / 3 ulp; Phi(-14) is 1e-44 in float32, not 0."""
-    a = abs(x)
-    e = exp_minus_half_square(x)
-    tail = e * normal_tail_scaled(a)
-    cdf = tail if x < like(x, 0.0) else like(x, 1.0) - tail
-    return cdf, e * pick(x, INV_SQRT_2PI[0], INV_SQRT_2PI[1])
+    p, k, g = normal_parts(x)
+    tail = scale_by_pow2(p * g * c, k)
+    return tail if x < like(x, 0.0) else c - tail
+
+
+@scalar
+def normal_cdf_pdf(x):
+    """(Phi(x), phi(x)): the standard normal CDF and density. Error: 3 ulp / 3 ulp."""
+    p, k, g = normal_parts(x)
+    e = scale_by_pow2(p, k)
+    tail = e * g
+    return (tail if x < like(x, 0.0) else like(x, 1.0) - tail), e * pick(
+        x, INV_SQRT_2PI[0], INV_SQRT_2PI[1])

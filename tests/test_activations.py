@@ -1,0 +1,104 @@
+"""The matrix: every elementwise activation x parameters x dtype, forward and backward, against the
+float64 reference on hostile inputs; the reference's derivatives against finite differences."""
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import reference
+
+from conftest import CASES, assert_close, case_id, forward_and_saved, hostile, kinks
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_forward(case, dtype):
+    name, params = case
+    x = hostile(dtype, kinks(name, params))
+    y = getattr(fa, name)(x, **params)
+    assert y.dtype == dtype and y.shape == x.shape
+    with np.errstate(all="ignore"):
+        ref = reference.forward(name, x.astype(np.float64), **params)
+    assert_close(y, ref, dtype, context=f"{name}{params} forward")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_backward(case, dtype):
+    name, params = case
+    x = hostile(dtype, kinks(name, params))
+    rng = np.random.default_rng(1)
+    dy = rng.uniform(-2, 2, x.size).astype(dtype)
+    dy[::7] = 1
+    y, saved = forward_and_saved(name, params, x)
+    dx = getattr(fa, name).backward(dy, saved, **params)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    with np.errstate(all="ignore"):
+        ref = reference.backward(name, dy64, saved.astype(np.float64), **params)
+        scale = np.abs(dy64) * reference.condition_scale(name, "backward", x64, **params)
+    assert_close(dx, ref, dtype, scale=scale, context=f"{name}{params} backward")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_reference_backward_is_the_derivative(case):
+    """Central differences of the reference forward confirm the reference derivatives (away from
+    kinks, in float64), so the kernels are checked against the right formula."""
+    name, params = case
+    x = np.concatenate([np.linspace(-12, 12, 2401), [-0.37, 0.013, 1.7, 25.0, -25.0]])
+    for k in kinks(name, params):
+        x = x[np.abs(x - k) > 1e-3]
+    h = 1e-6 * np.maximum(1.0, np.abs(x))
+    numeric = (reference.forward(name, x + h, **params) - reference.forward(name, x - h, **params)) / (2 * h)
+    ones = np.ones_like(x)
+    y = reference.forward(name, x, **params)
+    saved = y if reference.saves(name, **params) == "output" else x
+    analytic = reference.backward(name, ones, saved, **params)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_saves_matches_the_contract(case):
+    name, params = case
+    act = getattr(fa, name)
+    assert act.saves_for(**params) == reference.saves(name, **params)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_parallel_path_matches_serial(case):
+    """Above the threading threshold the same kernel runs on chunks: results are bit-identical."""
+    name, params = case
+    act = getattr(fa, name)
+    x = np.resize(hostile(np.float32, kinks(name, params)), 300_001)
+    whole = act(x, **params)
+    pieces = np.concatenate([act(x[i:i + 4096], **params) for i in range(0, x.size, 4096)])
+    np.testing.assert_array_equal(whole, pieces)
+    _, saved = forward_and_saved(name, params, x)
+    dy = np.linspace(-1, 1, x.size, dtype=np.float32)
+    whole = act.backward(dy, saved, **params)
+    pieces = np.concatenate([act.backward(dy[i:i + 4096], saved[i:i + 4096], **params)
+                             for i in range(0, x.size, 4096)])
+    np.testing.assert_array_equal(whole, pieces)
+
+
+def test_families_come_from_the_registry():
+    families = fa.families()
+    assert set(families) == {"exponential", "piecewise-linear"}
+    assert {"sigmoid", "tanh", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus",
+            "logsigmoid", "softmax", "log_softmax"} <= set(families["exponential"])
+    assert {"relu", "relu6", "leaky_relu", "prelu", "rrelu", "hardtanh", "hardsigmoid",
+            "hardswish", "threshold", "softsign", "maxout"} <= set(families["piecewise-linear"])
+    assert fa.swish is fa.silu
+
+
+def test_tails_and_limits():
+    """Spot values the issue names, on long arrays (the vectorized path)."""
+    x = np.full(1000, -100.0, np.float32)
+    assert np.all(fa.sigmoid(x) > 0) and np.all(fa.sigmoid(x) < 1e-43)
+    assert fa.tanh(np.full(100, 1e-8, np.float32))[50] == np.float32(1e-8)
+    for dt in (np.float32, np.float64):
+        inf = np.array([-np.inf, np.inf] * 40, dt)
+        np.testing.assert_array_equal(fa.sigmoid(inf)[:2], [0, 1])
+        np.testing.assert_array_equal(fa.tanh(inf)[:2], [-1, 1])
+        np.testing.assert_array_equal(fa.elu(inf, alpha=1.5)[:2], [-1.5, np.inf])
+        np.testing.assert_array_equal(fa.gelu(inf)[:2], [0, np.inf])
+        np.testing.assert_array_equal(fa.softplus(inf)[:2], [0, np.inf])
+        np.testing.assert_array_equal(fa.softsign(inf)[:2], [-1, 1])
+        assert np.isnan(fa.sigmoid(np.full(64, np.nan, dt))).all()
