@@ -20,13 +20,35 @@ def _fail(name, exc, message):
     raise exc(f"fastact.{name}: {message}")
 
 
+def is_gpu_array(value):
+    """CuPy arrays, PyTorch CUDA tensors, Numba device arrays: anything with the CUDA interface."""
+    return hasattr(value, "__cuda_array_interface__")
+
+
 def _as_array(name, value, what):
-    if isinstance(value, np.ndarray):
+    """A NumPy array (lists and scalars converted), or a GPU array passed through untouched."""
+    if isinstance(value, np.ndarray) or is_gpu_array(value):
         return value
-    if hasattr(value, "__cuda_array_interface__"):
-        _fail(name, TypeError, f"{what} is a GPU array, and the {_backends.current()!r} backend "
-              "works on NumPy arrays; use fa.backend('cuda') or copy it to the host yourself")
     return np.asarray(value)
+
+
+def gpu_backend(name, arrays):
+    """The CUDA backend if these arrays live on the GPU (None for NumPy arrays); a clear TypeError
+    for a mix, a GPU array on a CPU backend, or a NumPy array on the cuda backend: fastact never
+    copies between host and device behind the caller's back."""
+    chosen = _backends.current()
+    on_gpu = [is_gpu_array(a) for a in arrays if a is not None]
+    if not any(on_gpu):
+        if chosen == "cuda":
+            _fail(name, TypeError, "the cuda backend takes GPU arrays (CuPy, PyTorch CUDA, Numba "
+                  "device arrays); got a NumPy array: copy it to the device yourself")
+        return None
+    if not all(on_gpu):
+        _fail(name, TypeError, "got both GPU and host arrays; put them on the same device")
+    if chosen not in ("auto", "cuda"):
+        _fail(name, TypeError, f"got a GPU array, and the {chosen!r} backend works on NumPy "
+              "arrays; use fa.backend('cuda') or copy it to the host yourself")
+    return _backends.get("cuda")
 
 
 def result_dtype(name, *dtypes):
@@ -81,6 +103,9 @@ def needs_scratch(out, inputs, work_dtype, layout):
 
 def elementwise(name, scalar_fn, inputs, params, out):
     """out = scalar_fn(*inputs, *params) elementwise; inputs are same-shape arrays."""
+    gpu = gpu_backend(name, [*inputs, out])
+    if gpu is not None:
+        return gpu.elementwise(name, scalar_fn, inputs, params, out)
     shape = inputs[0].shape
     for a in inputs[1:]:
         if a.shape != shape:
@@ -113,8 +138,8 @@ def elementwise(name, scalar_fn, inputs, params, out):
 
 
 def unwrap(result, out, was_0d):
-    """Like a NumPy ufunc: a 0-d input without out= gives a NumPy scalar."""
-    return result[()] if out is None and was_0d else result
+    """Like a NumPy ufunc: a 0-d NumPy input without out= gives a NumPy scalar."""
+    return result[()] if out is None and was_0d and isinstance(result, np.ndarray) else result
 
 
 class Activation:

@@ -1,14 +1,27 @@
-"""Backend choice: "auto" | "cpu" (Numba) — and what is available, with the reason when not.
+"""Backend choice: "auto" | "cpu" (Numba) | "c" (cffi) | "cuda" (numba-cuda), and what is
+available, with the reason when not.
 
 ``fa.backend(name)`` is a context manager (per thread and per asyncio task, through contextvars);
-``FASTACT_BACKEND`` sets the default. "auto" takes the first available of: cpu.
+``FASTACT_BACKEND`` sets the default. "auto" takes, for NumPy arrays, the first available of
+cpu, c; GPU arrays always go to cuda.
+
+A CPU backend is an object with
+    name: str
+    map(scalar_fn, inputs, out, params)
+        out[i] = scalar_fn(*(a[i] for a in inputs), *params); inputs and out are 1-D C-contiguous
+        arrays of one dtype (float32 or float64), params a tuple of scalars of that dtype;
+        scalar_fn is a function of fastact.registry (the C backend maps it by __name__).
+    rows(name, args, n_rows, row_cost)
+        the loop fastact.kernels.loops.<name>(*args, start, stop) over [0, n_rows); row_cost is
+        the work per row in elements (for splitting over threads).
 """
 import contextlib
 import contextvars
 import os
 
-NAMES = ("auto", "cpu")
-_ORDER = ("cpu",)
+NAMES = ("auto", "cpu", "c", "cuda")
+_ORDER = ("cpu", "c")
+_ALL = ("cpu", "c", "cuda")
 _current = contextvars.ContextVar("fastact_backend", default=None)
 _loaded = {}
 _reasons = {}
@@ -41,6 +54,10 @@ def _load(name):
     try:
         if name == "cpu":
             from .kernels import cpu as module
+        elif name == "c":
+            from .bindings import backend as module
+        else:
+            from .kernels import cuda as module
         _loaded[name] = module.Backend()
     except ImportError as e:
         _reasons[name] = f"{e.name or 'a module'} not installed ({e})"
@@ -49,9 +66,10 @@ def _load(name):
     return _loaded.get(name)
 
 
-def get():
-    """The backend object for the current choice; RuntimeError naming why if unavailable."""
-    name = current()
+def get(name=None):
+    """The backend object for the current choice (or name); RuntimeError naming why if not
+    available."""
+    name = name or current()
     for candidate in (_ORDER if name == "auto" else (name,)):
         found = _load(candidate)
         if found is not None:
@@ -64,7 +82,7 @@ def get():
 def backends():
     """{name: (available, reason)} for every backend; loading one may compile nothing."""
     report = {}
-    for name in _ORDER:
+    for name in _ALL:
         available = _load(name) is not None
         report[name] = (available, "available" if available else _reasons[name])
     return report

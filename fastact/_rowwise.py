@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _backends, registry
 from ._api import (Activation, _as_array, _fail, check_out, compute_dtype, elementwise,
-                   needs_scratch, result_dtype, unwrap)
+                   gpu_backend, needs_scratch, result_dtype, unwrap)
 
 
 def _run(name, inputs, out_shape, out, compute, dtype=None):
@@ -38,14 +38,22 @@ class _RowActivation(Activation):
     """softmax / log_softmax: rows along ``axis``, each handled in one pass after finding its max."""
 
     def __call__(self, x, *args, out=None, **kwargs):
-        axis = self.bind(args, kwargs)["axis"]
+        params = self.bind(args, kwargs)
         x = _as_array(self.name, x, "x")
+        gpu = gpu_backend(self.name, [x, out])
+        if gpu is not None:
+            return gpu.rowwise(self.name, "forward", [x], params, out)
+        axis = params["axis"]
         return self._rows(f"{self.name}_rows", [x], axis, out)
 
     def backward(self, grad_output, saved, *args, out=None, **kwargs):
-        axis = self.bind(args, kwargs)["axis"]
+        params = self.bind(args, kwargs)
         dy = _as_array(self.name, grad_output, "grad_output")
         y = _as_array(self.name, saved, "saved")
+        gpu = gpu_backend(self.name, [dy, y, out])
+        if gpu is not None:
+            return gpu.rowwise(self.name, "backward", [dy, y], params, out)
+        axis = params["axis"]
         if dy.shape != y.shape:
             _fail(self.name, ValueError, f"arrays have different shapes {dy.shape} and {y.shape}")
         return self._rows(f"{self.name}_backward_rows", [dy, y], axis, out)
@@ -92,6 +100,9 @@ class _Maxout(Activation):
     def __call__(self, x, *args, out=None, **kwargs):
         params = self.bind(args, kwargs)
         x = _as_array(self.name, x, "x")
+        gpu = gpu_backend(self.name, [x, out])
+        if gpu is not None:
+            return gpu.rowwise(self.name, "forward", [x], params, out)
         view, out_shape = self._geometry(x, params["pieces"], params["axis"])
 
         def compute(arrays, target):
@@ -104,6 +115,9 @@ class _Maxout(Activation):
         params = self.bind(args, kwargs)
         dy = _as_array(self.name, grad_output, "grad_output")
         x = _as_array(self.name, saved, "saved")
+        gpu = gpu_backend(self.name, [dy, x, out])
+        if gpu is not None:
+            return gpu.rowwise(self.name, "backward", [dy, x], params, out)
         view, out_shape = self._geometry(x, params["pieces"], params["axis"])
         if dy.shape != out_shape:
             _fail(self.name, ValueError, f"grad_output has shape {dy.shape}, expected {out_shape}")
@@ -133,7 +147,11 @@ def _channel_rows(name, x, weight):
 class _Prelu(Activation):
     def __call__(self, x, weight, *, out=None):
         x = _as_array(self.name, x, "x")
-        weight = _as_array(self.name, weight, "weight").reshape(-1)
+        weight = _as_array(self.name, weight, "weight")
+        gpu = gpu_backend(self.name, [x, weight, out])
+        if gpu is not None:
+            return gpu.rowwise(self.name, "forward", [x, weight], {}, out)
+        weight = weight.reshape(-1)
         rows = _channel_rows(self.name, x, weight)
         dtype = result_dtype(self.name, x.dtype, weight.dtype)
         w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
@@ -148,6 +166,9 @@ class _Prelu(Activation):
         dy = _as_array(self.name, grad_output, "grad_output")
         x = _as_array(self.name, saved, "saved")
         weight_in = _as_array(self.name, weight, "weight")
+        gpu = gpu_backend(self.name, [dy, x, weight_in, out])
+        if gpu is not None:
+            return gpu.rowwise(self.name, "backward", [dy, x, weight_in], {}, out)
         weight = weight_in.reshape(-1)
         if dy.shape != x.shape:
             _fail(self.name, ValueError, f"arrays have different shapes {dy.shape} and {x.shape}")
@@ -175,6 +196,10 @@ class _Rrelu(Activation):
     def __call__(self, x, *args, out=None, generator=None, return_noise=False, **kwargs):
         params = self.bind(args, kwargs)
         x = _as_array(self.name, x, "x")
+        gpu = gpu_backend(self.name, [x, out])
+        if gpu is not None and params["training"]:
+            return gpu.rowwise(self.name, "forward", [x], {
+                **params, "generator": generator, "return_noise": return_noise}, out)
         lower, upper = params["lower"], params["upper"]
         noise = None
         if not params["training"]:

@@ -10,7 +10,7 @@ from conftest import CASES, assert_close, case_id, forward_and_saved, hostile, k
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_forward(case, dtype):
+def test_forward(case, dtype, cpu_backend):
     name, params = case
     x = hostile(dtype, kinks(name, params))
     y = getattr(fa, name)(x, **params)
@@ -21,7 +21,7 @@ def test_forward(case, dtype):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_backward(case, dtype):
+def test_backward(case, dtype, cpu_backend):
     name, params = case
     x = hostile(dtype, kinks(name, params))
     rng = np.random.default_rng(1)
@@ -62,7 +62,7 @@ def test_saves_matches_the_contract(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_parallel_path_matches_serial(case):
+def test_parallel_path_matches_serial(case, cpu_backend):
     """Above the threading threshold the same kernel runs on chunks: results are bit-identical."""
     name, params = case
     act = getattr(fa, name)
