@@ -22,6 +22,12 @@ import os
 NAMES = ("auto", "cpu", "c", "cuda")
 _ORDER = ("cpu", "c")
 _ALL = ("cpu", "c", "cuda")
+
+
+class Unavailable(Exception):
+    """Raised by a backend's constructor; its message is the reason fa.backends() reports."""
+
+
 _current = contextvars.ContextVar("fastact_backend", default=None)
 _loaded = {}
 _reasons = {}
@@ -59,6 +65,8 @@ def _load(name):
         else:
             from .kernels import cuda as module
         _loaded[name] = module.Backend()
+    except Unavailable as e:
+        _reasons[name] = str(e)
     except ImportError as e:
         _reasons[name] = f"{e.name or 'a module'} not installed ({e})"
     except Exception as e:  # a broken install must not break the other backends

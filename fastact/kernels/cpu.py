@@ -154,7 +154,11 @@ class Backend:
     name = "cpu"
 
     def __init__(self):
-        import numba  # noqa: F401  (ImportError: this backend is unavailable)
+        try:
+            import numba  # noqa: F401
+        except ImportError as e:
+            from .._backends import Unavailable
+            raise Unavailable(f"numba not installed ({e})") from None
         self._maps = {}
 
     def map(self, scalar_fn, inputs, out, params):
