@@ -115,8 +115,25 @@ def _register():
             return lambda x, c32, c64: np.float32(c32)
         return lambda x, c32, c64: np.float64(c64)
 
+    @overload(m.horner, inline="always")
+    def _horner(x, coefficients):
+        # Straight-line FMAs: a loop over the tuple is only unrolled by LLVM for short tuples,
+        # and a loop left in the body stops the vectorizer (float64 gelu backward stayed scalar).
+        if not isinstance(x, types.Float) or not isinstance(coefficients, types.BaseTuple):
+            return None
+        lines = ["def impl(x, coefficients):", "    acc = m.like(x, coefficients[0])"]
+        lines += [f"    acc = m.fma(acc, x, m.like(x, coefficients[{i}]))"
+                  for i in range(1, len(coefficients))]
+        lines.append("    return acc")
+        namespace = {"m": m}
+        exec("\n".join(lines), namespace)
+        return namespace["impl"]
+
     for fn in m._SCALAR_FUNCTIONS:
-        register_jitable(fn)
+        if fn is not m.horner:
+            # error_model="numpy": no ZeroDivisionError check on each / (it made calls that could
+            # raise, which LLVM neither inlined nor vectorized); forceinline: no call left in a loop
+            register_jitable(forceinline=True, error_model="numpy")(fn)
 
 
 _register()

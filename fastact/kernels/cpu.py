@@ -117,6 +117,16 @@ def row_kernel(name):
     return getattr(_load("rows", "".join(parts)), name)
 
 
+def _forget_pool_after_fork():
+    """A forked child has none of the parent's worker threads: start a new pool when needed."""
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _get_pool(size):
     global _pool, _pool_size
     with _lock:

@@ -69,7 +69,8 @@ def softmax_rows(x, out, start, stop):
         best, where = row_max(x[r])
         total = 0.0
         for j in range(x.shape[1]):
-            e = m.exp(x[r, j] - best)
+            difference, error = m.two_sum(x[r, j], -best)  # exp scales an error in x - max by |x - max|
+            e = m.exp_hilo(difference, error)
             out[r, j] = e
             total += e
         denominator = m.like(x[r, 0], total)

@@ -1,0 +1,218 @@
+"""What a NumPy user expects of fa.NAME(x, out=...): dtypes, shapes, layouts, in place, and errors
+raised before anything is written."""
+import re
+
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import reference
+
+from conftest import CASES, case_id, forward_and_saved
+
+LAYOUTS = {
+    "c": lambda a: a.reshape(6, 7, 11),
+    "fortran": lambda a: np.asfortranarray(a.reshape(6, 7, 11)),
+    "strided": lambda a: np.repeat(a, 3)[::3],
+    "reversed": lambda a: a[::-1],
+    "transposed": lambda a: a.reshape(6, 7, 11).transpose(2, 0, 1),
+    "column": lambda a: a.reshape(42, 11)[:, 3],
+}
+
+
+def sample(dtype=np.float32):
+    return np.random.default_rng(5).uniform(-6, 6, 462).astype(dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_layouts_give_the_contiguous_result(case, layout, cpu_backend):
+    name, params = case
+    act = getattr(fa, name)
+    base = sample()
+    x = LAYOUTS[layout](base)
+    y = act(x, **params)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    np.testing.assert_array_equal(y, act(np.ascontiguousarray(x), **params))
+    dy = LAYOUTS[layout](np.linspace(-1, 1, base.size, dtype=np.float32))
+    _, saved = forward_and_saved(name, params, x)
+    np.testing.assert_array_equal(act.backward(dy, saved, **params),
+                                  act.backward(np.ascontiguousarray(dy), np.ascontiguousarray(saved), **params))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_zero_d_empty_and_lists(case):
+    name, params = case
+    act = getattr(fa, name)
+    scalar = act(np.float32(0.75), **params)
+    assert isinstance(scalar, np.float32)
+    assert scalar == act(np.array([0.75], np.float32), **params)[0]
+    assert isinstance(act(np.array(0.75), **params), np.float64)
+    for shape in [(0,), (3, 0), (0, 5, 2)]:
+        empty = act(np.empty(shape, np.float32), **params)
+        assert empty.shape == shape and empty.dtype == np.float32
+        assert act.backward(np.empty(shape), np.empty(shape), **params).shape == shape
+    np.testing.assert_array_equal(act([0.5, -1.0], **params), act(np.array([0.5, -1.0]), **params))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_in_place_and_out(case, cpu_backend):
+    name, params = case
+    act = getattr(fa, name)
+    x = sample()
+    expected = act(x, **params)
+    out = np.empty_like(x)
+    assert act(x, out=out, **params) is out
+    np.testing.assert_array_equal(out, expected)
+    inplace = x.copy()
+    assert act(inplace, out=inplace, **params) is inplace
+    np.testing.assert_array_equal(inplace, expected)
+    # out overlapping the input with an offset: as if computed into a temporary first
+    buf = np.concatenate([x, x[:1]])
+    act(buf[1:], out=buf[:-1], **params)
+    np.testing.assert_array_equal(buf[:-1], act(np.concatenate([x[1:], x[:1]]), **params))
+    # backward in place into grad_output
+    dy = np.linspace(-1, 1, x.size, dtype=np.float32)
+    _, saved = forward_and_saved(name, params, x)
+    expected = act.backward(dy, saved, **params)
+    act.backward(dy, saved, out=dy, **params)
+    np.testing.assert_array_equal(dy, expected)
+
+
+BAD_OUTS = {
+    "shape": (lambda x: np.zeros(x.size + 1, x.dtype), ValueError),
+    "dtype": (lambda x: np.zeros(x.shape, np.float64), TypeError),
+    "readonly": (lambda x: np.zeros(x.shape, x.dtype), ValueError),
+    "not-an-array": (lambda x: [0.0] * x.size, TypeError),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_OUTS)
+@pytest.mark.parametrize("name", ["sigmoid", "gelu", "relu", "softplus", "hardtanh", "mish"])
+def test_bad_out_raises_before_writing(name, bad):
+    act = getattr(fa, name)
+    x = sample()
+    make, error = BAD_OUTS[bad]
+    out = make(x)
+    before = np.array(out, copy=True)
+    if bad == "readonly":
+        out.flags.writeable = False
+    with pytest.raises(error, match=name):
+        act(x, out=out)
+    with pytest.raises(error, match=name):
+        act.backward(x, x, out=out)
+    np.testing.assert_array_equal(np.asarray(out), before)
+
+
+def test_mismatched_shapes_raise():
+    with pytest.raises(ValueError, match="shapes"):
+        fa.sigmoid.backward(np.ones(3), np.ones(4))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_float16_is_computed_in_float32(case):
+    name, params = case
+    act = getattr(fa, name)
+    x = sample(np.float16)
+    y = act(x, **params)
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, act(x.astype(np.float32), **params).astype(np.float16))
+    dy = np.linspace(-1, 1, x.size).astype(np.float16)
+    _, saved = forward_and_saved(name, params, x)
+    dx = act.backward(dy, saved, **params)
+    assert dx.dtype == np.float16
+    np.testing.assert_array_equal(dx, act.backward(dy.astype(np.float32), saved.astype(np.float32),
+                                                   **params).astype(np.float16))
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint64])
+def test_integers_and_bool_follow_numpy(dtype):
+    x = np.arange(-3, 4).astype(dtype)
+    expected_dtype = np.tanh(x).dtype
+    for name in ("tanh", "sigmoid", "relu", "gelu"):
+        y = getattr(fa, name)(x)
+        assert y.dtype == expected_dtype, name
+        np.testing.assert_array_equal(y, getattr(fa, name)(x.astype(expected_dtype)))
+
+
+@pytest.mark.parametrize("bad", [np.complex64, np.complex128, object, np.longdouble, "U3",
+                                 "datetime64[s]"])
+def test_unsupported_dtypes_raise_naming_the_dtype(bad):
+    if np.dtype(bad) == np.float64:
+        pytest.skip("longdouble is float64 on this platform")
+    x = np.zeros(3, dtype=bad)
+    with pytest.raises(TypeError, match=re.escape(str(np.dtype(bad)))):
+        fa.sigmoid(x)
+    with pytest.raises(TypeError, match=re.escape(str(np.dtype(bad)))):
+        fa.relu.backward(x, x)
+
+
+def test_parameters_are_checked_like_python():
+    x = sample()
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fa.elu(x, alhpa=1.0)
+    with pytest.raises(TypeError, match="missing"):
+        fa.threshold(x, 0.5)
+    with pytest.raises(ValueError, match="approximate"):
+        fa.gelu(x, approximate="fast")
+    with pytest.raises(ValueError, match="alpha"):
+        fa.celu(x, alpha=0.0)
+    with pytest.raises(ValueError, match="min_val"):
+        fa.hardtanh(x, min_val=2.0, max_val=1.0)
+    with pytest.raises(TypeError, match="real number"):
+        fa.leaky_relu(x, negative_slope="0.1")
+    with pytest.raises(ValueError, match="NaN"):
+        fa.elu(x, alpha=float("nan"))
+    np.testing.assert_array_equal(fa.elu(x, 0.5), fa.elu(x, alpha=0.5))
+
+
+def test_saves_follows_the_parameters():
+    assert fa.sigmoid.saves == "output" and fa.gelu.saves == "input"
+    assert fa.leaky_relu.saves == "output"
+    assert fa.leaky_relu.saves_for(negative_slope=-0.1) == "input"
+    assert fa.elu.saves_for(alpha=-1.0) == "input" and fa.celu.saves_for(alpha=2.0) == "output"
+    assert fa.threshold.saves == "input"
+    assert {fa.softmax.saves, fa.log_softmax.saves} == {"output"}
+
+
+def test_docstrings_are_the_spec():
+    for name in fa.ACTIVATIONS:
+        doc = getattr(fa, name).__doc__
+        assert ".. math::" in doc and "Backward" in doc, name
+
+
+def test_backend_choice():
+    x = sample()
+    with fa.backend("cpu"):
+        y = fa.sigmoid(x)
+    np.testing.assert_array_equal(y, fa.sigmoid(x))
+    with pytest.raises(ValueError, match="unknown backend 'gpu'; choose one of"):
+        with fa.backend("gpu"):
+            pass
+    report = fa.backends()
+    assert set(report) == {"cpu", "c", "cuda"} and report["cpu"] == (True, "available")
+    for available, reason in report.values():
+        assert isinstance(available, bool) and reason
+
+
+class FakeGpuArray:
+    """Anything with the CUDA array interface counts as a GPU array."""
+    __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+def test_gpu_arrays_are_never_copied_silently():
+    with fa.backend("cpu"):
+        with pytest.raises(TypeError, match="GPU array"):
+            fa.relu(FakeGpuArray())
+    with pytest.raises(TypeError, match="same device"):
+        fa.relu.backward(FakeGpuArray(), np.ones(3, np.float32))
+    with fa.backend("cuda"):
+        with pytest.raises(TypeError, match="NumPy array"):
+            fa.relu(np.ones(3, np.float32))
+
+
+def test_matches_reference_on_a_typical_batch():
+    """The everyday case, end to end: a float32 activation tensor of a small network."""
+    x = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+    np.testing.assert_allclose(fa.gelu(x), reference.forward("gelu", x.astype(np.float64)),
+                               rtol=3e-7, atol=1e-30)

@@ -1,0 +1,157 @@
+"""The primitives of kernels/math.py against mpmath, at the error bound each one states, compiled
+and in Python mode (what numba-cuda's simulator runs), and the compiled loops' machine code."""
+import platform
+import re
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+from fastact.kernels import math as m
+
+numba = pytest.importorskip("numba")
+
+mp.mp.dps = 40
+PRIMITIVES = {  # name: (mpmath function, domain of x)
+    "exp": (mp.exp, None),
+    "expm1": (mp.expm1, None),
+    "log1p": (mp.log1p, "nonnegative"),
+    "tanh": (mp.tanh, None),
+    "sigmoid": (lambda x: 1 / (1 + mp.exp(-x)), None),
+    "softplus": (lambda x: mp.log1p(mp.exp(x)), None),
+}
+
+
+def documented_bound(fn, dtype):
+    """The 'Error: A ulp / B ulp' of the docstring: A for float32, B for float64."""
+    found = re.search(r"Error: ([\d.]+) ulp[^/]*/ ([\d.]+) ulp", fn.__doc__)
+    assert found, f"{fn.__name__} states no error bound"
+    return float(found.group(1 if dtype == np.float32 else 2))
+
+
+def compiled(fn):
+    from fastact.kernels import _jit  # noqa: F401
+    jitted = numba.njit(fn)
+
+    @numba.njit(error_model="numpy")
+    def loop(x, out):
+        for i in range(x.size):
+            out[i] = jitted(x[i])
+    return loop
+
+
+def points(dtype, domain, count=4000):
+    lim = 110.0 if dtype == np.float32 else 760.0
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-lim, lim, count // 2), rng.standard_normal(count // 4) * 3,
+                        np.geomspace(1e-30, 1, count // 8), -np.geomspace(1e-30, 1, count // 8),
+                        [0.0, 1e-8, -1e-8, 0.5, -0.5, 20.0, -20.0]])
+    if domain == "nonnegative":
+        x = np.abs(x) * np.where(np.arange(x.size) % 2, 1, 1e6)
+    return x.astype(dtype)
+
+
+def ulps(got, exact, dtype):
+    fi = np.finfo(dtype)
+    out = []
+    for g, e in zip(got, exact):
+        if mp.isinf(e) or abs(e) > fi.max:
+            out.append(0.0 if np.isinf(g) and np.sign(g) == mp.sign(e) else np.inf)
+            continue
+        spacing = max(float(np.spacing(dtype(abs(float(e))))), float(fi.smallest_subnormal))
+        out.append(float(abs(mp.mpf(float(g)) - e)) / spacing)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_primitive_within_its_documented_bound(name, dtype):
+    fn = getattr(m, name)
+    exact_fn, domain = PRIMITIVES[name]
+    x = points(dtype, domain)
+    got = np.empty_like(x)
+    compiled(fn)(x, got)
+    exact = [exact_fn(mp.mpf(float(v))) for v in x]
+    err = ulps(got, exact, dtype)
+    worst = int(np.argmax(err))
+    assert err[worst] <= documented_bound(fn, dtype), (
+        f"{name}({x[worst]!r}) = {got[worst]!r}, exact {mp.nstr(exact[worst], 17)}: "
+        f"{err[worst]:.2f} ulp")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_special_values(name, dtype):
+    fn = getattr(m, name)
+    x = np.array([np.nan, np.inf, -np.inf, 0.0] * 20, dtype)  # long enough to be vectorized
+    if PRIMITIVES[name][1] == "nonnegative":
+        x[2::4] = 0.0
+    got = np.empty_like(x)
+    compiled(fn)(x, got)
+    with np.errstate(all="ignore"):
+        expected = {"exp": np.exp, "expm1": np.expm1, "log1p": np.log1p, "tanh": np.tanh,
+                    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+                    "softplus": lambda v: np.logaddexp(0, v)}[name](x)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_python_mode_is_bitwise_the_compiled_code(dtype):
+    """The simulator runs the same Python functions; they must compute the same bits."""
+    from fastact import registry
+    x = points(dtype, None, 400)
+    for fn in (registry.gelu_forward, registry.gelu_tanh_backward_from_input, registry.mish_forward,
+               registry.silu_backward_from_input, registry.softplus_forward):
+        args = () if fn.__name__.startswith(("gelu", "mish", "silu")) else (dtype(1.0), dtype(20.0))
+        if "backward" in fn.__name__:
+            python = np.array([fn(dtype(1.0), v, *args) for v in x], dtype)
+        else:
+            python = np.array([fn(v, *args) for v in x], dtype)
+        from fastact.kernels import cpu
+        n = 2 if "backward" in fn.__name__ else 1
+        kernel = cpu.map_kernel(fn, n)
+        out = np.empty_like(x)
+        params = tuple(dtype(a) for a in args)
+        if n == 2:
+            kernel(np.ones_like(x), x, out, params, 0, x.size)
+        else:
+            kernel(x, out, params, 0, x.size)
+        np.testing.assert_array_equal(python, out, err_msg=fn.__name__)
+
+
+def elementwise_scalar_functions():
+    from fastact import registry
+    found = {}
+    for spec in registry.SPECS.values():
+        for table in (spec.forward, spec.backward_from_input, spec.backward_from_output):
+            for fn in table.values():
+                found[fn.__name__] = fn
+    return sorted(found.values(), key=lambda f: f.__name__)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn", elementwise_scalar_functions(), ids=lambda f: f.__name__)
+def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
+    """The loop body must be packed SIMD (ymm/zmm) with no call to libm (expf, tanh, ...) and no
+    call at all (a call that can raise, e.g. from error_model="python", blocks vectorization)."""
+    import inspect
+    from fastact.kernels import _jit  # noqa: F401
+    n_arrays = 2 if "backward" in fn.__name__ else 1
+    n_params = len(inspect.signature(fn).parameters) - n_arrays
+    namespace = {"numba": numba, "scalar": fn}
+    args = ", ".join(f"a{i}[i]" for i in range(n_arrays))
+    exec("def loop(a0, a1, out, params):\n"
+         "    for i in range(out.size):\n"
+         f"        out[i] = scalar({args}, *params)\n", namespace)
+    loop = numba.njit(error_model="numpy")(namespace["loop"])
+    x = np.ones(64, dtype)
+    loop(x, x, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)))
+    asm = "\n".join(loop.inspect_asm().values())
+    llvm = "\n".join(loop.inspect_llvm().values())
+    suffix = "ps" if dtype == np.float32 else "pd"
+    packed = re.findall(r"\bv\w+%s\s+%%[yz]mm" % suffix, asm)
+    assert len(packed) >= 4, f"{fn.__name__}: {len(packed)} packed {suffix} instructions"
+    assert not re.search(r"call\w*\s+\S*(exp|log|tanh|erf)", asm), f"{fn.__name__} calls libm"
+    assert "@_ZN7fastact" not in llvm.split("define", 2)[-1] or not re.search(
+        r"call [^\n]*@_ZN7fastact", llvm), f"{fn.__name__}: a call to a scalar function is left"

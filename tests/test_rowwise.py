@@ -1,0 +1,160 @@
+"""softmax, log_softmax, maxout, prelu and rrelu against the reference, with hostile rows."""
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import reference
+
+from conftest import assert_close, hostile
+
+
+def rows(dtype, shape=(7, 33), seed=0):
+    x = np.random.default_rng(seed).standard_normal(shape) * 8
+    x[0, :] = 0.0                       # all equal
+    x[1, :5] = [1e4, -1e4, 0.0, 88.0, -200.0]  # huge spread: the max term dominates
+    x[2, :] = -np.inf
+    x[2, 3] = 1.0                       # -inf entries give 0 / -inf
+    x[3, 7] = np.nan                    # NaN row
+    x[4, :] = np.linspace(-30, 0, shape[1])  # log_softmax of the max is close to 0
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax_family(name, axis, dtype, cpu_backend):
+    act = getattr(fa, name)
+    x = rows(dtype)
+    if axis == 0:
+        x = np.ascontiguousarray(x.T)
+    y = act(x, axis=axis)
+    with np.errstate(all="ignore"):
+        ref = reference.forward(name, x.astype(np.float64), axis=axis)
+    assert_close(y, ref, dtype, context=f"{name} axis={axis}")
+    dy = np.random.default_rng(1).uniform(-1, 1, x.shape).astype(dtype)
+    dx = act.backward(dy, y, axis=axis)
+    with np.errstate(all="ignore"):
+        ref_dx = reference.backward(name, dy.astype(np.float64), y.astype(np.float64), axis=axis)
+        scale = reference.condition_scale(name, "backward", x.astype(np.float64), axis=axis,
+                                          grad_output=dy.astype(np.float64))
+    assert_close(dx, ref_dx, dtype, scale=scale, context=f"{name} backward axis={axis}")
+
+
+def test_softmax_layouts_and_shapes(cpu_backend):
+    x = np.random.default_rng(2).standard_normal((4, 5, 6)).astype(np.float32)
+    for axis in (0, 1, 2, -2):
+        expected = fa.softmax(np.ascontiguousarray(np.moveaxis(x, axis, -1)))
+        np.testing.assert_array_equal(np.moveaxis(fa.softmax(x, axis=axis), axis, -1), expected)
+    xf = np.asfortranarray(x)
+    np.testing.assert_array_equal(fa.softmax(xf, axis=1), fa.softmax(x, axis=1))
+    out = np.empty_like(x)
+    assert fa.log_softmax(x, 1, out=out) is out
+    np.testing.assert_array_equal(out, fa.log_softmax(x, axis=1))
+    inplace = x.copy()
+    fa.softmax(inplace, out=inplace)
+    np.testing.assert_array_equal(inplace, fa.softmax(x))
+    assert fa.softmax(np.float32(3.0)) == 1.0
+    assert fa.softmax(np.empty((0, 4), np.float32)).shape == (0, 4)
+    assert fa.softmax(np.empty((3, 0), np.float32)).shape == (3, 0)
+    with pytest.raises(ValueError, match="axis 3 is out of bounds"):
+        fa.softmax(x, axis=3)
+    with pytest.raises(TypeError, match="out has dtype"):
+        fa.softmax(x, out=np.empty(x.shape))
+
+
+def test_long_rows_are_parallel_and_exact(cpu_backend):
+    x = np.random.default_rng(3).standard_normal((3, 200_000)).astype(np.float32)
+    y = fa.log_softmax(x)
+    assert_close(y, reference.forward("log_softmax", x.astype(np.float64)), np.float32)
+    many = np.random.default_rng(4).standard_normal((50_000, 8)).astype(np.float32)
+    np.testing.assert_array_equal(fa.softmax(many), np.concatenate(
+        [fa.softmax(many[i:i + 1000]) for i in range(0, len(many), 1000)]))
+
+
+@pytest.mark.parametrize("pieces,axis", [(2, 1), (3, -1), (1, 0), (4, 2)])
+def test_maxout(pieces, axis, dtype, cpu_backend):
+    shape = [4, 6, 8]
+    shape[axis] = 12
+    x = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    x.flat[::17] = 0.5  # ties
+    x.flat[5] = np.nan
+    x.flat[7] = np.inf
+    y = fa.maxout(x, pieces, axis=axis)
+    ref = reference.forward("maxout", x.astype(np.float64), pieces=pieces, axis=axis)
+    np.testing.assert_array_equal(y, ref.astype(dtype))
+    dy = np.random.default_rng(6).standard_normal(y.shape).astype(dtype)
+    dx = fa.maxout.backward(dy, x, pieces, axis=axis)
+    ref_dx = reference.backward("maxout", dy.astype(np.float64), x.astype(np.float64),
+                                pieces=pieces, axis=axis)
+    np.testing.assert_array_equal(dx, ref_dx.astype(dtype))
+    np.testing.assert_array_equal(fa.maxout(np.asfortranarray(x), pieces, axis=axis), y)
+
+
+def test_maxout_errors():
+    x = np.ones((2, 6, 3), np.float32)
+    with pytest.raises(ValueError, match="multiple of pieces"):
+        fa.maxout(x, 4)
+    with pytest.raises(ValueError, match="pieces must be >= 1"):
+        fa.maxout(x, 0)
+    with pytest.raises(ValueError, match="grad_output has shape"):
+        fa.maxout.backward(np.ones((2, 6, 3)), x, 2)
+    with pytest.raises(TypeError, match="integer"):
+        fa.maxout(x, 2.5)
+
+
+@pytest.mark.parametrize("shape,channels", [((4, 3, 5, 5), 3), ((4, 3, 5, 5), 1), ((1000,), 1),
+                                            ((6, 7), 7), ((2, 4, 0), 4)])
+def test_prelu(shape, channels, dtype, cpu_backend):
+    rng = np.random.default_rng(7)
+    x = hostile(dtype)[:int(np.prod(shape))]
+    x = np.resize(x, shape).astype(dtype)
+    w = rng.uniform(-0.5, 0.5, channels).astype(dtype)
+    y = fa.prelu(x, w)
+    assert_close(y, reference.forward("prelu", x.astype(np.float64), weight=w.astype(np.float64)),
+                 dtype, context="prelu")
+    dy = rng.uniform(-1, 1, shape).astype(dtype)
+    dx, dw = fa.prelu.backward(dy, x, w)
+    ref_dx, ref_dw = reference.backward("prelu", dy.astype(np.float64), x.astype(np.float64),
+                                        weight=w.astype(np.float64))
+    assert_close(dx, ref_dx, dtype, context="prelu grad_input")
+    assert dw.shape == w.shape and dw.dtype == w.dtype
+    finite = np.isfinite(x).all() and np.isfinite(dy).all()
+    if finite:
+        np.testing.assert_allclose(dw, ref_dw, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_prelu_errors():
+    x = np.ones((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match="channels"):
+        fa.prelu(x, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        fa.prelu(np.ones(5, np.float32), np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        fa.prelu(x, np.ones(0, np.float32))
+
+
+def test_rrelu_eval_and_training(cpu_backend):
+    x = np.random.default_rng(8).standard_normal(10_000).astype(np.float32)
+    lower, upper = 0.1, 0.3
+    np.testing.assert_array_equal(fa.rrelu(x, lower, upper),
+                                  fa.leaky_relu(x, np.float32((lower + upper) / 2)))
+    y1, noise1 = fa.rrelu(x, lower, upper, training=True, generator=42, return_noise=True)
+    y2, noise2 = fa.rrelu(x, lower, upper, training=True, generator=42, return_noise=True)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(noise1, noise2)
+    y3 = fa.rrelu(x, lower, upper, training=True, generator=43)
+    assert not np.array_equal(y1, y3)
+    negative = x < 0
+    assert np.all((noise1[negative] >= lower) & (noise1[negative] <= upper))
+    assert np.all(noise1[~negative] == 1)
+    np.testing.assert_array_equal(y1, np.where(negative, x * noise1, x))
+    dy = np.ones_like(x)
+    np.testing.assert_array_equal(fa.rrelu.backward(dy, x, lower, upper, training=True, noise=noise1),
+                                  reference.backward("rrelu", dy.astype(np.float64), x.astype(np.float64),
+                                                     lower=lower, upper=upper, training=True,
+                                                     noise=noise1.astype(np.float64)).astype(np.float32))
+    with pytest.raises(ValueError, match="noise"):
+        fa.rrelu.backward(dy, x, training=True)
+    with pytest.raises(ValueError, match="lower"):
+        fa.rrelu(x, 0.5, 0.1)
+    y_nan = fa.rrelu(np.array([np.nan, -1.0, 2.0], np.float32), training=True, generator=0)
+    assert np.isnan(y_nan[0]) and y_nan[2] == 2.0
