@@ -1,0 +1,94 @@
+"""Runtime behaviour: many Python threads at once, the on-disk kernel cache across processes,
+Numba kept off the import path, and fork."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastact as fa
+
+pytest.importorskip("numba")
+
+
+def run_python(code, env=None):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_concurrent_calls_from_python_threads_are_correct():
+    """Eight threads share the kernel thread pool; each result equals the single-threaded one."""
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(300_000).astype(np.float32) for _ in range(8)]
+    names = ["sigmoid", "gelu", "mish", "relu", "tanh", "silu", "elu", "softplus"]
+    with fa.backend("cpu"):
+        expected = [getattr(fa, n)(x) for n, x in zip(names, inputs)]
+        results, errors = [None] * 8, []
+
+        def work(i):
+            try:
+                for _ in range(5):
+                    results[i] = getattr(fa, names[i])(inputs[i])
+                    assert np.array_equal(results[i], expected[i])
+            except BaseException as e:  # reported below: a thread's assert is not seen by pytest
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_second_process_loads_compiled_kernels_from_disk(tmp_path):
+    code = ("import numpy as np, fastact as fa\n"
+            "from fastact import registry\n"
+            "from fastact.kernels import cpu\n"
+            "fa.sigmoid(np.ones(10, np.float32))\n"
+            "stats = cpu.map_kernel(registry.sigmoid_forward, 1).stats\n"
+            "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n")
+    env = {"FASTACT_CACHE_DIR": str(tmp_path)}
+    hits, misses = run_python(code, env).split()
+    assert (hits, misses) == ("0", "1")  # first process compiles
+    hits, misses = run_python(code, env).split()
+    assert (hits, misses) == ("1", "0")  # second process loads the machine code
+
+
+def test_import_does_not_compile_or_import_numba():
+    out = run_python("import sys, fastact as fa\n"
+                     "print('numba' in sys.modules, len(fa.ACTIVATIONS))")
+    assert out.split() == ["False", str(len(fa.ACTIVATIONS))]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_after_threads_were_used():
+    code = ("import os, numpy as np, fastact as fa\n"
+            "x = np.linspace(-5, 5, 500_000, dtype=np.float32)\n"
+            "with fa.backend('cpu'):\n"
+            "    y = fa.gelu(x)\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            "        os._exit(0 if np.array_equal(fa.gelu(x), y) else 3)\n"
+            "_, status = os.waitpid(pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status))\n")
+    assert run_python(code).strip() == "0"
+
+
+def test_thread_count_is_configurable():
+    x = np.linspace(-5, 5, 500_000, dtype=np.float32)
+    before = fa.get_num_threads()
+    try:
+        fa.set_num_threads(1)
+        one = fa.tanh(x)
+        fa.set_num_threads(2)
+        np.testing.assert_array_equal(fa.tanh(x), one)
+        with pytest.raises(ValueError):
+            fa.set_num_threads(0)
+    finally:
+        fa.set_num_threads(before)
