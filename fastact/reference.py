@@ -410,8 +410,9 @@ def hardswish_forward(x):
 
 @_api
 def hardswish_backward_from_input(dy, x):
-    """0 if x < -3, dy * (x/3 + 1/2) if -3 <= x <= 3, dy if x > 3"""
-    return dy * _step(x, x < -3, 0.0, np.where(x <= 3, (2 * x + 3) / 6, 1.0))
+    """0 if x <= -3, dy * (x/3 + 1/2) if -3 < x < 3, dy if x >= 3 (PyTorch 2.x: both edges take the
+    outer piece)"""
+    return dy * _step(x, x <= -3, 0.0, np.where(x < 3, (2 * x + 3) / 6, 1.0))
 
 
 @_api

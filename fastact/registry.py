@@ -269,10 +269,10 @@ def hardswish_forward(x):
 
 @scalar
 def hardswish_backward_from_input(dy, x):
-    """PyTorch's pieces: 0 below -3, x/3 + 1/2 on [-3, 3] (edges included), 1 above 3."""
-    above = like(x, 1.0) if x > like(x, 3.0) else x  # NaN stays NaN
-    middle = above if x > like(x, 3.0) or x != x else x / like(x, 3.0) + like(x, 0.5)
-    return dy * (like(x, 0.0) if x < like(x, -3.0) else middle)
+    """PyTorch 2.x's pieces: 0 for x <= -3, x/3 + 1/2 strictly inside, 1 for x >= 3."""
+    outer = like(x, 0.0) if x <= like(x, -3.0) else (like(x, 1.0) if x >= like(x, 3.0) else x)
+    inside = x > like(x, -3.0) and x < like(x, 3.0)
+    return dy * (x / like(x, 3.0) + like(x, 0.5) if inside else outer)
 
 
 @scalar
