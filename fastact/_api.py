@@ -13,7 +13,7 @@ import numpy as np
 from . import _backends
 from .registry import REQUIRED, SPECS
 
-_SUPPORTED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))  # computed as they are
 
 
 def _fail(name, exc, message):
@@ -101,8 +101,34 @@ def needs_scratch(out, inputs, work_dtype, layout):
     return any(np.may_share_memory(out, a) and not _same_memory(out, a) for a in inputs)
 
 
+def _fast_path_ok(inputs, out):
+    """Same-shape contiguous float32/float64 NumPy arrays of one layout, out absent or exactly
+    like them and not partially overlapping, on a host backend."""
+    x = inputs[0]
+    if type(x) is not np.ndarray or x.dtype not in _NATIVE or not (
+            x.flags.c_contiguous or x.flags.f_contiguous) or _backends.current() == "cuda":
+        return False
+    for a in inputs[1:]:
+        if type(a) is not np.ndarray or a.dtype != x.dtype or a.shape != x.shape or (
+                a.strides != x.strides):
+            return False
+    if out is None:
+        return True
+    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
+            and out.strides == x.strides and out.flags.writeable
+            and all(out is a or not np.may_share_memory(out, a) for a in inputs))
+
+
 def elementwise(name, scalar_fn, inputs, params, out):
     """out = scalar_fn(*inputs, *params) elementwise; inputs are same-shape arrays."""
+    if _fast_path_ok(inputs, out):  # the common calls, kept short
+        x = inputs[0]
+        order = "C" if x.flags.c_contiguous else "F"
+        result = np.empty_like(x, order=order) if out is None else out
+        if x.size:
+            _backends.get().map(scalar_fn, [a.reshape(-1, order=order) for a in inputs],
+                                result.reshape(-1, order=order), tuple(map(x.dtype.type, params)))
+        return result
     gpu = gpu_backend(name, [*inputs, out])
     if gpu is not None:
         return gpu.elementwise(name, scalar_fn, inputs, params, out)
@@ -158,6 +184,11 @@ class Activation:
         parameters.append(inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=None))
         self.__signature__ = inspect.Signature(parameters)
         self._param_signature = inspect.Signature(parameters[1:-1])
+        self._scalar_names = _scalar_parameter_names(spec)
+        self._choice = next((p.name for p in spec.params if p.choices), None)
+        self._default_params = None  # bound once, on first use (validate may reject no default)
+        self._defaults_or_required = {p.name for p in spec.params}
+        self._saves_output_names = set(inspect.signature(spec.saves_output).parameters)
         self.__doc__ = (f"{spec.summary}\n\n.. math:: {spec.formula}\n\n"
                         f"Backward: ``fastact.{self.name}.backward(grad_output, saved, ...)`` with "
                         f"saved = the forward's {self.saves}." + (
@@ -168,12 +199,31 @@ class Activation:
 
     def bind(self, args, kwargs):
         """The parameters as a dict, with defaults, checked; raises TypeError/ValueError."""
-        try:
+        if not args and not kwargs:  # the common call: nothing to check again
+            if self._default_params is None:
+                self._default_params = self._bind((), {})
+            return dict(self._default_params)
+        return self._bind(args, kwargs)
+
+    def _bind(self, args, kwargs):
+        specs = self.spec.params
+        if len(args) <= len(specs) and all(k in self._defaults_or_required for k in kwargs) and not any(
+                p.name in kwargs for p in specs[:len(args)]):
+            params = {p.name: a for p, a in zip(specs, args)}
+            params.update(kwargs)
+            missing = [p.name for p in specs if p.name not in params and p.default is REQUIRED]
+            if not missing:
+                for p in specs:
+                    params.setdefault(p.name, p.default)
+                return self._check(params)
+        try:  # the slow path, for Python's own error message
             bound = self._param_signature.bind(*args, **kwargs)
         except TypeError as e:
             _fail(self.name, TypeError, str(e))
         bound.apply_defaults()
-        params = dict(bound.arguments)
+        return self._check(dict(bound.arguments))
+
+    def _check(self, params):
         for p in self.spec.params:
             value = params[p.name]
             if p.choices:
@@ -210,14 +260,13 @@ class Activation:
         """Which tensor backward needs with these parameters (leaky_relu with a negative slope and
         elu/celu with a negative alpha need the input)."""
         params = self.bind(args, kwargs)
-        checked = {k: v for k, v in params.items() if k in inspect.signature(
-            self.spec.saves_output).parameters}
+        checked = {k: v for k, v in params.items() if k in self._saves_output_names}
         return "output" if self.spec.saves_output(**checked) else "input"
 
     def _scalar_params(self, params):
         params = {**params, **self.spec.fixed}
-        variant = next((params.pop(p.name) for p in self.spec.params if p.choices), None)
-        return variant, [params[k] for k in _scalar_parameter_names(self.spec)]
+        variant = params[self._choice] if self._choice else None
+        return variant, [params[k] for k in self._scalar_names]
 
     def __call__(self, x, *args, out=None, **kwargs):
         params = self.bind(args, kwargs)
@@ -232,7 +281,8 @@ class Activation:
         dy = _as_array(self.name, grad_output, "grad_output")
         saved = _as_array(self.name, saved, "saved")
         variant, values = self._scalar_params(params)
-        table = (self.spec.backward_from_output if self.saves_for(**params) == "output"
+        checked = {k: v for k, v in params.items() if k in self._saves_output_names}
+        table = (self.spec.backward_from_output if self.spec.saves_output(**checked)
                  else self.spec.backward_from_input)
         result = elementwise(self.name, table[variant], [dy, saved], values, out)
         return unwrap(result, out, dy.ndim == 0)
@@ -240,5 +290,7 @@ class Activation:
 
 def _scalar_parameter_names(spec):
     names = [p.name for p in spec.params if not p.choices]
+    if not spec.forward:  # row-wise: no scalar function
+        return names
     fn = next(iter(spec.forward.values()))
     return [n for n in list(inspect.signature(fn).parameters)[1:] if n in names or n in spec.fixed]

@@ -41,7 +41,7 @@ def _check(name):
 
 def current():
     """The backend name in force here ("auto" unless set)."""
-    return _current.get() or _check(os.environ.get("FASTACT_BACKEND", "auto"))
+    return _current.get() or _check(os.environ.get("FASTACT_BACKEND") or "auto")
 
 
 @contextlib.contextmanager
@@ -78,6 +78,8 @@ def get(name=None):
     """The backend object for the current choice (or name); RuntimeError naming why if not
     available."""
     name = name or current()
+    if name == "auto" and _ORDER[0] in _loaded:  # the common case, kept short
+        return _loaded[_ORDER[0]]
     for candidate in (_ORDER if name == "auto" else (name,)):
         found = _load(candidate)
         if found is not None:

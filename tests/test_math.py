@@ -136,17 +136,15 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
     """The loop body must be packed SIMD (ymm/zmm) with no call to libm (expf, tanh, ...) and no
     call at all (a call that can raise, e.g. from error_model="python", blocks vectorization)."""
     import inspect
-    from fastact.kernels import _jit  # noqa: F401
+    from fastact.kernels import cpu
     n_arrays = 2 if "backward" in fn.__name__ else 1
     n_params = len(inspect.signature(fn).parameters) - n_arrays
-    namespace = {"numba": numba, "scalar": fn}
-    args = ", ".join(f"a{i}[i]" for i in range(n_arrays))
-    exec("def loop(a0, a1, out, params):\n"
-         "    for i in range(out.size):\n"
-         f"        out[i] = scalar({args}, *params)\n", namespace)
-    loop = numba.njit(error_model="numpy")(namespace["loop"])
+    # the generated kernel itself, compiled without the disk cache (cached code has no assembly)
+    namespace = {}
+    exec(cpu.map_source(fn, n_arrays).replace("cache=True", "cache=False"), namespace)
+    loop = namespace["kernel"]
     x = np.ones(64, dtype)
-    loop(x, x, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)))
+    loop(*[x] * n_arrays, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)), 0, 64)
     asm = "\n".join(loop.inspect_asm().values())
     llvm = "\n".join(loop.inspect_llvm().values())
     suffix = "ps" if dtype == np.float32 else "pd"

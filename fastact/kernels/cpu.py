@@ -98,13 +98,16 @@ def _load(name, source):
         return module
 
 
+def map_source(scalar_fn, n_arrays):
+    """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params)."""
+    return (_HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n\n\n" + _JIT
+            + inspect.getsource(getattr(loops, f"map_{n_arrays}")).replace(
+                f"def map_{n_arrays}(", "def kernel("))
+
+
 def map_kernel(scalar_fn, n_arrays):
     """The compiled loop out[i] = scalar_fn(a0[i], ..., a{n-1}[i], *params)."""
-    name = f"{scalar_fn.__name__}_{n_arrays}"
-    source = (_HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n\n\n" + _JIT
-              + inspect.getsource(getattr(loops, f"map_{n_arrays}")).replace(
-                  f"def map_{n_arrays}(", "def kernel("))
-    return _load(name, source).kernel
+    return _load(f"{scalar_fn.__name__}_{n_arrays}", map_source(scalar_fn, n_arrays)).kernel
 
 
 def row_kernel(name):
