@@ -16,6 +16,7 @@ PRIMITIVES = {  # name: (mpmath function, domain of x)
     "exp": (mp.exp, None),
     "expm1": (mp.expm1, None),
     "log1p": (mp.log1p, "nonnegative"),
+    "log1p_unit": (mp.log1p, "unit"),
     "tanh": (mp.tanh, None),
     "sigmoid": (lambda x: 1 / (1 + mp.exp(-x)), None),
     "softplus": (lambda x: mp.log1p(mp.exp(x)), None),
@@ -48,6 +49,8 @@ def points(dtype, domain, count=4000):
                         [0.0, 1e-8, -1e-8, 0.5, -0.5, 20.0, -20.0]])
     if domain == "nonnegative":
         x = np.abs(x) * np.where(np.arange(x.size) % 2, 1, 1e6)
+    if domain == "unit":
+        x = np.concatenate([np.linspace(0, 1, count), np.geomspace(1e-30, 1, count // 4)])
     return x.astype(dtype)
 
 
@@ -86,10 +89,13 @@ def test_special_values(name, dtype):
     x = np.array([np.nan, np.inf, -np.inf, 0.0] * 20, dtype)  # long enough to be vectorized
     if PRIMITIVES[name][1] == "nonnegative":
         x[2::4] = 0.0
+    if PRIMITIVES[name][1] == "unit":
+        x[1::4], x[2::4] = 1.0, 0.0
     got = np.empty_like(x)
     compiled(fn)(x, got)
     with np.errstate(all="ignore"):
-        expected = {"exp": np.exp, "expm1": np.expm1, "log1p": np.log1p, "tanh": np.tanh,
+        expected = {"exp": np.exp, "expm1": np.expm1, "log1p": np.log1p, "log1p_unit": np.log1p,
+                    "tanh": np.tanh,
                     "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
                     "softplus": lambda v: np.logaddexp(0, v)}[name](x)
     np.testing.assert_array_equal(got, expected)
