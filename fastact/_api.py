@@ -22,7 +22,10 @@ def _fail(name, exc, message):
 
 def is_gpu_array(value):
     """CuPy arrays, PyTorch CUDA tensors, Numba device arrays: anything with the CUDA interface."""
-    return hasattr(value, "__cuda_array_interface__")
+    try:
+        return hasattr(value, "__cuda_array_interface__")
+    except RuntimeError:  # a torch CUDA tensor that requires grad refuses the interface
+        return True
 
 
 def _as_array(name, value, what):

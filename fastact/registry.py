@@ -11,6 +11,8 @@ saved value is NaN, and is grad_output times the derivative (so a NaN grad_outpu
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
+
 from .kernels import math as m
 from .kernels.math import like, pick, scalar
 
@@ -144,13 +146,12 @@ def gelu_tanh_forward(x):
 
 @scalar
 def gelu_tanh_backward_from_input(dy, x):
-    """sigmoid(z) + x sigmoid(z) sigmoid(-z) dz/dx, with x sigmoid(z) formed before exp's scaling."""
+    """sigmoid(z) + x z'(x) sigmoid(z) sigmoid(-z), over one denominator."""
     xs = m.clamp(x, pick(x, -1e4, -1e30), pick(x, 1e4, 1e30))
     hi, lo = gelu_tanh_argument(xs)
-    s, s_minus = m.sigmoid_pair_hilo(hi, lo)
-    dz_dx = pick(x, GELU_TANH_K1[0], GELU_TANH_K1[2]) + like(x, 3.0) * pick(
-        x, GELU_TANH_K3[0], GELU_TANH_K3[2]) * xs * xs
-    return dy * (s + m.sigmoid_times(hi, lo, xs * dz_dx) * s_minus)
+    xw = np.float64(xs)  # c = x z'(x) in float64: its rounding errors would add up in float32
+    c = xw * (GELU_TANH_K1[2] + 3.0 * GELU_TANH_K3[2] * xw * xw)
+    return dy * m.sigmoid_plus_scaled_derivative(hi, lo, c)
 
 
 @scalar
@@ -161,10 +162,9 @@ def silu_forward(x):
 
 @scalar
 def silu_backward_from_input(dy, x):
-    """sigmoid(x) + x sigmoid(x) sigmoid(-x)."""
-    s, s_minus = m.sigmoid_pair(x)
+    """sigmoid(x) + x sigmoid(x) sigmoid(-x), over one denominator."""
     big = pick(x, 1e30, 1e300)
-    return dy * (s + m.sigmoid_times(x, like(x, 0.0), m.clamp(x, -big, big)) * s_minus)
+    return dy * m.sigmoid_plus_scaled_derivative(x, like(x, 0.0), np.float64(m.clamp(x, -big, big)))
 
 
 @scalar
@@ -175,16 +175,16 @@ def mish_forward(x):
 @scalar
 def mish_backward_from_input(dy, x):
     """tanh(sp) + x sigmoid(x) sech^2(sp) with sp = softplus(x), written over one denominator:
-    e ((e + 2)(n + 2) + 4 x (1 + e)) / (n + 2)^2 with e = e^x = p 2**k, n = e (e + 2). Only the
-    unavoidable cancellation near the derivative's zero (x = -1.19) is left; the common factor e
-    joins before exp's final scaling (accurate where the result is subnormal)."""
+    e ((e + 2)(n + 2) + 4 x (1 + e)) / (n + 2)^2 with e = e^x = p 2**k, n = e (e + 2), in float64
+    registers and rounded once. Only the unavoidable cancellation near the derivative's zero
+    (x = -1.19) is left; the factor e joins before exp's final scaling (accurate where subnormal)."""
     cap = pick(x, 20.0, 40.0)
     xs = m.clamp(x, pick(x, -200.0, -1000.0), cap)
     p, k = m.exp_parts(xs, like(x, 0.0))
-    e = m.scale_by_pow2(p, k)
-    n_plus_2 = m.fma(e, e, e + e) + like(x, 2.0)
-    bracket = m.fma(like(x, 4.0) * xs, like(x, 1.0) + e, (e + like(x, 2.0)) * n_plus_2)
-    d = m.scale_by_pow2(p * (bracket / (n_plus_2 * n_plus_2)), k)
+    e = np.float64(m.scale_by_pow2(p, k))
+    n_plus_2 = m.fma(e, e, e + e) + 2.0
+    bracket = m.fma(4.0 * np.float64(xs), 1.0 + e, (e + 2.0) * n_plus_2)
+    d = m.scale_by_pow2(like(x, np.float64(p) * (bracket / (n_plus_2 * n_plus_2))), k)
     return dy * (like(x, 1.0) if x > cap else d)
 
 
@@ -293,6 +293,11 @@ def softsign_forward(x):
 
 @scalar
 def softsign_backward_from_input(dy, x):
+    """1 / (1 + |x|)^2: in float64 registers for float32 (one rounding, and the square cannot
+    overflow); float64 squares the reciprocal instead (1/(a a) would overflow above 1e154)."""
+    if m.is_single(x):
+        a = 1.0 + abs(np.float64(x))
+        return dy * like(x, 1.0 / (a * a))
     r = like(x, 1.0) / (like(x, 1.0) + abs(x))
     return dy * (r * r)
 

@@ -89,7 +89,7 @@ def log_softmax_rows(x, out, start, stop):
         best, where = row_max(x[r])
         others = 0.0
         for j in range(x.shape[1]):
-            e = np.float64(m.exp(x[r, j] - best))
+            e = np.float64(m.exp_hilo(*m.two_sum(x[r, j], -best)))
             others += 0.0 if j == where else e
         log_sum = m.log1p(others)
         for j in range(x.shape[1]):
