@@ -1,0 +1,1261 @@
+"""The CUDA backend: the registry's scalar functions compiled by numba-cuda into grid-stride kernels.
+
+GPU arrays come in through ``__cuda_array_interface__`` (CuPy, PyTorch CUDA tensors, Numba device
+arrays, anything else that exports it), without copies; results are allocated by the caller's own
+library (CuPy in, CuPy out; torch in, torch out; Numba device arrays otherwise), and kernels run on
+the caller's current stream (torch.cuda.current_stream(), CuPy's current stream; Numba's legacy
+default stream for Numba arrays; the interface's ``stream`` entry for other producers) with no
+synchronization added.
+
+Kernels are generated from templates (the source is shown by ``kernel_source``), one per scalar
+function, dtype and layout, and named for profilers: ``fastact_gelu_fwd_f32``,
+``fastact_sigmoid_bwd_from_output_f16``, ``fastact_softmax_fwd_rows_f32`` ... Elementwise kernels are
+grid-stride loops with 64-bit indices, unrolled four times on contiguous data (four loads in
+flight per thread); arrays that are not contiguous in one common order go through a strided
+kernel over the dimensions that remain after merging. No ``fastmath``: it flushes subnormals to
+zero and approximates division, and the error bounds of kernels/math.py (tails down into the
+subnormals) would not hold.
+
+Row-wise softmax / log_softmax: one block per row with the row held in shared memory and tree
+reductions in shared memory when it fits (SMEM_ROW_BYTES); longer rows take a two-pass path (per
+chunk partial (max, sum) combined online in float64, then a pass that writes); short rows and rows
+along a strided axis take one thread per row. Under NUMBA_ENABLE_CUDASIM=1 (numba-cuda's simulator)
+everything runs as Python, with small blocks so that tests on small arrays reach every path.
+"""
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+import threading
+
+import numpy as np
+
+from .._backends import Unavailable
+
+try:
+    from numba import cuda
+    from numba.core import config as _numba_config
+except ImportError as _e:  # pragma: no cover - reported by Backend()
+    cuda = None
+    _IMPORT_ERROR = str(_e)
+else:
+    _IMPORT_ERROR = None
+
+SIMULATOR = bool(cuda is not None and _numba_config.ENABLE_CUDASIM)
+
+# Launch configuration (the simulator runs every thread as a Python thread: tiny blocks there).
+BLOCK = 8 if SIMULATOR else 256           # threads per block, elementwise kernels
+ROW_BLOCK = 8 if SIMULATOR else 256       # threads per block, row kernels (a power of two)
+UNROLL = 4                                # elements in flight per thread, contiguous kernels
+GRID_WAVES = 1 if SIMULATOR else 2        # grid-stride grids: this many times the resident blocks
+SMEM_ROW_BYTES = 256 if SIMULATOR else 32768  # softmax rows up to this size stay in shared memory
+CHUNK = 64 if SIMULATOR else 16384        # elements per block in the long-row path
+THREAD_PER_ROW_MAX = 4 if SIMULATOR else 32  # rows up to this length: one thread per row
+SEGMENT = 16 if SIMULATOR else 8192       # elements per block in prelu's weight reduction
+
+_TAGS = {"float16": "f16", "float32": "f32", "float64": "f64"}
+
+
+def _fail(name, exc, message):
+    raise exc(f"fastact.{name}: {message}")
+
+
+# --- GPU arrays ------------------------------------------------------------------------------------
+
+class _Library:
+    """How to allocate and which stream to use for one kind of caller array (Numba's by default)."""
+    name = "numba"
+
+    def interface(self, obj):
+        return obj.__cuda_array_interface__
+
+    def device(self, obj):
+        return None
+
+    def empty(self, like, shape, dtype, order):
+        return cuda.device_array(shape, dtype, order=order)
+
+    def stream(self, like):
+        """The stream handle (an int) kernels for this array run on."""
+        ptr = self.interface(like).get("stream") if not cuda.devicearray.is_cuda_ndarray(
+            like) else None
+        return 0 if ptr is None else int(ptr)
+
+
+class _CuPy(_Library):
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+        self.cupy = cupy
+
+    def device(self, obj):
+        return obj.device.id
+
+    def empty(self, like, shape, dtype, order):
+        with self.cupy.cuda.Device(like.device.id):
+            return self.cupy.empty(shape, dtype, order=order)
+
+    def stream(self, like):
+        with self.cupy.cuda.Device(like.device.id):
+            return int(self.cupy.cuda.get_current_stream().ptr)
+
+
+class _Torch(_Library):
+    name = "torch"
+
+    def __init__(self):
+        import torch
+        self.torch = torch
+        self.dtypes = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
+                       np.dtype(np.float64): torch.float64}
+
+    def interface(self, obj):
+        return obj.detach().__cuda_array_interface__  # a tensor that requires grad refuses it
+
+    def device(self, obj):
+        return obj.device.index
+
+    def empty(self, like, shape, dtype, order):
+        strides = _contiguous_strides(shape, 1, order)
+        return self.torch.empty_strided(tuple(shape), strides, dtype=self.dtypes[np.dtype(dtype)],
+                                        device=like.device)
+
+    def stream(self, like):
+        return int(self.torch.cuda.current_stream(like.device).cuda_stream)
+
+
+_NUMBA_LIBRARY = _Library()
+_libraries = {}
+_custom = []  # (predicate, library) from register_array_type
+
+
+def register_array_type(predicate, library):
+    """Teach the backend another array type: ``predicate(obj)`` says whether obj is one, and
+    ``library`` is a _Library (interface, device, empty, stream) that allocates its results."""
+    _custom.insert(0, (predicate, library))
+
+
+def _library_of(obj):
+    for predicate, library in _custom:
+        if predicate(obj):
+            return library
+    root = type(obj).__module__.split(".")[0]
+    if root in ("cupy", "torch"):
+        library = _libraries.get(root)
+        if library is None:
+            library = _libraries[root] = _CuPy() if root == "cupy" else _Torch()
+        return library
+    return _NUMBA_LIBRARY
+
+
+def _contiguous_strides(shape, itemsize, order="C"):
+    strides, step = [0] * len(shape), itemsize
+    dims = range(len(shape) - 1, -1, -1) if order == "C" else range(len(shape))
+    for d in dims:
+        strides[d] = step
+        step *= max(int(shape[d]), 1)
+    return tuple(strides)
+
+
+class _Array:
+    """A GPU array as the interface describes it: shape, dtype, element strides, pointer."""
+    __slots__ = ("obj", "library", "shape", "dtype", "strides", "ptr", "readonly", "ndim", "size",
+                 "device")
+
+    def __init__(self, name, obj):
+        self.obj = obj
+        self.library = _library_of(obj)
+        cai = self.library.interface(obj)
+        if cai.get("mask") is not None:
+            _fail(name, TypeError, "masked GPU arrays are not supported")
+        self.shape = tuple(int(s) for s in cai["shape"])
+        try:
+            self.dtype = np.dtype(cai["typestr"])
+        except TypeError:
+            _fail(name, TypeError, f"unsupported dtype {cai['typestr']!r}")
+        self.ptr, self.readonly = int(cai["data"][0] or 0), bool(cai["data"][1])
+        itemsize = self.dtype.itemsize
+        byte_strides = cai.get("strides") or _contiguous_strides(self.shape, itemsize)
+        if any(s % itemsize for s in byte_strides):
+            _fail(name, ValueError, "strides that are not a multiple of the item size are not "
+                  "supported")
+        self.strides = tuple(s // itemsize for s in byte_strides)
+        self.ndim = len(self.shape)
+        self.size = math.prod(self.shape)
+        self.device = self.library.device(obj)
+
+    def is_contiguous(self, order="C"):
+        return self.size <= 1 or all(
+            st == c for n, st, c in zip(self.shape, self.strides,
+                                        _contiguous_strides(self.shape, 1, order)) if n > 1)
+
+    def extent(self):
+        """(first, last) element offsets from ptr that the array touches."""
+        lo = sum(st * (n - 1) for n, st in zip(self.shape, self.strides) if st < 0 and n > 0)
+        hi = sum(st * (n - 1) for n, st in zip(self.shape, self.strides) if st > 0 and n > 0)
+        return lo, hi
+
+    def byte_range(self):
+        lo, hi = self.extent()
+        return self.ptr + lo * self.dtype.itemsize, self.ptr + (hi + 1) * self.dtype.itemsize
+
+    def self_overlapping(self):
+        return any(st == 0 and n > 1 for n, st in zip(self.shape, self.strides))
+
+
+def _overlaps(a, b):
+    a_lo, a_hi = a.byte_range()
+    b_lo, b_hi = b.byte_range()
+    return a.size and b.size and a_lo < b_hi and b_lo < a_hi
+
+
+def _identical(a, b):
+    return (a.ptr == b.ptr and a.strides == b.strides and a.shape == b.shape
+            and a.dtype == b.dtype)
+
+
+def _flat(array, first, count, dtype=None):
+    """A 1-D contiguous kernel argument over ``count`` elements from element offset ``first``."""
+    dtype = np.dtype(dtype or array.dtype)
+    ptr = array.ptr + first * dtype.itemsize
+    count = max(int(count), 1) if array.size else 0
+    if SIMULATOR:
+        if count == 0:
+            return np.empty(0, dtype)
+        import ctypes
+        buffer = (ctypes.c_char * (count * dtype.itemsize)).from_address(ptr)
+        return np.frombuffer(buffer, dtype=dtype, count=count)
+    desc = {"shape": (count,), "strides": None, "typestr": dtype.str, "data": (ptr, False),
+            "version": 3}
+    return cuda.from_cuda_array_interface(desc, owner=array.obj, sync=False)
+
+
+def _strided_operand(array, shape, strides):
+    """(flat argument, base offset, strides) for the strided kernel, for any signs of strides."""
+    lo = sum(st * (n - 1) for n, st in zip(shape, strides) if st < 0 and n > 0)
+    hi = sum(st * (n - 1) for n, st in zip(shape, strides) if st > 0 and n > 0)
+    return _flat(array, lo, hi - lo + 1), -lo, tuple(int(s) for s in strides)
+
+
+def _collapse(shape, stride_sets):
+    """Drop unit dimensions and merge neighbours that are contiguous in every operand."""
+    keep = [d for d, n in enumerate(shape) if n != 1]
+    shape = [shape[d] for d in keep]
+    stride_sets = [[st[d] for d in keep] for st in stride_sets]
+    d = len(shape) - 2
+    while d >= 0:
+        if all(st[d] == st[d + 1] * shape[d + 1] for st in stride_sets):
+            shape[d:d + 2] = [shape[d] * shape[d + 1]]
+            for st in stride_sets:
+                st[d:d + 2] = [st[d + 1]]
+        d -= 1
+    return tuple(shape) or (1,), [tuple(st) or (1,) for st in stride_sets]
+
+
+def _simulator_fallbacks():
+    """The simulator runs kernels/math.py's interpreter fallbacks; pow2 there raises for the NaN
+    exponent a NaN input brings (compiled, any bits do: the caller multiplies them into a NaN).
+    Until math.pow2 handles it, wrap it here (the simulator only; a no-op once it does)."""
+    from . import math as m
+    try:
+        m.pow2(np.float32(np.nan))
+    except ValueError:
+        original = m.pow2
+
+        def pow2(k):
+            return k if k != k else original(k)
+        pow2.__doc__ = original.__doc__
+        m.pow2 = pow2
+
+
+if SIMULATOR:
+    _simulator_fallbacks()
+
+
+def enable_simulator_arrays():
+    """Under numba-cuda's simulator, give its device arrays the ``__cuda_array_interface__`` that
+    real device arrays have (their data is host memory), so that fastact routes them to this
+    backend as it would on a GPU. For tests and ``gpu_check --simulate``; a no-op on a GPU."""
+    if not SIMULATOR:
+        return
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    def interface(self):
+        a = self._ary
+        return {"shape": a.shape, "strides": None if a.flags.c_contiguous else a.strides,
+                "typestr": a.dtype.str, "data": (a.ctypes.data, not a.flags.writeable),
+                "version": 3, "stream": None}
+    FakeCUDAArray.__cuda_array_interface__ = property(interface)
+
+
+# --- kernel generation --------------------------------------------------------------------------
+
+def _source_files():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [os.path.join(here, f) for f in ("math.py", "_jit.py", "_cuda_jit.py", "cuda.py")] + [
+        os.path.join(os.path.dirname(here), "registry.py")]
+
+
+@functools.lru_cache(maxsize=None)
+def cache_dir():
+    """Generated kernel modules and numba-cuda's cached machine code (FASTACT_CACHE_DIR moves it);
+    the name carries a hash of the sources the kernels are made of."""
+    digest = hashlib.sha256()
+    for path in _source_files():
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    import numba
+    digest.update(numba.__version__.encode())
+    try:
+        from importlib.metadata import version
+        digest.update(version("numba-cuda").encode())
+    except Exception:
+        pass
+    root = os.environ.get("FASTACT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fastact")
+    return os.path.join(root, ("cuda-sim-" if SIMULATOR else "cuda-") + digest.hexdigest()[:16])
+
+
+_HEADER = '''# Generated by fastact.kernels.cuda; rewritten when missing. Do not edit.
+import numpy as np
+from numba import cuda, types
+import fastact.kernels._jit  # teaches Numba the scalar functions
+from fastact import registry
+from fastact.kernels import math as m
+from fastact.kernels import _cuda_jit as h
+__name__ = "fastact"  # profilers show fastact::KERNEL_NAME
+
+'''
+_JIT = "@cuda.jit(cache=True)\n"
+_WORK = {"f32": ("np.float32", "types.float32"), "f64": ("np.float64", "types.float64")}
+
+_lock = threading.RLock()
+_modules = {}
+_sources = {}
+
+
+def _load_module(name, source):
+    """The module ``source`` (written to the cache directory as NAME.py and imported: numba-cuda's
+    disk cache needs a real file)."""
+    with _lock:
+        module = _modules.get(name)
+        if module is not None:
+            return module
+        directory = cache_dir()
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, name + ".py")
+        text = _HEADER + source
+        _sources[name] = text
+        if not os.path.exists(path) or open(path).read() != text:
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location("fastact._cuda_generated." + name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        _modules[name] = module
+        return module
+
+
+def _load(name, source):
+    """The kernel ``name`` that ``source`` defines."""
+    return getattr(_load_module(name, source), name)
+
+
+def kernel_source(name):
+    """The generated Python source of a kernel that has been built in this process."""
+    return _sources[name]
+
+
+def kernel_name(scalar_fn, tag, n_inputs=None):
+    """fastact_gelu_fwd_f32 for gelu_forward, fastact_sigmoid_bwd_from_output_f32 ...; with more
+    array inputs than usual (rrelu's slopes as leaky_relu's parameter) _3in before the dtype."""
+    base = scalar_fn.__name__ if scalar_fn is not None else "copy"
+    usual = 1 if scalar_fn is None or base.endswith("forward") else 2
+    arity = f"_{n_inputs}in" if n_inputs not in (None, usual) else ""
+    return "fastact_" + base.replace("forward", "fwd").replace("backward", "bwd") + arity + "_" + tag
+
+
+def _params_of(scalar_fn, n_inputs):
+    import inspect
+    return len(inspect.signature(scalar_fn).parameters) - n_inputs if scalar_fn else 0
+
+
+def _elementwise_source(name, scalar_fn, n_inputs, work, ndim):
+    """out[i] = scalar(W(a0[i]), ..., p0, ...): contiguous (ndim 0) or strided over ndim dims."""
+    w = _WORK[work][0]
+    params = [f"p{k}" for k in range(_params_of(scalar_fn, n_inputs))]
+
+    def call(values):
+        if scalar_fn is None:
+            return values[0]
+        return f"registry.{scalar_fn.__name__}({', '.join(values + params)})"
+
+    ins = [f"a{k}" for k in range(n_inputs)]
+    if ndim == 0:
+        args = ", ".join(ins + ["out", "n"] + params)
+        lines = [f"def {name}({args}):",
+                 "    i = cuda.grid(1)",
+                 "    stride = cuda.gridsize(1)",
+                 f"    while i + {UNROLL - 1} * stride < n:"]
+        for u in range(UNROLL):
+            at = "i" if u == 0 else f"i + {u} * stride"
+            lines += [f"        v{k}_{u} = {w}({a}[{at}])" for k, a in enumerate(ins)]
+        for u in range(UNROLL):
+            at = "i" if u == 0 else f"i + {u} * stride"
+            lines.append(f"        out[{at}] = {call([f'v{k}_{u}' for k in range(n_inputs)])}")
+        lines += [f"        i += {UNROLL} * stride",
+                  "    while i < n:",
+                  f"        out[i] = {call([f'{w}({a}[i])' for a in ins])}",
+                  "        i += stride"]
+        return _JIT + "\n".join(lines) + "\n"
+    operands = ins + ["out"]
+    args = ", ".join([f"{a}, {a}_off, {a}_st" for a in operands] + ["shape", "n"] + params)
+    lines = [f"def {name}({args}):",
+             "    i = cuda.grid(1)",
+             "    stride = cuda.gridsize(1)",
+             "    while i < n:",
+             "        r = i"]
+    for d in range(ndim - 1, 0, -1):
+        lines += [f"        i{d} = r % shape[{d}]", f"        r = r // shape[{d}]"]
+    lines.append("        i0 = r")
+
+    def at(a):
+        return f"{a}[{a}_off + " + " + ".join(f"i{d} * {a}_st[{d}]" for d in range(ndim)) + "]"
+    lines += [f"        {at('out')} = {call([f'{w}({at(a)})' for a in ins])}",
+              "        i += stride"]
+    return _JIT + "\n".join(lines) + "\n"
+
+
+# The row-wise kernels: {W} the work type's constructor, {WT} its Numba type, {B} ROW_BLOCK,
+# {T} the dtype tag. Sums are float64, as in kernels/loops.py. Every loop that contains
+# cuda.syncthreads() has the same trip count in all threads of a block.
+_TREE = '''
+        s = {B} // 2
+        while s > 0:
+            if t < s:
+{combine}
+            cuda.syncthreads()
+            s //= 2
+'''
+
+
+def _tree(combine):
+    return _TREE.replace("{combine}", "\n".join("                " + c for c in combine))
+
+
+_ROWS_SOURCE = '''
+@cuda.jit(cache=True)
+def fastact_{op}_fwd_rows_{T}(x, out, rows, n):
+    """One block per row, the row held in (dynamic) shared memory."""
+    row = cuda.shared.array(0, {WT})
+    red_v = cuda.shared.array({B}, {WT})
+    red_i = cuda.shared.array({B}, types.int64)
+    red_s = cuda.shared.array({B}, types.float64)
+    t = cuda.threadIdx.x
+    r = np.int64(cuda.blockIdx.x)
+    while r < rows:
+        base = r * n
+        best = {W}(-np.inf)
+        where = n
+        j = np.int64(t)
+        while j < n:
+            v = {W}(x[base + j])
+            row[j] = v
+            best, where = h.max_first(best, where, v, j)
+            j += {B}
+        red_v[t] = best
+        red_i[t] = where
+        cuda.syncthreads()
+''' + _tree(["red_v[t], red_i[t] = h.max_first(red_v[t], red_i[t], red_v[t + s], red_i[t + s])"]) + '''
+        best = red_v[0]
+        where = red_i[0]
+        total = 0.0
+        j = np.int64(t)
+        while j < n:
+            if {LOG} == 0 or j != where:
+                total += np.float64(h.exp_diff(row[j], best))
+            j += {B}
+        red_s[t] = total
+        cuda.syncthreads()
+''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
+        total = red_s[0]
+        j = np.int64(t)
+        if {LOG} == 0:
+            denominator = {W}(total)
+            while j < n:
+                out[base + j] = h.exp_diff(row[j], best) / denominator
+                j += {B}
+        else:
+            log_sum = m.log1p(total)
+            while j < n:
+                out[base + j] = (np.float64(row[j]) - np.float64(best)) - log_sum
+                j += {B}
+        cuda.syncthreads()
+        r += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_fwd_partials_{T}(x, part_best, part_where, part_others, rows, n, chunk, chunks):
+    """Long rows, pass 1: per (row, chunk) the max, its first index and the float64 sum of
+    e^(x - max) over the other elements."""
+    red_v = cuda.shared.array({B}, {WT})
+    red_i = cuda.shared.array({B}, types.int64)
+    red_s = cuda.shared.array({B}, types.float64)
+    t = cuda.threadIdx.x
+    p = np.int64(cuda.blockIdx.x)
+    while p < rows * chunks:
+        r = p // chunks
+        lo = (p - r * chunks) * chunk
+        hi = min(lo + chunk, n)
+        best = {W}(-np.inf)
+        where = np.int64(-1)
+        others = 0.0
+        j = lo + t
+        while j < hi:
+            best, where, others = h.softmax_push(best, where, others, {W}(x[r * n + j]), j)
+            j += {B}
+        red_v[t] = best
+        red_i[t] = where
+        red_s[t] = others
+        cuda.syncthreads()
+''' + _tree(["red_v[t], red_i[t], red_s[t] = h.softmax_combine(red_v[t], red_i[t], red_s[t], "
+             "red_v[t + s], red_i[t + s], red_s[t + s])"]) + '''
+        if t == 0:
+            part_best[p] = red_v[0]
+            part_where[p] = red_i[0]
+            part_others[p] = red_s[0]
+        cuda.syncthreads()
+        p += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_fwd_combine_{T}(part_best, part_where, part_others, row_best, row_others, rows,
+                                 chunks):
+    """Long rows, the partials of each row as one (max, sum over the others)."""
+    red_v = cuda.shared.array({B}, {WT})
+    red_i = cuda.shared.array({B}, types.int64)
+    red_s = cuda.shared.array({B}, types.float64)
+    t = cuda.threadIdx.x
+    r = np.int64(cuda.blockIdx.x)
+    while r < rows:
+        best = {W}(-np.inf)
+        where = np.int64(-1)
+        others = 0.0
+        c = np.int64(t)
+        while c < chunks:
+            q = r * chunks + c
+            best, where, others = h.softmax_combine(best, where, others, part_best[q],
+                                                    part_where[q], part_others[q])
+            c += {B}
+        red_v[t] = best
+        red_i[t] = where
+        red_s[t] = others
+        cuda.syncthreads()
+''' + _tree(["red_v[t], red_i[t], red_s[t] = h.softmax_combine(red_v[t], red_i[t], red_s[t], "
+             "red_v[t + s], red_i[t + s], red_s[t + s])"]) + '''
+        if t == 0:
+            row_best[r] = red_v[0]
+            row_others[r] = red_s[0]
+        cuda.syncthreads()
+        r += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_fwd_write_{T}(x, out, row_best, row_others, rows, n, chunk, chunks):
+    """Long rows, pass 2: each (row, chunk) block writes its elements."""
+    t = cuda.threadIdx.x
+    p = np.int64(cuda.blockIdx.x)
+    while p < rows * chunks:
+        r = p // chunks
+        lo = (p - r * chunks) * chunk
+        hi = min(lo + chunk, n)
+        best = row_best[r]
+        if {LOG} == 0:
+            denominator = {W}(row_others[r] + np.float64(m.exp(best - best)))  # NaN for inf max
+        else:
+            log_sum = m.log1p(row_others[r])
+        j = lo + t
+        while j < hi:
+            v = {W}(x[r * n + j])
+            if {LOG} == 0:
+                out[r * n + j] = h.exp_diff(v, best) / denominator
+            else:
+                out[r * n + j] = (np.float64(v) - np.float64(best)) - log_sum
+            j += {B}
+        p += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_fwd_columns_{T}(x, out, outer, n, inner):
+    """One thread per row of an (outer, n, inner) array: the loops of kernels/loops.py."""
+    q = cuda.grid(1)
+    while q < outer * inner:
+        o = q // inner
+        base = o * n * inner + (q - o * inner)
+        best = {W}(-np.inf)
+        where = n
+        for j in range(n):
+            best, where = h.max_first(best, where, {W}(x[base + j * inner]), j)
+        total = 0.0
+        if {LOG} == 0:
+            for j in range(n):
+                e = h.exp_diff({W}(x[base + j * inner]), best)
+                out[base + j * inner] = e  # then divided: x may be out (in place)
+                total += np.float64(e)
+            denominator = {W}(total)
+            for j in range(n):
+                out[base + j * inner] = {W}(out[base + j * inner]) / denominator
+        else:
+            for j in range(n):
+                if j != where:
+                    total += np.float64(h.exp_diff({W}(x[base + j * inner]), best))
+            log_sum = m.log1p(total)
+            for j in range(n):
+                out[base + j * inner] = (np.float64(x[base + j * inner]) - np.float64(best)) - log_sum
+        q += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_bwd_rows_{T}(dy, y, dx, rows, n):
+    """One block per row: softmax dx = y (dy - sum(dy y)); log_softmax dx = dy - e^y sum(dy)."""
+    red_s = cuda.shared.array({B}, types.float64)
+    t = cuda.threadIdx.x
+    r = np.int64(cuda.blockIdx.x)
+    while r < rows:
+        base = r * n
+        total = 0.0
+        j = np.int64(t)
+        while j < n:
+            if {LOG} == 0:
+                total += np.float64(dy[base + j]) * np.float64(y[base + j])
+            else:
+                total += np.float64(dy[base + j])
+            j += {B}
+        red_s[t] = total
+        cuda.syncthreads()
+''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
+        total = red_s[0]
+        total_t = {W}(total)
+        j = np.int64(t)
+        while j < n:
+            if {LOG} == 0:
+                dx[base + j] = y[base + j] * (np.float64(dy[base + j]) - total)
+            else:
+                dx[base + j] = dy[base + j] - m.exp(y[base + j]) * total_t
+            j += {B}
+        cuda.syncthreads()
+        r += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_bwd_partials_{T}(dy, y, part, rows, n, chunk, chunks):
+    """Long rows, pass 1: per (row, chunk) the float64 sum of dy y (softmax) or dy (log_softmax)."""
+    red_s = cuda.shared.array({B}, types.float64)
+    t = cuda.threadIdx.x
+    p = np.int64(cuda.blockIdx.x)
+    while p < rows * chunks:
+        r = p // chunks
+        lo = (p - r * chunks) * chunk
+        hi = min(lo + chunk, n)
+        total = 0.0
+        j = lo + t
+        while j < hi:
+            if {LOG} == 0:
+                total += np.float64(dy[r * n + j]) * np.float64(y[r * n + j])
+            else:
+                total += np.float64(dy[r * n + j])
+            j += {B}
+        red_s[t] = total
+        cuda.syncthreads()
+''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
+        if t == 0:
+            part[p] = red_s[0]
+        cuda.syncthreads()
+        p += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_bwd_write_{T}(dy, y, dx, part, rows, n, chunk, chunks):
+    """Long rows, pass 2: the row's sum from its partials, then each (row, chunk) block writes."""
+    t = cuda.threadIdx.x
+    p = np.int64(cuda.blockIdx.x)
+    while p < rows * chunks:
+        r = p // chunks
+        lo = (p - r * chunks) * chunk
+        hi = min(lo + chunk, n)
+        total = 0.0
+        for c in range(chunks):
+            total += part[r * chunks + c]
+        total_t = {W}(total)
+        j = r * n + lo + t
+        while j < r * n + hi:
+            if {LOG} == 0:
+                dx[j] = y[j] * (np.float64(dy[j]) - total)
+            else:
+                dx[j] = dy[j] - m.exp(y[j]) * total_t
+            j += {B}
+        p += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_{op}_bwd_columns_{T}(dy, y, dx, outer, n, inner):
+    """One thread per row of an (outer, n, inner) array."""
+    q = cuda.grid(1)
+    while q < outer * inner:
+        o = q // inner
+        base = o * n * inner + (q - o * inner)
+        total = 0.0
+        for j in range(n):
+            if {LOG} == 0:
+                total += np.float64(dy[base + j * inner]) * np.float64(y[base + j * inner])
+            else:
+                total += np.float64(dy[base + j * inner])
+        total_t = {W}(total)
+        for j in range(n):
+            q_j = base + j * inner
+            if {LOG} == 0:
+                dx[q_j] = y[q_j] * (np.float64(dy[q_j]) - total)
+            else:
+                dx[q_j] = dy[q_j] - m.exp(y[q_j]) * total_t
+        q += cuda.gridsize(1)
+'''
+
+_OTHER_ROWS_SOURCE = '''
+@cuda.jit(cache=True)
+def fastact_maxout_fwd_{T}(x, out, outer, channels, pieces, inner):
+    """One thread per output element of (outer, channels, inner); x is (outer, channels, pieces,
+    inner): the max of each group, the first NaN winning."""
+    q = cuda.grid(1)
+    total = outer * channels * inner
+    while q < total:
+        i = q % inner
+        oc = q // inner
+        base = oc * pieces * inner + i
+        best = {W}(x[base])
+        for j in range(1, pieces):
+            v = {W}(x[base + j * inner])
+            best = v if (v > best or v != v) and best == best else best
+        out[q] = best
+        q += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def fastact_maxout_bwd_{T}(dy, x, dx, outer, channels, pieces, inner):
+    """dy goes to the first arg-max of each group (the first NaN if any), 0 elsewhere."""
+    q = cuda.grid(1)
+    total = outer * channels * inner
+    while q < total:
+        i = q % inner
+        oc = q // inner
+        base = oc * pieces * inner + i
+        best = {W}(x[base])
+        where = 0
+        for j in range(1, pieces):
+            v = {W}(x[base + j * inner])
+            if (v > best or v != v) and best == best:
+                best = v
+                where = j
+        g = {W}(dy[q])
+        for j in range(pieces):
+            dx[base + j * inner] = g if j == where else {W}(0)
+        q += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def fastact_prelu_fwd_{T}(x, weight, out, n, channels, inner):
+    q = cuda.grid(1)
+    while q < n:
+        c = (q // inner) % channels
+        out[q] = registry.leaky_relu_forward({W}(x[q]), {W}(weight[c]))
+        q += cuda.gridsize(1)
+
+
+@cuda.jit(cache=True)
+def fastact_prelu_bwd_{T}(dy, x, weight, dx, part, outer, channels, inner, segment, segments):
+    """dx, and per (channel, segment) block the float64 sum of dy x over x <= 0."""
+    red_s = cuda.shared.array({B}, types.float64)
+    t = cuda.threadIdx.x
+    p = np.int64(cuda.blockIdx.x)
+    per_channel = outer * inner
+    while p < channels * segments:
+        c = p // segments
+        lo = (p - c * segments) * segment
+        hi = min(lo + segment, per_channel)
+        w = {W}(weight[c])
+        total = 0.0
+        k = lo + t
+        while k < hi:
+            o = k // inner
+            q = (o * channels + c) * inner + (k - o * inner)
+            g = {W}(dy[q])
+            v = {W}(x[q])
+            dx[q] = registry.leaky_relu_backward(g, v, w)
+            total += np.float64(registry.prelu_grad_weight_term(g, v))
+            k += {B}
+        red_s[t] = total
+        cuda.syncthreads()
+''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
+        if t == 0:
+            part[p] = red_s[0]
+        cuda.syncthreads()
+        p += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_prelu_bwd_weight_{T}(part, grad_weight, channels, segments):
+    """grad_weight[c] = the sum of the channel's segments (one block per channel)."""
+    red_s = cuda.shared.array({B}, types.float64)
+    t = cuda.threadIdx.x
+    c = np.int64(cuda.blockIdx.x)
+    while c < channels:
+        total = 0.0
+        k = np.int64(t)
+        while k < segments:
+            total += part[c * segments + k]
+            k += {B}
+        red_s[t] = total
+        cuda.syncthreads()
+''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
+        if t == 0:
+            grad_weight[c] = red_s[0]
+        cuda.syncthreads()
+        c += cuda.gridDim.x
+
+
+@cuda.jit(cache=True)
+def fastact_rrelu_fwd_{T}(x, out, noise, n, lower, width, key0, key1):
+    """Training: slope lower + width u per element (u uniform from the element's index and the
+    key), 1 where x > 0 or x is NaN (as PyTorch's noise); out = x * slope below 0."""
+    q = cuda.grid(1)
+    while q < n:
+        v = {W}(x[q])
+        slope = lower + width * h.uniform(key0, key1, q)
+        noise[q] = slope if v <= {W}(0) else 1.0
+        out[q] = registry.leaky_relu_forward(v, {W}(noise[q]))
+        q += cuda.gridsize(1)
+'''
+
+
+@functools.lru_cache(maxsize=None)
+def _row_kernels(op, work):
+    """The kernels of _ROWS_SOURCE for op in softmax, log_softmax (or "other" for
+    _OTHER_ROWS_SOURCE) as a dict by short name."""
+    w, wt = _WORK[work]
+    template = _ROWS_SOURCE if op != "other" else _OTHER_ROWS_SOURCE
+    source = (template.replace("{op}", op).replace("{T}", work).replace("{WT}", wt)
+              .replace("{W}", w).replace("{B}", str(ROW_BLOCK))
+              .replace("{LOG}", "1" if op == "log_softmax" else "0"))
+    module = _load_module(f"fastact_{op}_kernels_{work}", source)
+    return {k[len("fastact_"):].replace(f"{op}_", "").rsplit("_", 1)[0]: getattr(module, k)
+            for k in dir(module) if k.startswith("fastact_") and k.endswith("_" + work)}
+
+
+# --- launching ------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _device_limits(device):
+    if SIMULATOR:
+        return 2, 2 * BLOCK
+    with _device_context(device):
+        d = cuda.get_current_device()
+        return d.MULTIPROCESSOR_COUNT, d.MAX_THREADS_PER_MULTIPROCESSOR
+
+
+def _device_context(device):
+    if SIMULATOR or device is None:
+        return contextlib.nullcontext()
+    return cuda.gpus[device]
+
+
+_streams = {}
+
+
+def _stream(ptr):
+    """The numba Stream for a handle (0: the legacy default stream)."""
+    if SIMULATOR:
+        return 0  # the simulator has no external streams; it runs kernels synchronously
+    stream = _streams.get(ptr)
+    if stream is None:
+        stream = _streams[ptr] = (cuda.legacy_default_stream() if ptr == 0
+                                  else cuda.external_stream(ptr))
+    return stream
+
+
+_nvtx = None
+
+
+def _range(label):
+    """An NVTX range ``fastact.NAME.fwd`` around a call when the nvtx package is installed."""
+    global _nvtx
+    if _nvtx is None:
+        try:
+            import nvtx
+            _nvtx = nvtx
+        except ImportError:
+            _nvtx = False
+    return _nvtx.annotate(label, domain="fastact") if _nvtx else contextlib.nullcontext()
+
+
+# --- the backend ----------------------------------------------------------------------------------
+
+class Backend:
+    """The CUDA backend: elementwise(...) and rowwise(...) on GPU arrays, called by the API layer."""
+    name = "cuda"
+
+    def __init__(self):
+        if cuda is None:
+            raise Unavailable(f"numba-cuda not installed ({_IMPORT_ERROR})")
+        if getattr(cuda, "implementation", "") != "NVIDIA" and not SIMULATOR:
+            raise Unavailable("numba-cuda not installed (this is Numba's deprecated built-in "
+                              "CUDA target): pip install numba-cuda")
+        if not SIMULATOR:
+            try:
+                available = cuda.is_available()
+            except Exception as e:  # a broken driver install
+                raise Unavailable(f"no CUDA device ({type(e).__name__}: {e})") from None
+            if not available:
+                raise Unavailable("no CUDA device (numba.cuda.is_available() is False: no GPU, "
+                                  "or no CUDA driver)")
+        self.last_stream = None  # the stream handle of the latest launch (for tests)
+
+    # -- helpers --
+
+    def _launch(self, kernel, blocks, threads, stream, args, shared=0):
+        self.last_stream = stream
+        kernel[int(blocks), int(threads), _stream(stream), int(shared)](*args)
+
+    def _blocks(self, device, work, per_block):
+        sms, threads_per_sm = _device_limits(device)
+        resident = sms * max(1, threads_per_sm // BLOCK) * GRID_WAVES
+        return max(1, min(-(-work // per_block), resident))
+
+    def _row_blocks(self, device, count):
+        sms, threads_per_sm = _device_limits(device)
+        return max(1, min(count, sms * max(1, threads_per_sm // ROW_BLOCK) * GRID_WAVES))
+
+    def _arrays(self, name, objs):
+        arrays = [None if o is None else _Array(name, o) for o in objs]
+        devices = {a.device for a in arrays if a is not None and a.device is not None}
+        if len(devices) > 1:
+            _fail(name, ValueError, f"arrays are on different devices {sorted(devices)}")
+        return arrays
+
+    def _check_out(self, name, out, shape, dtype):
+        if out.shape != tuple(shape):
+            _fail(name, ValueError, f"out has shape {out.shape}, expected {tuple(shape)}")
+        if out.dtype != dtype:
+            _fail(name, TypeError, f"out has dtype {out.dtype}, expected {dtype}")
+        if out.readonly:
+            _fail(name, ValueError, "out is read-only")
+        if out.self_overlapping():
+            _fail(name, ValueError, "out has overlapping elements (a zero stride)")
+
+    def _empty(self, like, shape, dtype, order="C"):
+        with _device_context(like.device):
+            return _Array("", like.library.empty(like.obj, tuple(shape), np.dtype(dtype), order))
+
+    def _map(self, scalar_fn, inputs, target, params, work, stream, device):
+        """target = scalar_fn(*inputs, *params) elementwise (same shapes; any strides)."""
+        n = target.size
+        if n == 0:
+            return
+        tag = _TAGS.get(str(inputs[0].dtype), str(inputs[0].dtype)) if len(
+            {a.dtype for a in inputs}) == 1 else work
+        wtype = np.float32 if work == "f32" else np.float64
+        values = [wtype(p) for p in params]
+        orders = [o for o in ("C", "F") if all(a.is_contiguous(o) for a in (*inputs, target))]
+        if orders:
+            name = kernel_name(scalar_fn, tag, len(inputs))
+            kernel = _load(name, _elementwise_source(name, scalar_fn, len(inputs), work, 0))
+            args = [_flat(a, 0, n) for a in (*inputs, target)] + [n] + values
+            blocks = self._blocks(device, n, BLOCK * UNROLL)
+        else:
+            shape, strides = _collapse(target.shape, [a.strides for a in (*inputs, target)])
+            name = kernel_name(scalar_fn, tag, len(inputs)) + f"_nd{len(shape)}"
+            kernel = _load(name, _elementwise_source(name, scalar_fn, len(inputs), work,
+                                                     len(shape)))
+            args = []
+            for a, st in zip((*inputs, target), strides):
+                args += _strided_operand(a, shape, st)
+            args += [tuple(shape), n] + values
+            blocks = self._blocks(device, n, BLOCK)
+        self._launch(kernel, blocks, BLOCK, stream, args)
+
+    def _contiguous(self, array, stream, dtype=None):
+        """array itself when C-contiguous (and of dtype), else a C-contiguous copy."""
+        dtype = np.dtype(dtype or array.dtype)
+        if array.is_contiguous("C") and array.dtype == dtype:
+            return array
+        copy = self._empty(array, array.shape, dtype)
+        work = "f64" if dtype.itemsize == 8 or array.dtype.itemsize == 8 else "f32"
+        self._map(None, [array], copy, [], work, stream, array.device)
+        return copy
+
+    def _target(self, name, out, inputs, like, shape, dtype):
+        """(result, target): the caller's out= (or a new array) and where the kernel writes, a
+        C-contiguous scratch array when out cannot be written directly."""
+        result = out if out is not None else self._empty(like, shape, dtype)
+        if result.is_contiguous("C") and not any(
+                _overlaps(result, a) and not _identical(result, a) for a in inputs):
+            return result, result
+        return result, self._empty(like, shape, dtype)
+
+    # -- the interface --
+
+    def elementwise(self, name, scalar_fn, inputs, params, out):
+        from .._api import compute_dtype, result_dtype
+        arrays = self._arrays(name, [*inputs, out])
+        inputs, out = arrays[:-1], arrays[-1]
+        shape = inputs[0].shape
+        for a in inputs[1:]:
+            if a.shape != shape:
+                _fail(name, ValueError, f"arrays have different shapes {shape} and {a.shape}")
+        dtype = result_dtype(name, *(a.dtype for a in inputs))
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        if out is not None:
+            self._check_out(name, out, shape, dtype)
+        like = inputs[0]
+        stream = like.library.stream(like.obj)
+        direction = "fwd" if scalar_fn.__name__.endswith("forward") else "bwd"
+        with _range(f"fastact.{name}.{direction}"), _device_context(like.device):
+            if out is None:
+                order = "F" if all(a.is_contiguous("F") and not a.is_contiguous("C")
+                                   for a in inputs) else "C"
+                result = target = self._empty(like, shape, dtype, order)
+            else:
+                result = target = out
+                if any(_overlaps(out, a) and not _identical(out, a) for a in inputs):
+                    target = self._empty(like, shape, dtype)
+            self._map(scalar_fn, inputs, target, params, work, stream, like.device)
+            if target is not result:
+                self._map(None, [target], result, [], work, stream, like.device)
+        return result.obj
+
+    def rowwise(self, name, direction, arrays, params, out):
+        from .._api import compute_dtype, result_dtype
+        arrays = self._arrays(name, [*arrays, out])
+        arrays, out = arrays[:-1], arrays[-1]
+        like = arrays[0]
+        stream = like.library.stream(like.obj)
+        method = getattr(self, f"_{name}_{direction}" if name in ("prelu", "maxout", "rrelu")
+                         else f"_rows_{direction}")
+        with _range(f"fastact.{name}.{'fwd' if direction == 'forward' else 'bwd'}"):
+            with _device_context(like.device):
+                result = method(name, arrays, params, out, stream, result_dtype, compute_dtype)
+        if isinstance(result, tuple):
+            return tuple(r.obj for r in result)
+        return result.obj
+
+    # -- softmax, log_softmax --
+
+    def _rows_geometry(self, name, arrays, params):
+        from .._rowwise import _axis
+        shape = arrays[0].shape
+        for a in arrays[1:]:
+            if a.shape != shape:
+                _fail(name, ValueError, f"arrays have different shapes {shape} and {a.shape}")
+        axis = _axis(name, params["axis"], len(shape))
+        if not shape:
+            return 1, 1, 1
+        return (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
+
+    def _finish(self, inputs, result, target, work, stream):
+        if target is not result:
+            self._map(None, [target], result, [], work, stream, result.device)
+        return result
+
+    def _rows_forward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+        outer, n, inner = self._rows_geometry(name, arrays, params)
+        x = arrays[0]
+        dtype = result_dtype(name, x.dtype)
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        if out is not None:
+            self._check_out(name, out, x.shape, dtype)
+        result, target = self._target(name, out, arrays, x, x.shape, dtype)
+        if x.size == 0:
+            return result
+        x = self._contiguous(x, stream)
+        k = _row_kernels(name, work)
+        xa, ta = _flat(x, 0, x.size), _flat(target, 0, target.size)
+        rows = outer * inner
+        if inner > 1 or n <= THREAD_PER_ROW_MAX:
+            self._launch(k["fwd_columns"], self._blocks(x.device, rows, BLOCK), BLOCK, stream,
+                         (xa, ta, outer, n, inner))
+        elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
+            self._launch(k["fwd_rows"], self._row_blocks(x.device, rows), ROW_BLOCK, stream,
+                         (xa, ta, rows, n), shared=n * (4 if work == "f32" else 8))
+        else:
+            chunks = -(-n // CHUNK)
+            wdt = np.float32 if work == "f32" else np.float64
+            best = self._empty(x, (rows * chunks,), wdt)
+            where = self._empty(x, (rows * chunks,), np.int64)
+            others = self._empty(x, (rows * chunks,), np.float64)
+            row_best = self._empty(x, (rows,), wdt)
+            row_others = self._empty(x, (rows,), np.float64)
+            parts = [_flat(a, 0, a.size) for a in (best, where, others)]
+            rb, ro = _flat(row_best, 0, rows), _flat(row_others, 0, rows)
+            pairs = self._row_blocks(x.device, rows * chunks)
+            self._launch(k["fwd_partials"], pairs, ROW_BLOCK, stream,
+                         (xa, *parts, rows, n, CHUNK, chunks))
+            self._launch(k["fwd_combine"], self._row_blocks(x.device, rows), ROW_BLOCK, stream,
+                         (*parts, rb, ro, rows, chunks))
+            self._launch(k["fwd_write"], pairs, ROW_BLOCK, stream,
+                         (xa, ta, rb, ro, rows, n, CHUNK, chunks))
+        return self._finish(arrays, result, target, work, stream)
+
+    def _rows_backward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+        outer, n, inner = self._rows_geometry(name, arrays, params)
+        dy, y = arrays
+        dtype = result_dtype(name, dy.dtype, y.dtype)
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        if out is not None:
+            self._check_out(name, out, y.shape, dtype)
+        result, target = self._target(name, out, arrays, dy, y.shape, dtype)
+        if y.size == 0:
+            return result
+        wdt = np.float32 if work == "f32" else np.float64
+        # the backward kernels do their arithmetic in the inputs' type: give them the work type
+        dy, y = (self._contiguous(a, stream, wdt if a.dtype != wdt else None) for a in (dy, y))
+        k = _row_kernels(name, work)
+        args = [_flat(a, 0, a.size) for a in (dy, y, target)]
+        rows = outer * inner
+        if inner > 1 or n <= THREAD_PER_ROW_MAX:
+            self._launch(k["bwd_columns"], self._blocks(y.device, rows, BLOCK), BLOCK, stream,
+                         (*args, outer, n, inner))
+        elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
+            self._launch(k["bwd_rows"], self._row_blocks(y.device, rows), ROW_BLOCK, stream,
+                         (*args, rows, n))
+        else:
+            chunks = -(-n // CHUNK)
+            part = self._empty(y, (rows * chunks,), np.float64)
+            pa = _flat(part, 0, part.size)
+            pairs = self._row_blocks(y.device, rows * chunks)
+            self._launch(k["bwd_partials"], pairs, ROW_BLOCK, stream,
+                         (args[0], args[1], pa, rows, n, CHUNK, chunks))
+            self._launch(k["bwd_write"], pairs, ROW_BLOCK, stream,
+                         (*args, pa, rows, n, CHUNK, chunks))
+        return self._finish(arrays, result, target, work, stream)
+
+    # -- maxout --
+
+    def _maxout_forward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+        from .._rowwise import maxout
+        x = arrays[0]
+        view, out_shape = maxout._geometry(x, params["pieces"], params["axis"])
+        dtype = result_dtype(name, x.dtype)
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        if out is not None:
+            self._check_out(name, out, out_shape, dtype)
+        result, target = self._target(name, out, arrays, x, out_shape, dtype)
+        if target.size:
+            x = self._contiguous(x, stream)
+            self._launch(_row_kernels("other", work)["maxout_fwd"],
+                         self._blocks(x.device, target.size, BLOCK), BLOCK, stream,
+                         (_flat(x, 0, x.size), _flat(target, 0, target.size), *view))
+        return self._finish(arrays, result, target, work, stream)
+
+    def _maxout_backward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+        from .._rowwise import maxout
+        dy, x = arrays
+        view, out_shape = maxout._geometry(x, params["pieces"], params["axis"])
+        if dy.shape != out_shape:
+            _fail(name, ValueError, f"grad_output has shape {dy.shape}, expected {out_shape}")
+        dtype = result_dtype(name, dy.dtype, x.dtype)
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        if out is not None:
+            self._check_out(name, out, x.shape, dtype)
+        result, target = self._target(name, out, arrays, dy, x.shape, dtype)
+        if target.size:
+            dy, x = self._contiguous(dy, stream), self._contiguous(x, stream)
+            self._launch(_row_kernels("other", work)["maxout_bwd"],
+                         self._blocks(x.device, dy.size, BLOCK), BLOCK, stream,
+                         (_flat(dy, 0, dy.size), _flat(x, 0, x.size),
+                          _flat(target, 0, target.size), *view))
+        return self._finish(arrays, result, target, work, stream)
+
+    # -- prelu --
+
+    def _prelu_geometry(self, name, x, weight):
+        from .._rowwise import _channel_rows
+        flat = _FlatShape(weight.size)
+        rows, inner = _channel_rows(name, x, flat)
+        return rows // weight.size if weight.size else 0, weight.size, inner
+
+    def _prelu_forward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+        x, weight = arrays
+        outer, channels, inner = self._prelu_geometry(name, x, weight)
+        dtype = result_dtype(name, x.dtype, weight.dtype)
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        if out is not None:
+            self._check_out(name, out, x.shape, dtype)
+        result, target = self._target(name, out, [x], x, x.shape, dtype)
+        if target.size:
+            x, w = self._contiguous(x, stream), self._contiguous(weight, stream)
+            self._launch(_row_kernels("other", work)["prelu_fwd"],
+                         self._blocks(x.device, x.size, BLOCK), BLOCK, stream,
+                         (_flat(x, 0, x.size), _flat(w, 0, w.size), _flat(target, 0, x.size),
+                          x.size, channels, inner))
+        return self._finish(arrays, result, target, work, stream)
+
+    def _prelu_backward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+        dy, x, weight = arrays
+        if dy.shape != x.shape:
+            _fail(name, ValueError, f"arrays have different shapes {dy.shape} and {x.shape}")
+        outer, channels, inner = self._prelu_geometry(name, x, weight)
+        dtype = result_dtype(name, dy.dtype, x.dtype, weight.dtype)
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        weight_dtype = result_dtype(name, weight.dtype)
+        if out is not None:
+            self._check_out(name, out, x.shape, dtype)
+        result, target = self._target(name, out, [dy, x], dy, x.shape, dtype)
+        grad_weight = self._empty(weight, weight.shape, weight_dtype)
+        per_channel = outer * inner
+        segments = max(1, -(-per_channel // SEGMENT))
+        part = self._empty(x, (channels * segments,), np.float64)
+        dy, x, w = (self._contiguous(a, stream) for a in (dy, x, weight))
+        k = _row_kernels("other", work)
+        pa = _flat(part, 0, part.size)
+        self._launch(k["prelu_bwd"], self._row_blocks(x.device, channels * segments), ROW_BLOCK,
+                     stream, (_flat(dy, 0, dy.size), _flat(x, 0, x.size), _flat(w, 0, w.size),
+                              _flat(target, 0, target.size), pa, outer, channels, inner,
+                              SEGMENT, segments))
+        self._launch(k["prelu_bwd_weight"], self._row_blocks(x.device, channels), ROW_BLOCK,
+                     stream, (pa, _flat(grad_weight, 0, channels), channels, segments))
+        self._finish(arrays, result, target, work, stream)
+        return result, grad_weight
+
+    # -- rrelu (training) --
+
+    def _rrelu_forward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+        x = arrays[0]
+        dtype = result_dtype(name, x.dtype)
+        work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
+        if out is not None:
+            self._check_out(name, out, x.shape, dtype)
+        seed = int(np.random.default_rng(params.get("generator")).integers(0, 2**63))
+        result, target = self._target(name, out, [x], x, x.shape, dtype)
+        noise = self._empty(x, x.shape, dtype)
+        if x.size:
+            x = self._contiguous(x, stream)
+            lower, upper = params["lower"], params["upper"]
+            self._launch(_row_kernels("other", work)["rrelu_fwd"],
+                         self._blocks(x.device, x.size, BLOCK), BLOCK, stream,
+                         (_flat(x, 0, x.size), _flat(target, 0, x.size), _flat(noise, 0, x.size),
+                          x.size, np.float64(lower), np.float64(upper - lower),
+                          np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)))
+        self._finish(arrays, result, target, work, stream)
+        return (result, noise) if params.get("return_noise") else result
+
+
+class _FlatShape:
+    """The size of prelu's weight, as _rowwise._channel_rows reads it."""
+
+    def __init__(self, size):
+        self.size = size
