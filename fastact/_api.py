@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from . import _backends
-from .registry import REQUIRED, SPECS
+from .registry import REQUIRED
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))  # computed as they are
 

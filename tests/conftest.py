@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastact as fa
-from fastact import reference, registry
+from fastact import registry
 
 TOLERANCE = {  # dtype: (kind, bound)
     np.dtype(np.float16): ("ulp", 1.0),

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from .. import reference, registry
+from .. import reference
 
 TORCH_NAMES = {"sigmoid": "sigmoid", "tanh": "tanh", "logsigmoid": "logsigmoid", "gelu": "gelu",
                "elu": "elu", "selu": "selu", "celu": "celu", "silu": "silu", "mish": "mish",

@@ -12,16 +12,14 @@ layer's abort on concurrent use) out of it, and calls from several Python thread
 """
 import functools
 import hashlib
-import importlib.util
 import inspect
 import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 
 from . import loops
+from ._codegen import import_source
 
 # Below this many elements one thread does the whole call (measured: fastact/bench/NOTES.md).
 PARALLEL_THRESHOLD = 1 << 16
@@ -82,18 +80,7 @@ def _load(name, source):
         module = _modules.get(name)
         if module is not None:
             return module
-        directory = cache_dir()
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, name + ".py")
-        if not os.path.exists(path) or open(path).read() != source:
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(source)
-            os.replace(tmp, path)  # atomic: concurrent processes never see half a file
-        spec = importlib.util.spec_from_file_location("fastact._generated." + name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        module = import_source(cache_dir(), "fastact._generated", name, source)
         _modules[name] = module
         return module
 

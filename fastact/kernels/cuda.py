@@ -25,15 +25,14 @@ everything runs as Python, with small blocks so that tests on small arrays reach
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import math
 import os
-import sys
 import threading
 
 import numpy as np
 
 from .._backends import Unavailable
+from ._codegen import import_source
 
 try:
     from numba import cuda
@@ -345,20 +344,9 @@ def _load_module(name, source):
         module = _modules.get(name)
         if module is not None:
             return module
-        directory = cache_dir()
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, name + ".py")
         text = _HEADER + source
         _sources[name] = text
-        if not os.path.exists(path) or open(path).read() != text:
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location("fastact._cuda_generated." + name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        module = import_source(cache_dir(), "fastact._cuda_generated", name, text)
         _modules[name] = module
         return module
 
