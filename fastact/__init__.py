@@ -26,16 +26,7 @@ def families():
     return _registry.families()
 
 
-def set_num_threads(n):
-    """Threads used for large arrays on the CPU (default: all cores)."""
-    from .kernels import cpu
-    cpu.set_num_threads(n)
-
-
-def get_num_threads():
-    from .kernels import cpu
-    return cpu.get_num_threads()
-
+from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
 __all__ = ["ACTIVATIONS", "backend", "backends", "families", "set_num_threads", "get_num_threads",
            *ACTIVATIONS, "swish"]

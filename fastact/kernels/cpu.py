@@ -6,42 +6,21 @@ bound to the registry function) and compiled there with ``cache=True``; Numba ne
 cached function and does not see changes in the functions a kernel calls, so the directory's name
 carries a hash of the kernel sources. A second process loads the machine code instead of compiling.
 
-Threads: serial ``nogil`` kernels run on chunks by a small pool of fastact's own (the calling thread
-takes one chunk). This keeps Numba's threading layers (their start-up cost, and the workqueue
-layer's abort on concurrent use) out of it, and calls from several Python threads are safe.
+Threads: serial ``nogil`` kernels run on chunks in fastact's own pool (fastact/_threads.py).
 """
 import functools
 import hashlib
 import inspect
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 
+from .. import _threads
 from . import loops
 from ._codegen import import_source
 
-# Below this many elements one thread does the whole call (measured: fastact/bench/NOTES.md).
-PARALLEL_THRESHOLD = 1 << 16
-_CHUNK_ALIGN = 64  # elements; keeps chunk edges on cache lines
-
 _lock = threading.Lock()
 _modules = {}
-_pool = None
-_pool_size = 0
-_num_threads = os.cpu_count() or 1
-
-
-def set_num_threads(n):
-    """Threads the CPU backend uses for large arrays (default: all cores)."""
-    global _num_threads
-    if int(n) < 1:
-        raise ValueError(f"number of threads must be >= 1, got {n}")
-    _num_threads = int(n)
-
-
-def get_num_threads():
-    return _num_threads
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,48 +86,6 @@ def row_kernel(name):
     return getattr(_load("rows", "".join(parts)), name)
 
 
-def _forget_pool_after_fork():
-    """A forked child has none of the parent's worker threads: start a new pool when needed."""
-    global _pool, _pool_size, _lock
-    _pool, _pool_size, _lock = None, 0, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
-def _get_pool(size):
-    global _pool, _pool_size
-    with _lock:
-        if _pool is None or _pool_size < size:
-            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fastact")
-            _pool_size = size
-        return _pool
-
-
-def run(kernel, args, n, cost=1):
-    """kernel(*args, start, stop) over [0, n), split over threads when n * cost is large."""
-    threads = min(_num_threads, max(1, (n * cost) // PARALLEL_THRESHOLD))
-    if threads <= 1:
-        kernel(*args, 0, n)
-        return
-    step = -(-n // threads)
-    if cost == 1:
-        step = -(-step // _CHUNK_ALIGN) * _CHUNK_ALIGN
-    bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
-    pool = _get_pool(threads - 1)
-    futures = [pool.submit(kernel, *args, lo, hi) for lo, hi in bounds[1:]]
-    error = None
-    try:
-        kernel(*args, *bounds[0])
-    except BaseException as e:  # still wait for the others: they write into the same arrays
-        error = e
-    for f in futures:
-        f.result()
-    if error is not None:
-        raise error
-
-
 class Backend:
     """The interface the API layer calls (the C backend has the same one)."""
     name = "cpu"
@@ -165,7 +102,7 @@ class Backend:
         kernel = self._maps.get((scalar_fn, len(inputs)))
         if kernel is None:
             kernel = self._maps[scalar_fn, len(inputs)] = map_kernel(scalar_fn, len(inputs))
-        run(kernel, (*inputs, out, params), out.size)
+        _threads.run(kernel, (*inputs, out, params), out.size)
 
     def rows(self, name, args, n_rows, row_cost):
-        run(row_kernel(name), args, n_rows, max(1, row_cost))
+        _threads.run(row_kernel(name), args, n_rows, max(1, row_cost))

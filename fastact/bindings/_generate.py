@@ -1,0 +1,346 @@
+"""Writes the C sources of the C backend: template.c once per dtype, plus the loops and exports.
+
+template.c holds ONE type-generic copy of every primitive (kernels/math.py) and every scalar
+function of the registry (same names). This module defines, per dtype, the type and the constants
+and polynomial coefficients, taken from kernels/math.py and registry.py themselves (one table), then
+generates an elementwise loop for every (scalar function, number of arrays) the API uses, and the
+exported entry points that split [start, stop) over OpenMP threads (``fa_parallel``).
+"""
+import inspect
+import os
+import re
+import struct
+
+from fastact import registry
+from fastact.kernels import math as m
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TEMPLATE = os.path.join(HERE, "template.c")
+SUFFIX = {"float32": "f32", "float64": "f64"}
+CTYPE = {"float32": "float", "float64": "double"}
+
+
+def map_functions():
+    """[(name, n_arrays, n_args)] for every elementwise loop the API layer can ask for: each spec's
+    forward (1 array) and backward (2 arrays), plus rrelu in training, whose slopes are an array:
+    leaky_relu_forward(x, noise) and leaky_relu_backward(dy, x, noise)."""
+    wanted = {}
+    for spec in registry.SPECS.values():
+        for arrays, table in ((1, spec.forward), (2, spec.backward_from_input),
+                              (2, spec.backward_from_output)):
+            for fn in table.values():
+                wanted[fn.__name__, arrays] = fn
+    wanted["leaky_relu_forward", 2] = registry.leaky_relu_forward
+    wanted["leaky_relu_backward", 3] = registry.leaky_relu_backward
+    return sorted((name, arrays, len(inspect.signature(fn).parameters))
+                  for (name, arrays), fn in wanted.items())
+
+
+ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
+               "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
+               "maxout_backward_rows")
+MAX_PARAMS = 2
+
+
+def _bits(value, dtype):
+    fmt, ifmt = ("<f", "<i") if dtype == "float32" else ("<d", "<q")
+    return struct.unpack(ifmt, struct.pack(fmt, value))[0]
+
+
+def _lit(value):
+    """A C double literal that parses to exactly this Python float."""
+    text = repr(float(value))
+    assert "inf" not in text and "nan" not in text, text
+    return text if ("e" in text or "." in text) else text + ".0"
+
+
+def _const(dtype, c32, c64):
+    """math.pick: the float32 constant is the double c32 rounded once, like np.float32(c32)."""
+    return f"((float){_lit(c32)})" if dtype == "float32" else _lit(c64)
+
+
+def _horner(var, coefficients, fma, lit):
+    """math.horner, unrolled: acc = c0; acc = fma(acc, x, c) for the rest (fma(0, x, c0) is c0)."""
+    acc = lit(coefficients[0])
+    for c in coefficients[1:]:
+        acc = f"{fma}({acc}, ({var}), {lit(c)})"
+    return acc
+
+
+def _dtype_header(dtype):
+    single = dtype == "float32"
+    suf = SUFFIX[dtype]
+    nbits, mant, bias, shift = (32, 23, 127, m.SHIFT32) if single else (64, 52, 1023, m.SHIFT64)
+    fma = "__builtin_fmaf" if single else "__builtin_fma"
+    lit = (lambda c: f"((float){_lit(c)})") if single else _lit
+    k = lambda c32, c64: _const(dtype, c32, c64)  # noqa: E731
+    R = registry
+    defines = {
+        "real": CTYPE[dtype],
+        "ireal": f"int{nbits}_t",
+        "ureal": f"uint{nbits}_t",
+        "FN(name)": f"name##_{suf}",
+        "K(c32, c64)": "((float)(c32))" if single else "((double)(c64))",
+        "L(c)": f"(({CTYPE[dtype]})(c))",
+        "FMA": fma,
+        "FABS": "__builtin_fabsf" if single else "__builtin_fabs",
+        "COPYSIGN": "__builtin_copysignf" if single else "__builtin_copysign",
+        "IS_SINGLE": "1" if single else "0",
+        "MANT_BITS": str(mant),
+        "MANT_MASK": f"{(1 << mant) - 1}",
+        "EXP_BIAS": str(bias),
+        "SHIFT": lit(shift),
+        "SHIFT_BITS": f"INT{nbits}_C({_bits(shift, dtype)})",
+        "ONE_BITS": f"INT{nbits}_C({_bits(1.0, dtype)})",
+        "SQRT_HALF_BITS": f"INT{nbits}_C({_bits(0.5 ** 0.5, dtype)})",
+        "LN2_HI": k(m.LN2[0], m.LN2[2]),
+        "LN2_LO": k(m.LN2[1], m.LN2[3]),
+        "LOG2E": lit(m.LOG2E),
+        "EXP_Q(r)": _horner("r", m.EXP_Q32 if single else m.EXP_Q64, fma, lit),
+        "LOG_R(z)": _horner("z", m.LOG_R32 if single else m.LOG_R64, fma, lit),
+        "LOG1P_UNIT_Q(x)": _horner("x", m.LOG1P_UNIT_Q32, fma, lit) if single else "x",
+        "NORMAL_TAIL_C32": _lit(m.NORMAL_TAIL_C32),
+        "NORMAL_TAIL_P32(s)": _horner("s", m.NORMAL_TAIL_P32, "__builtin_fma", _lit),
+        "NORMAL_TAIL_C64": _lit(m.NORMAL_TAIL_C64),
+        "NORMAL_TAIL_P64(s)": _horner("s", m.NORMAL_TAIL_P64, "__builtin_fma", _lit),
+        "INV_SQRT_2PI": k(*m.INV_SQRT_2PI),
+        "SELU_ALPHA": lit(R.SELU_ALPHA),
+        "SELU_SCALE": lit(R.SELU_SCALE),
+        "SELU_SCALE_ALPHA": lit(R.SELU_SCALE * R.SELU_ALPHA),
+        "GELU_TANH_K1_HI": k(R.GELU_TANH_K1[0], R.GELU_TANH_K1[2]),
+        "GELU_TANH_K1_LO": k(R.GELU_TANH_K1[1], R.GELU_TANH_K1[3]),
+        "GELU_TANH_K3_HI": k(R.GELU_TANH_K3[0], R.GELU_TANH_K3[2]),
+        "GELU_TANH_K3_LO": k(R.GELU_TANH_K3[1], R.GELU_TANH_K3[3]),
+        "GELU_TANH_K1_64": _lit(R.GELU_TANH_K1[2]),
+        "GELU_TANH_K3_64": _lit(R.GELU_TANH_K3[2]),
+    }
+    define = "".join(f"#define {key} {value}\n" for key, value in defines.items())
+    undef = "".join(f"#undef {key.split('(')[0]}\n" for key in defines)
+    return define, undef
+
+
+PRELUDE = r"""/* Generated by fastact/bindings/_generate.py from template.c. Do not edit. */
+#include <stdint.h>
+#include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define INLINE inline __attribute__((always_inline))
+
+typedef void (*fa_range_fn)(const void *args, int64_t lo, int64_t hi);
+
+/* fn(args, lo, hi) over [start, stop): on the calling thread, or in nthreads chunks (edges on
+   multiples of align) by an OpenMP team. The chunking never changes a result. */
+static void fa_parallel(fa_range_fn fn, const void *args, int64_t start, int64_t stop,
+                        int nthreads, int64_t align) {
+    int64_t n = stop - start;
+    if (n <= 0) return;
+#ifdef _OPENMP
+    if (nthreads > 1 && n > align) {
+        int64_t step = (n + nthreads - 1) / nthreads;
+        step = (step + align - 1) / align * align;
+        int64_t chunks = (n + step - 1) / step;
+#pragma omp parallel for num_threads(nthreads) schedule(static, 1)
+        for (int64_t t = 0; t < chunks; t++) {
+            int64_t lo = start + t * step, hi = lo + step < stop ? lo + step : stop;
+            fn(args, lo, hi);
+        }
+        return;
+    }
+#else
+    (void)nthreads; (void)align;
+#endif
+    fn(args, start, stop);
+}
+
+typedef struct {
+    const void *a[3];
+    void *out;
+    double p[2];
+} fa_map_args;
+"""
+
+ROWS_EXPORTS = r"""
+void fa_prelu_forward_rows_{s}(const void *x, const void *w, int64_t channels, void *out,
+                               int64_t inner, int64_t start, int64_t stop, int nthreads) {{
+    prelu_args_{s} a = {{x, w, NULL, out, NULL, channels, inner}};
+    fa_parallel(prelu_forward_range_{s}, &a, start, stop, nthreads, 1);
+}}
+
+void fa_prelu_backward_rows_{s}(const void *dy, const void *x, const void *w, int64_t channels,
+                                void *dx, double *grad_weight_rows, int64_t inner, int64_t start,
+                                int64_t stop, int nthreads) {{
+    prelu_args_{s} a = {{x, w, dy, dx, grad_weight_rows, channels, inner}};
+    fa_parallel(prelu_backward_range_{s}, &a, start, stop, nthreads, 1);
+}}
+
+void fa_softmax_rows_{s}(const void *x, void *out, int64_t n, int64_t start, int64_t stop,
+                         int nthreads) {{
+    softmax_args_{s} a = {{x, NULL, out, n}};
+    fa_parallel(softmax_range_{s}, &a, start, stop, nthreads, 1);
+}}
+
+void fa_log_softmax_rows_{s}(const void *x, void *out, int64_t n, int64_t start, int64_t stop,
+                             int nthreads) {{
+    softmax_args_{s} a = {{x, NULL, out, n}};
+    fa_parallel(log_softmax_range_{s}, &a, start, stop, nthreads, 1);
+}}
+
+void fa_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
+                                  int64_t start, int64_t stop, int nthreads) {{
+    softmax_args_{s} a = {{dy, y, dx, n}};
+    fa_parallel(softmax_backward_range_{s}, &a, start, stop, nthreads, 1);
+}}
+
+void fa_log_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
+                                      int64_t start, int64_t stop, int nthreads) {{
+    softmax_args_{s} a = {{dy, y, dx, n}};
+    fa_parallel(log_softmax_backward_range_{s}, &a, start, stop, nthreads, 1);
+}}
+
+void fa_maxout_forward_rows_{s}(const void *x, void *out, int64_t channels, int64_t pieces,
+                                int64_t inner, int64_t start, int64_t stop, int nthreads) {{
+    maxout_args_{s} a = {{x, NULL, out, channels, pieces, inner}};
+    fa_parallel(maxout_forward_range_{s}, &a, start, stop, nthreads, 1);
+}}
+
+void fa_maxout_backward_rows_{s}(const void *dy, const void *x, void *dx, int64_t channels,
+                                 int64_t pieces, int64_t inner, int64_t start, int64_t stop,
+                                 int nthreads) {{
+    maxout_args_{s} a = {{x, dy, dx, channels, pieces, inner}};
+    fa_parallel(maxout_backward_range_{s}, &a, start, stop, nthreads, 1);
+}}
+"""
+
+MAP_SIGNATURE = ("void {export}(const void *a0, const void *a1, const void *a2, void *out, "
+                 "double p0, double p1, int64_t start, int64_t stop, int nthreads)")
+
+ROWS_CDEF = """
+void fa_prelu_forward_rows_{s}(const void *x, const void *w, int64_t channels, void *out,
+    int64_t inner, int64_t start, int64_t stop, int nthreads);
+void fa_prelu_backward_rows_{s}(const void *dy, const void *x, const void *w, int64_t channels,
+    void *dx, double *grad_weight_rows, int64_t inner, int64_t start, int64_t stop, int nthreads);
+void fa_softmax_rows_{s}(const void *x, void *out, int64_t n, int64_t start, int64_t stop,
+    int nthreads);
+void fa_log_softmax_rows_{s}(const void *x, void *out, int64_t n, int64_t start, int64_t stop,
+    int nthreads);
+void fa_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
+    int64_t start, int64_t stop, int nthreads);
+void fa_log_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
+    int64_t start, int64_t stop, int nthreads);
+void fa_maxout_forward_rows_{s}(const void *x, void *out, int64_t channels, int64_t pieces,
+    int64_t inner, int64_t start, int64_t stop, int nthreads);
+void fa_maxout_backward_rows_{s}(const void *dy, const void *x, void *dx, int64_t channels,
+    int64_t pieces, int64_t inner, int64_t start, int64_t stop, int nthreads);
+"""
+
+INFO_CDEF = """
+int fa_openmp(void);
+int fa_cpu_supported(void);
+"""
+
+INFO_SOURCE = r"""
+int fa_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The extension may be built with -march=native: refuse to run on a CPU without those features
+   (a cache directory shared by machines), rather than die of an illegal instruction. */
+int fa_cpu_supported(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+#ifdef __AVX__
+    if (!__builtin_cpu_supports("avx")) return 0;
+#endif
+#ifdef __AVX2__
+    if (!__builtin_cpu_supports("avx2")) return 0;
+#endif
+#ifdef __FMA__
+    if (!__builtin_cpu_supports("fma")) return 0;
+#endif
+#ifdef __AVX512F__
+    if (!__builtin_cpu_supports("avx512f")) return 0;
+#endif
+#ifdef __AVX512BW__
+    if (!__builtin_cpu_supports("avx512bw")) return 0;
+#endif
+#endif
+    return 1;
+}
+"""
+
+
+def map_export(name, arrays, dtype):
+    return f"fa_map_{name}_{arrays}_{SUFFIX[dtype]}"
+
+
+def template_functions():
+    """Names of the scalar functions template.c defines."""
+    with open(TEMPLATE) as f:
+        return set(re.findall(r"^static INLINE real FN\((\w+)\)\(", f.read(), re.M))
+
+
+def check_coverage():
+    """Every scalar function the registry uses has a C port (raises naming the missing ones)."""
+    missing = sorted({name for name, _, _ in map_functions()} - template_functions())
+    if missing:
+        raise RuntimeError(f"template.c has no C port of: {', '.join(missing)}")
+
+
+def _map_loop(name, arrays, n_args, dtype):
+    s = SUFFIX[dtype]
+    real = CTYPE[dtype]
+    if n_args - arrays > MAX_PARAMS:
+        raise RuntimeError(f"{name}: more than {MAX_PARAMS} scalar parameters")
+    decls = "".join(f"    const {real} *a{i} = (const {real} *)a->a[{i}];\n" for i in range(arrays))
+    decls += "".join(f"    const {real} p{i} = ({real})a->p[{i}];\n" for i in range(n_args - arrays))
+    call_args = [f"a{i}[i]" for i in range(arrays)] + [f"p{i}" for i in range(n_args - arrays)]
+    export = map_export(name, arrays, dtype)
+    return f"""
+static void {export}_range(const void *args, int64_t lo, int64_t hi) {{
+    const fa_map_args *a = args;
+{decls}    {real} *out = ({real} *)a->out;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) out[i] = {name}_{s}({", ".join(call_args)});
+}}
+
+{MAP_SIGNATURE.format(export=export)} {{
+    fa_map_args a = {{{{a0, a1, a2}}, out, {{p0, p1}}}};
+    fa_parallel({export}_range, &a, start, stop, nthreads, 64);
+}}
+"""
+
+
+def source(dtype):
+    """One translation unit: the template for both dtypes (float32 kernels call log1p_f64), and
+    the loops and exports of this dtype."""
+    check_coverage()
+    with open(TEMPLATE) as f:
+        template = f.read()
+    parts = [PRELUDE]
+    for dt in ("float64", "float32"):
+        define, undef = _dtype_header(dt)
+        parts += [f"\n/* ===== {dt} ===== */\n", define, template, "\n"]
+        if dt == dtype:
+            parts += [_map_loop(*entry, dt) for entry in map_functions()]
+            parts.append(ROWS_EXPORTS.format(s=SUFFIX[dt]))
+        parts.append(undef)
+    if dtype == "float64":
+        parts.append(INFO_SOURCE)
+    return "".join(parts)
+
+
+def cdef():
+    """The declarations cffi wraps (also valid C: the extension's own source)."""
+    lines = []
+    for dtype in SUFFIX:
+        for name, arrays, _ in map_functions():
+            lines.append(MAP_SIGNATURE.format(export=map_export(name, arrays, dtype)) + ";")
+        lines.append(ROWS_CDEF.format(s=SUFFIX[dtype]))
+    lines.append(INFO_CDEF)
+    return "\n".join(lines)

@@ -1,0 +1,632 @@
+/* fastact C kernels: ONE type-generic copy of every primitive and activation.
+
+   Not compiled on its own: fastact/bindings/_generate.py pastes it once per dtype after defining
+   real (float/double), ireal/ureal (the integer of the same width), FN(name) (name_f32/name_f64),
+   K(c32, c64) (math.py's pick), L(c) (math.py's like), FMA/FABS/COPYSIGN, the bit-layout constants
+   and the constants and polynomials of fastact/kernels/math.py and registry.py (emitted from those
+   modules' own values, so there is one table of coefficients).
+
+   A line-by-line port of kernels/math.py and registry.py: same operations in the same order, so
+   results agree bitwise with the Numba backend. Rules that keep it so:
+   - compiled with -ffp-contract=off: no FMA the Python source does not write (two_prod, two_sum and
+     the Cody-Waite reduction depend on exact roundings), and never -ffast-math;
+   - every literal that is not an integer goes through L()/K(): a bare 0.5 is a double and would
+     promote a float computation;
+   - selects (?:) and no data-dependent branches, so that `#pragma omp simd` loops vectorize;
+     a clamp is written `x < lo ? lo : x` so that NaN passes through. */
+
+static INLINE ireal FN(bits)(real x) { ireal i; __builtin_memcpy(&i, &x, sizeof i); return i; }
+static INLINE real FN(from_bits)(ireal i) { real x; __builtin_memcpy(&x, &i, sizeof x); return x; }
+
+/* --- helpers (math.py) ------------------------------------------------------------------------- */
+
+static INLINE real FN(clamp)(real x, real lo, real hi) {
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
+static INLINE real FN(two_prod)(real a, real b, real *err) {
+    real p = a * b;
+    *err = FMA(a, b, -p);
+    return p;
+}
+
+static INLINE real FN(two_sum)(real a, real b, real *err) {
+    real s = a + b;
+    real bb = s - a;
+    *err = (a - (s - bb)) + (b - bb);
+    return s;
+}
+
+/* 2**k for integral k in the normal exponent range: the "shifter" puts k in the low mantissa bits. */
+static INLINE real FN(pow2)(real k) {
+    ureal integer = (ureal)FN(bits)(k + SHIFT) - (ureal)SHIFT_BITS;
+    return FN(from_bits)((ireal)((integer + (ureal)EXP_BIAS) << MANT_BITS));
+}
+
+/* u = m * 2**e with m in [sqrt(1/2), sqrt(2)), for positive normal u. */
+static INLINE real FN(exponent_of)(real u) {
+    ureal ix = (ureal)FN(bits)(u) + (ureal)(ONE_BITS - SQRT_HALF_BITS);
+    ireal e = ((ireal)ix >> MANT_BITS) - EXP_BIAS;
+    return FN(from_bits)((ireal)((ureal)e + (ureal)SHIFT_BITS)) - SHIFT;
+}
+
+static INLINE real FN(mantissa_of)(real u) {
+    ureal ix = (ureal)FN(bits)(u) + (ureal)(ONE_BITS - SQRT_HALF_BITS);
+    return FN(from_bits)((ireal)((ix & (ureal)MANT_MASK) + (ureal)SQRT_HALF_BITS));
+}
+
+/* --- exp --------------------------------------------------------------------------------------- */
+
+static INLINE real FN(round_to_integer)(real x) { return (x + SHIFT) - SHIFT; }
+
+static INLINE real FN(exp_reduce)(real x, real *r) {
+    real k = FN(round_to_integer)(x * LOG2E);
+    real t = FMA(k, -LN2_HI, x);
+    *r = FMA(k, -LN2_LO, t);
+    return k;
+}
+
+static INLINE real FN(expm1_reduced)(real r) {
+    real q = EXP_Q(r);
+    return FMA(r * r, q, r);
+}
+
+static INLINE real FN(scale_by_pow2)(real p, real k) {
+    real k_half = FN(round_to_integer)(k * L(0.5));
+    return p * FN(pow2)(k_half) * FN(pow2)(k - k_half);
+}
+
+/* exp(hi + lo) = p * 2**k: returns p, stores k. */
+static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
+    real lowest = K(-118.0, -760.0);
+    real x = FN(clamp)(hi, lowest, K(176.0, 1418.0));
+    real r;
+    lo = x == hi ? lo : L(0.0);
+    *k = FN(exp_reduce)(x, &r);
+    real p = FN(expm1_reduced)(r + lo) + L(1.0);
+    return hi < lowest ? L(0.0) : p;
+}
+
+static INLINE real FN(exp_hilo)(real hi, real lo) {
+    real k;
+    real p = FN(exp_parts)(hi, lo, &k);
+    return FN(scale_by_pow2)(p, k);
+}
+
+static INLINE real FN(exp_times)(real x, real c) {
+    real k;
+    real p = FN(exp_parts)(x, L(0.0), &k);
+    return FN(scale_by_pow2)(p * c, k);
+}
+
+static INLINE real FN(exp)(real x) { return FN(exp_hilo)(x, L(0.0)); }
+
+static INLINE real FN(expm1_times)(real x, real c) {
+    real r;
+    x = FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0));
+    real k = FN(exp_reduce)(x, &r);
+    real k2 = FN(round_to_integer)(k * L(0.5));
+    real s1 = FN(pow2)(k - k2);
+    return (FMA(s1, FN(expm1_reduced)(r), s1 - FN(pow2)(-k2)) * c) * FN(pow2)(k2);
+}
+
+static INLINE real FN(expm1)(real x) { return FN(expm1_times)(x, L(1.0)); }
+
+/* --- log1p ------------------------------------------------------------------------------------- */
+
+static INLINE real FN(log1p)(real x) {
+    real xx = FN(clamp)(x, L(0.0), K(1e38, 1e307));
+    real u = xx + L(1.0);
+    real e = FN(exponent_of)(u);
+    real f = FN(mantissa_of)(u) - L(1.0);
+    real s = f / (L(2.0) + f);
+    real z = s * s;
+    real big_r = z * LOG_R(z);
+    real half_f2 = L(0.5) * f * f;
+    real log_m = f - (half_f2 - s * (half_f2 + big_r));
+    real correction = (xx - (u - L(1.0))) / u;
+    real y = FMA(e, LN2_HI, FMA(e, LN2_LO, correction) + log_m);
+    return x > K(1e38, 1e307) ? x : y;
+}
+
+/* log(1 + x) for x in [0, 1]: float32 a division-free polynomial, float64 log1p. */
+static INLINE real FN(log1p_unit)(real x) {
+#if IS_SINGLE
+    return x * LOG1P_UNIT_Q(x);
+#else
+    return FN(log1p)(x);
+#endif
+}
+
+/* --- functions built from exp ------------------------------------------------------------------ */
+
+static INLINE real FN(sigmoid_pair_hilo)(real hi, real lo, real *s_minus) {
+    real e = FN(exp_hilo)(-FABS(hi), hi >= L(0.0) ? -lo : lo);
+    real r = L(1.0) / (L(1.0) + e);
+    real er = e * r;
+    *s_minus = hi >= L(0.0) ? er : r;
+    return hi >= L(0.0) ? r : er;
+}
+
+static INLINE real FN(sigmoid_pair)(real x, real *s_minus) {
+    return FN(sigmoid_pair_hilo)(x, L(0.0), s_minus);
+}
+
+static INLINE real FN(sigmoid)(real x) {
+    real unused;
+    return FN(sigmoid_pair)(x, &unused);
+}
+
+static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
+    real k;
+    real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
+    real d = L(1.0) + FN(scale_by_pow2)(p, k);
+    return hi >= L(0.0) ? c / d : FN(scale_by_pow2)(p * c / d, k);
+}
+
+/* sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo, c in float64, over one denominator in
+   float64 registers: e (1 + e + c) / (1 + e)^2 (z < 0, before exp's final scaling) or
+   (1 + e + c e) / (1 + e)^2 (z >= 0), with e = exp(-|z|) = p 2**k. */
+static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, double c) {
+    real k;
+    real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
+    double e = (double)FN(scale_by_pow2)(p, k);
+    double one_plus_e = 1.0 + e;
+    double inverse_square = 1.0 / (one_plus_e * one_plus_e);
+    real negative = FN(scale_by_pow2)((real)((double)p * ((one_plus_e + c) * inverse_square)), k);
+    return hi >= L(0.0) ? (real)(__builtin_fma(c, e, one_plus_e) * inverse_square) : negative;
+}
+
+static INLINE real FN(tanh)(real x) {
+    real a = FN(clamp)(FABS(x), L(0.0), K(9.0, 19.1));
+    real e = FN(expm1)(a + a);
+    return COPYSIGN(e / (e + L(2.0)), x);
+}
+
+static INLINE real FN(softplus)(real x) {
+    real positive_part = x < L(0.0) ? L(0.0) : x;
+    return positive_part + FN(log1p_unit)(FN(exp)(-FABS(x)));
+}
+
+/* returns x * tanh(softplus(x)) (mish_parts(x)[1]) */
+static INLINE real FN(mish_parts_xt)(real x) {
+    real k;
+    real xs = FN(clamp)(x, K(-200.0, -1000.0), K(20.0, 40.0));
+    real p = FN(exp_parts)(xs, L(0.0), &k);
+    real e = FN(scale_by_pow2)(p, k);
+    real w = (e + L(2.0)) / (FMA(e, e, e + e) + L(2.0));
+    return FN(scale_by_pow2)(p * xs * w, k);
+}
+
+/* --- the normal distribution, for GELU --------------------------------------------------------- */
+
+static INLINE real FN(normal_tail_scaled)(real a) {
+#if IS_SINGLE
+    /* t = t32 (1 + dl) from a float32 division, then P in float64 registers */
+    a = FN(clamp)(a, L(0.0), L(1e4));
+    real c = (real)NORMAL_TAIL_C32, one = L(1.0);
+    real d = FMA(c, a, one);
+    real t32 = one / d;
+    real dl = FMA(-FMA(c, a, one - d), t32, FMA(-d, t32, one));
+    double t = (double)t32 * (1.0 + (double)dl);
+    return (real)(t * NORMAL_TAIL_P32(t + t - 1.0));
+#else
+    a = FN(clamp)(a, L(0.0), L(1e6));
+    real c = NORMAL_TAIL_C64;
+    real one = L(1.0);
+    real d = FMA(c, a, one);
+    real t = one / d;
+    real dl = FMA(-FMA(c, a, one - d), t, FMA(-d, t, one));
+    real s = FMA(t + t, dl, FMA(L(2.0), t, -one));
+    real p = NORMAL_TAIL_P64(s);
+    return FMA(t, p, (t * dl) * p);
+#endif
+}
+
+/* exp(-x^2/2) = p * 2**k (returns p, stores k) and Phi(-|x|) = p g 2**k (stores g). */
+static INLINE real FN(normal_parts)(real x, real *k, real *g) {
+    real sq_err;
+    real sq = FN(two_prod)(x, x, &sq_err);
+    sq_err = FABS(sq) < (real)__builtin_inf() ? sq_err : L(0.0);
+    real p = FN(exp_parts)(L(-0.5) * sq, L(-0.5) * sq_err, k);
+    *g = FN(normal_tail_scaled)(FABS(x));
+    return p;
+}
+
+/* --- registry.py: one function per scalar function of the registry, same name ------------------ */
+
+static INLINE real FN(derivative_select)(real saved, real threshold, real below, real above) {
+    return saved > threshold ? above : (saved <= threshold ? below : saved);
+}
+
+static INLINE real FN(lower_clamp)(real x, real lo) { return x < lo ? lo : x; }
+
+static INLINE real FN(sigmoid_forward)(real x) { return FN(sigmoid)(x); }
+
+static INLINE real FN(sigmoid_backward_from_output)(real dy, real y) {
+    return dy * (y * (L(1.0) - y));
+}
+
+static INLINE real FN(tanh_forward)(real x) { return FN(tanh)(x); }
+
+static INLINE real FN(tanh_backward_from_output)(real dy, real y) {
+    return dy * ((L(1.0) - y) * (L(1.0) + y));
+}
+
+static INLINE real FN(elu_forward)(real x, real alpha) {
+    return x > L(0.0) ? x : FN(expm1_times)(x, alpha);
+}
+
+static INLINE real FN(elu_backward_from_output)(real dy, real y, real alpha) {
+    return dy * FN(derivative_select)(y, L(0.0), y + alpha, L(1.0));
+}
+
+static INLINE real FN(elu_backward_from_input)(real dy, real x, real alpha) {
+    return x > L(0.0) ? dy : (x <= L(0.0) ? FN(exp_times)(x, dy * alpha) : x);
+}
+
+static INLINE real FN(selu_forward)(real x) {
+    return SELU_SCALE * FN(elu_forward)(x, SELU_ALPHA);
+}
+
+static INLINE real FN(selu_backward_from_output)(real dy, real y) {
+    return dy * FN(derivative_select)(y, L(0.0), y + SELU_SCALE_ALPHA, SELU_SCALE);
+}
+
+static INLINE real FN(celu_forward)(real x, real alpha) {
+    return x > L(0.0) ? x : FN(expm1_times)(x / alpha, alpha);
+}
+
+static INLINE real FN(celu_backward_from_output)(real dy, real y, real alpha) {
+    return dy * FN(derivative_select)(y, L(0.0), y / alpha + L(1.0), L(1.0));
+}
+
+static INLINE real FN(celu_backward_from_input)(real dy, real x, real alpha) {
+    return x > L(0.0) ? dy : (x <= L(0.0) ? FN(exp_times)(x / alpha, dy) : x);
+}
+
+static INLINE real FN(gelu_forward)(real x) {
+    real k, g;
+    real p = FN(normal_parts)(x, &k, &g);
+    real tail = FN(scale_by_pow2)(p * g * FN(clamp)(x, K(-1e4, -1e6), K(1e4, 1e6)), k);
+    return x < L(0.0) ? tail : x - tail;
+}
+
+static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
+    real k, g;
+    real p = FN(normal_parts)(x, &k, &g);
+    real xs = FN(clamp)(x, K(-1e4, -1e6), K(1e4, 1e6));
+    real negative = FN(scale_by_pow2)(p * (g + xs * INV_SQRT_2PI), k);
+    real positive = L(1.0) - FN(scale_by_pow2)(p * (g - xs * INV_SQRT_2PI), k);
+    return dy * (x < L(0.0) ? negative : positive);
+}
+
+/* z = 2 sqrt(2/pi) (x + 0.044715 x^3) as a double-word: returns hi, stores lo. */
+static INLINE real FN(gelu_tanh_argument)(real x, real *lo) {
+    real pe, ae, be, ce;
+    real p = FN(two_prod)(x, x, &pe);
+    real a = FN(two_prod)(GELU_TANH_K3_HI, p, &ae);
+    real b = FN(two_sum)(GELU_TANH_K1_HI, a, &be);
+    be = be + (ae + (GELU_TANH_K3_HI * pe + GELU_TANH_K3_LO * p) + GELU_TANH_K1_LO);
+    real c = FN(two_prod)(x, b, &ce);
+    *lo = ce + x * be;
+    return c;
+}
+
+static INLINE real FN(gelu_tanh_forward)(real x) {
+    real lo;
+    real xs = FN(clamp)(x, K(-1e4, -1e30), K(1e4, 1e30));
+    real hi = FN(gelu_tanh_argument)(xs, &lo);
+    return x > xs ? x : FN(sigmoid_times)(hi, lo, xs);
+}
+
+static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
+    real lo;
+    real xs = FN(clamp)(x, K(-1e4, -1e30), K(1e4, 1e30));
+    real hi = FN(gelu_tanh_argument)(xs, &lo);
+    double xw = (double)xs;  /* c = x z'(x) in float64 */
+    double c = xw * (GELU_TANH_K1_64 + 3.0 * GELU_TANH_K3_64 * xw * xw);
+    return dy * FN(sigmoid_plus_scaled_derivative)(hi, lo, c);
+}
+
+static INLINE real FN(silu_forward)(real x) {
+    real big = K(1e30, 1e300);
+    return x > big ? x : FN(sigmoid_times)(x, L(0.0), FN(clamp)(x, -big, big));
+}
+
+static INLINE real FN(silu_backward_from_input)(real dy, real x) {
+    real big = K(1e30, 1e300);
+    return dy * FN(sigmoid_plus_scaled_derivative)(x, L(0.0), (double)FN(clamp)(x, -big, big));
+}
+
+static INLINE real FN(mish_forward)(real x) {
+    return x > K(20.0, 40.0) ? x : FN(mish_parts_xt)(x);
+}
+
+static INLINE real FN(mish_backward_from_input)(real dy, real x) {
+    real k;
+    real cap = K(20.0, 40.0);
+    real xs = FN(clamp)(x, K(-200.0, -1000.0), cap);
+    real p = FN(exp_parts)(xs, L(0.0), &k);
+    double e = (double)FN(scale_by_pow2)(p, k);  /* float64 registers, rounded once */
+    double n_plus_2 = __builtin_fma(e, e, e + e) + 2.0;
+    double bracket = __builtin_fma(4.0 * (double)xs, 1.0 + e, (e + 2.0) * n_plus_2);
+    real d = FN(scale_by_pow2)((real)((double)p * (bracket / (n_plus_2 * n_plus_2))), k);
+    return dy * (x > cap ? L(1.0) : d);
+}
+
+static INLINE real FN(softplus_forward)(real x, real beta, real threshold) {
+    real z = beta * x;
+    return z > threshold ? x : FN(softplus)(z) / beta;
+}
+
+static INLINE real FN(softplus_backward_from_input)(real dy, real x, real beta, real threshold) {
+    real z = beta * x;
+    return z > threshold ? dy : dy * FN(sigmoid)(z);
+}
+
+static INLINE real FN(logsigmoid_forward)(real x) { return -FN(softplus)(-x); }
+
+static INLINE real FN(logsigmoid_backward_from_input)(real dy, real x) {
+    return dy * FN(sigmoid)(-x);
+}
+
+static INLINE real FN(relu_forward)(real x) { return x < L(0.0) ? L(0.0) : x; }
+
+static INLINE real FN(relu_backward_from_output)(real dy, real y) {
+    return dy * FN(derivative_select)(y, L(0.0), L(0.0), L(1.0));
+}
+
+static INLINE real FN(leaky_relu_forward)(real x, real negative_slope) {
+    return x > L(0.0) ? x : x * negative_slope;
+}
+
+static INLINE real FN(leaky_relu_backward)(real dy, real saved, real negative_slope) {
+    return dy * FN(derivative_select)(saved, L(0.0), negative_slope, L(1.0));
+}
+
+static INLINE real FN(prelu_grad_weight_term)(real dy, real x) {
+    return x > L(0.0) ? L(0.0) : dy * x;
+}
+
+static INLINE real FN(hardtanh_forward)(real x, real min_val, real max_val) {
+    return FN(clamp)(x, min_val, max_val);
+}
+
+static INLINE real FN(hardtanh_backward_from_input)(real dy, real x, real min_val, real max_val) {
+    real outside = ((x <= min_val) | (x >= max_val)) ? L(0.0) : x;
+    return dy * (((x > min_val) & (x < max_val)) ? L(1.0) : outside);
+}
+
+static INLINE real FN(hardsigmoid_forward)(real x) {
+    return FN(clamp)(x + L(3.0), L(0.0), L(6.0)) / L(6.0);
+}
+
+static INLINE real FN(hardsigmoid_backward_from_input)(real dy, real x) {
+    return FN(hardtanh_backward_from_input)(dy, x, L(-3.0), L(3.0)) / L(6.0);
+}
+
+static INLINE real FN(hardswish_forward)(real x) {
+    real y = x * (FN(clamp)(x + L(3.0), L(0.0), L(6.0)) / L(6.0));
+    return x < L(-3.0) ? L(0.0) : y;
+}
+
+static INLINE real FN(hardswish_backward_from_input)(real dy, real x) {
+    real outer = x <= L(-3.0) ? L(0.0) : (x >= L(3.0) ? L(1.0) : x);  /* NaN stays NaN */
+    int inside = (x > L(-3.0)) & (x < L(3.0));
+    return dy * (inside ? x / L(3.0) + L(0.5) : outer);
+}
+
+static INLINE real FN(threshold_forward)(real x, real threshold, real value) {
+    return x <= threshold ? value : x;
+}
+
+static INLINE real FN(threshold_backward_from_input)(real dy, real x, real threshold, real value) {
+    (void)value;
+    return dy * FN(derivative_select)(x, threshold, L(0.0), L(1.0));
+}
+
+static INLINE real FN(softsign_forward)(real x) {
+    real xs = FN(clamp)(x, K(-1e30, -1e300), K(1e30, 1e300));
+    return xs / (L(1.0) + FABS(xs));
+}
+
+static INLINE real FN(softsign_backward_from_input)(real dy, real x) {
+#if IS_SINGLE
+    double a = 1.0 + __builtin_fabs((double)x);  /* one rounding; the square cannot overflow */
+    return dy * (real)(1.0 / (a * a));
+#endif
+    real r = L(1.0) / (L(1.0) + FABS(x));
+    return dy * (r * r);
+}
+
+/* --- row loops (kernels/loops.py): [lo, hi) of the outer index, fa_parallel splits it ---------- */
+
+/* (max, index of its first occurrence); NaN if the row has a NaN (index of the first NaN). */
+static INLINE real FN(row_max)(const real *row, int64_t n, int64_t *where) {
+    real best = row[0];
+    int64_t at = 0;
+    for (int64_t j = 1; j < n; j++) {
+        real v = row[j];
+        if ((v > best || v != v) && best == best) {
+            best = v;
+            at = j;
+        }
+    }
+    *where = at;
+    return best;
+}
+
+typedef struct {
+    const real *x, *w, *dy;
+    real *out;
+    double *grad_weight_rows;
+    int64_t channels, inner;
+} FN(prelu_args);
+
+static void FN(prelu_forward_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(prelu_args) *a = args;
+    for (int64_t r = lo; r < hi; r++) {
+        real w = a->w[r % a->channels];
+        const real *x = a->x + r * a->inner;
+        real *out = a->out + r * a->inner;
+#pragma omp simd
+        for (int64_t j = 0; j < a->inner; j++) out[j] = FN(leaky_relu_forward)(x[j], w);
+    }
+}
+
+static void FN(prelu_backward_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(prelu_args) *a = args;
+    for (int64_t r = lo; r < hi; r++) {
+        real w = a->w[r % a->channels];
+        const real *x = a->x + r * a->inner, *dy = a->dy + r * a->inner;
+        real *dx = a->out + r * a->inner;
+        double acc = 0.0;
+        /* in place (dx is dy or x) the sum must read the inputs first: it goes first */
+        for (int64_t j = 0; j < a->inner; j++) acc += (double)FN(prelu_grad_weight_term)(dy[j], x[j]);
+#pragma omp simd
+        for (int64_t j = 0; j < a->inner; j++) dx[j] = FN(leaky_relu_backward)(dy[j], x[j], w);
+        a->grad_weight_rows[r] = acc;
+    }
+}
+
+typedef struct {
+    const real *x, *y;  /* softmax: x; backward: dy (x) and y */
+    real *out;
+    int64_t n;
+} FN(softmax_args);
+
+#define FA_BLOCK 256
+
+static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(softmax_args) *a = args;
+    int64_t n = a->n;
+    for (int64_t r = lo; r < hi; r++) {
+        const real *x = a->x + r * n;
+        real *out = a->out + r * n;
+        int64_t where;
+        real best = FN(row_max)(x, n, &where);
+        double total = 0.0;
+        for (int64_t j0 = 0; j0 < n; j0 += FA_BLOCK) {
+            int64_t j1 = j0 + FA_BLOCK < n ? j0 + FA_BLOCK : n;
+#pragma omp simd
+            for (int64_t j = j0; j < j1; j++) {
+                real error;
+                real difference = FN(two_sum)(x[j], -best, &error);
+                out[j] = FN(exp_hilo)(difference, error);
+            }
+            for (int64_t j = j0; j < j1; j++) total += (double)out[j];
+        }
+        real denominator = (real)total;
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) out[j] = out[j] / denominator;
+    }
+}
+
+/* x - max - log1p(sum of the other terms); the exps go to a block buffer: out may be x. */
+static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(softmax_args) *a = args;
+    int64_t n = a->n;
+    real buffer[FA_BLOCK];
+    for (int64_t r = lo; r < hi; r++) {
+        const real *x = a->x + r * n;
+        real *out = a->out + r * n;
+        int64_t where;
+        real best = FN(row_max)(x, n, &where);
+        double others = 0.0;
+        for (int64_t j0 = 0; j0 < n; j0 += FA_BLOCK) {
+            int64_t j1 = j0 + FA_BLOCK < n ? j0 + FA_BLOCK : n;
+#pragma omp simd
+            for (int64_t j = j0; j < j1; j++) {
+                real error;
+                real difference = FN(two_sum)(x[j], -best, &error);
+                buffer[j - j0] = FN(exp_hilo)(difference, error);
+            }
+            for (int64_t j = j0; j < j1; j++) others += j == where ? 0.0 : (double)buffer[j - j0];
+        }
+        double log_sum = log1p_f64(others);
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) out[j] = (real)(((double)x[j] - (double)best) - log_sum);
+    }
+}
+
+static void FN(softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(softmax_args) *a = args;
+    int64_t n = a->n;
+    for (int64_t r = lo; r < hi; r++) {
+        const real *dy = a->x + r * n, *y = a->y + r * n;
+        real *dx = a->out + r * n;
+        double dot = 0.0;
+        for (int64_t j = 0; j < n; j++) dot += (double)dy[j] * (double)y[j];
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) dx[j] = (real)((double)y[j] * ((double)dy[j] - dot));
+    }
+}
+
+static void FN(log_softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(softmax_args) *a = args;
+    int64_t n = a->n;
+    for (int64_t r = lo; r < hi; r++) {
+        const real *dy = a->x + r * n, *y = a->y + r * n;
+        real *dx = a->out + r * n;
+        double total = 0.0;
+        for (int64_t j = 0; j < n; j++) total += (double)dy[j];
+        real total_t = (real)total;
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) dx[j] = dy[j] - FN(exp)(y[j]) * total_t;
+    }
+}
+
+/* maxout: x viewed as (outer, channels, pieces, inner), the result as (outer, channels, inner) */
+typedef struct {
+    const real *x, *dy;
+    real *out;
+    int64_t channels, pieces, inner;
+} FN(maxout_args);
+
+static void FN(maxout_forward_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(maxout_args) *a = args;
+    int64_t C = a->channels, P = a->pieces, I = a->inner;
+    for (int64_t o = lo; o < hi; o++) {
+        for (int64_t c = 0; c < C; c++) {
+            const real *x = a->x + (o * C + c) * P * I;
+            real *out = a->out + (o * C + c) * I;
+#pragma omp simd
+            for (int64_t i = 0; i < I; i++) {
+                real best = x[i];
+                for (int64_t j = 1; j < P; j++) {
+                    real v = x[j * I + i];
+                    best = ((v > best) | (v != v)) & (best == best) ? v : best;
+                }
+                out[i] = best;
+            }
+        }
+    }
+}
+
+/* dy goes to the first arg-max of each group (the first NaN if any), 0 elsewhere. */
+static void FN(maxout_backward_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(maxout_args) *a = args;
+    int64_t C = a->channels, P = a->pieces, I = a->inner;
+    for (int64_t o = lo; o < hi; o++) {
+        for (int64_t c = 0; c < C; c++) {
+            const real *x = a->x + (o * C + c) * P * I;
+            const real *dy = a->dy + (o * C + c) * I;
+            real *dx = a->out + (o * C + c) * P * I;
+            for (int64_t i = 0; i < I; i++) {
+                real best = x[i];
+                int64_t where = 0;
+                for (int64_t j = 1; j < P; j++) {
+                    real v = x[j * I + i];
+                    if ((v > best || v != v) && best == best) {
+                        best = v;
+                        where = j;
+                    }
+                }
+                real g = dy[i];
+                for (int64_t j = 0; j < P; j++) dx[j * I + i] = j == where ? g : L(0.0);
+            }
+        }
+    }
+}

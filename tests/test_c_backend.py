@@ -1,0 +1,392 @@
+"""The C backend (fastact/bindings): availability and its reason, the build cache (shared, locked,
+rebuilt on request), life without Numba, concurrent use beside the Numba backend, agreement with
+the Numba backend, and the compiled loops' assembly. Accuracy is the shared matrix's job
+(test_activations.py and test_rowwise.py run on every available backend)."""
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastact as fa
+import fastact.bindings as bindings
+from fastact import registry
+from fastact.bindings import _build, _generate
+
+from conftest import assert_close, hostile
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+
+
+def python(code, env=None, timeout=600, check=True):
+    """Run code in a fresh interpreter (this checkout first on its path); its stdout."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(TESTS)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    full_env = {k: v for k, v in full_env.items() if v is not None}
+    done = subprocess.run([sys.executable, "-c", code], env=full_env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def c_backend():
+    """The C backend object; skips only where this machine cannot build it (no compiler/headers)."""
+    available, reason = fa.backends()["c"]
+    if not available:
+        assert re.search(r"no compiler|Python\.h|POSIX", reason), f"C backend broken: {reason}"
+        pytest.skip(reason)
+    from fastact import _backends
+    return _backends.get("c")
+
+
+def _same(a, b):
+    """Bitwise equal, any NaN equal to any NaN."""
+    a, b = np.asarray(a), np.asarray(b)
+    ints = {4: np.uint32, 8: np.uint64}[a.dtype.itemsize]
+    return bool(np.all((a.view(ints) == b.view(ints)) | (np.isnan(a) & np.isnan(b))))
+
+
+# --- availability and the reason ---------------------------------------------------------------
+
+def test_backends_report_c_available(c_backend):
+    assert fa.backends()["c"] == (True, "available")
+    info = bindings.info()
+    assert Path(info["path"]).exists()
+    assert "-ffp-contract=off" in info["flags"] and "-ffast-math" not in info["flags"]
+    assert "-fopenmp" not in info["flags"]  # threads come from fastact's pool, not OpenMP
+
+
+@pytest.mark.parametrize("env,reason", [
+    ({"CC": "/nonexistent/bin/cc"}, "C extension not built: no compiler: CC='/nonexistent/bin/cc' not found"),
+    ({"CC": None, "PATH": "/nonexistent"}, "C extension not built: no compiler (cc, gcc, clang) on PATH"),
+])
+def test_without_a_compiler_c_reports_why_and_the_rest_works(tmp_path, env, reason):
+    out = python("""
+import numpy as np, fastact as fa
+available, reason = fa.backends()["c"]
+print(available); print(reason)
+try:
+    with fa.backend("c"):
+        fa.relu(np.ones(3))
+except RuntimeError as e:
+    print("error:", e)
+""", env={"FASTACT_CACHE_DIR": str(tmp_path), **env})
+    available, why, error = out.splitlines()[:3]
+    assert available == "False" and why.startswith(reason), out
+    assert error.startswith("error: fastact: backend 'c' is not available (c: C extension not built")
+
+
+def test_loading_a_built_extension_needs_no_compiler_cffi_or_numba(c_backend):
+    """The first call right after import loads a shared library: no JIT, no compiler, no cffi
+    import (so it is fast); the PATH without compilers proves nothing is built."""
+    out = python("""
+import sys, numpy as np, fastact as fa
+from fastact import reference
+x = np.linspace(-5, 5, 101, dtype=np.float32)
+y = fa.sigmoid(x)
+np.testing.assert_allclose(y, reference.forward("sigmoid", x.astype(np.float64)), rtol=1e-6)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "cffi", "llvmlite")))
+print(fa.backends()["c"])
+""", env={"FASTACT_BACKEND": "c", "PATH": "/nonexistent", "CC": None})
+    assert out.splitlines() == ["[]", "(True, 'available')"]
+
+
+# --- the build cache -------------------------------------------------------------------------------
+
+def _build_count(directory):
+    log = Path(directory) / "build.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.slow
+def test_build_is_shared_locked_and_rebuilt_on_request(tmp_path, c_backend):
+    """Two processes starting together on an empty cache build once (file lock) and both compute;
+    FASTACT_C_REBUILD=1 and `python -m fastact.bindings --rebuild` build again; others reuse."""
+    cache = tmp_path / "cache"
+    code = """
+import numpy as np, fastact as fa
+from fastact.bindings import _build
+x = np.linspace(-30, 30, 200_003, dtype=np.float32)
+with fa.backend("c"):
+    print(fa.gelu(x).tobytes().hex()[:64], float(fa.gelu(x).sum()))
+print(_build.build_dir())
+"""
+    env = {**os.environ, "FASTACT_CACHE_DIR": str(cache),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    racers = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in racers]
+    assert all(p.returncode == 0 for p in racers), outputs
+    assert outputs[0][0] == outputs[1][0]
+    cache = Path(outputs[0][0].splitlines()[-1])  # the build directory (c-<key>)
+    assert cache.parent == tmp_path / "cache"
+    assert _build_count(cache) == 1
+    module = next(cache.glob("_fastact_c*"))
+    first_inode = module.stat().st_ino
+
+    assert python(code, env={"FASTACT_CACHE_DIR": str(cache.parent)}) == outputs[0][0]
+    assert _build_count(cache) == 1  # reused
+
+    assert python(code, env={"FASTACT_CACHE_DIR": str(cache.parent), "FASTACT_C_REBUILD": "1"}
+                  ) == outputs[0][0]
+    assert _build_count(cache) == 2 and module.stat().st_ino != first_inode
+
+    python("import sys; from fastact.bindings.__main__ import main; sys.exit(main(['--rebuild']))",
+           env={"FASTACT_CACHE_DIR": str(cache.parent)})
+    assert _build_count(cache) == 3
+    assert python(code, env={"FASTACT_CACHE_DIR": str(cache.parent)}) == outputs[0][0]
+
+
+# --- without Numba -----------------------------------------------------------------------------------
+
+BLOCK_NUMBA = """
+import sys
+class _NoNumba:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("numba", "llvmlite"):
+            raise ImportError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+sys.meta_path.insert(0, _NoNumba())
+"""
+
+
+def test_without_numba_fastact_imports_and_uses_c(c_backend):
+    out = python(BLOCK_NUMBA + """
+import numpy as np
+import fastact as fa
+from fastact import reference, _backends
+from conftest import assert_close, hostile
+report = fa.backends()
+assert report["cpu"][0] is False and "numba" in report["cpu"][1], report
+assert report["c"] == (True, "available"), report
+assert _backends.get().name == "c"
+for dtype in (np.float32, np.float64):
+    x = hostile(dtype)
+    x64 = x.astype(np.float64)
+    dy = np.linspace(-2, 2, x.size).astype(dtype)
+    with np.errstate(all="ignore"):
+        for name, params in [("sigmoid", {}), ("gelu", {"approximate": "tanh"}), ("gelu", {}),
+                             ("elu", {"alpha": 0.5}), ("mish", {}), ("softplus", {"beta": 2.0}),
+                             ("hardswish", {}), ("leaky_relu", {"negative_slope": -0.5})]:
+            act = getattr(fa, name)
+            y = act(x, **params)
+            assert_close(y, reference.forward(name, x64, **params), dtype, context=name)
+            saved = y if act.saves_for(**params) == "output" else x
+            dx = act.backward(dy, saved, **params)
+            ref = reference.backward(name, dy.astype(np.float64), saved.astype(np.float64), **params)
+            scale = np.abs(dy.astype(np.float64)) * reference.condition_scale(name, "backward", x64, **params)
+            assert_close(dx, ref, dtype, scale=scale, context=name + " backward")
+        rows = np.random.default_rng(0).standard_normal((64, 300)).astype(dtype)
+        assert_close(fa.softmax(rows), reference.forward("softmax", rows.astype(np.float64)), dtype)
+        assert_close(fa.log_softmax(rows, axis=0),
+                     reference.forward("log_softmax", rows.astype(np.float64), axis=0), dtype)
+        np.testing.assert_array_equal(fa.maxout(rows, 3, axis=1), rows.reshape(64, 100, 3).max(-1))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")))
+""")
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_shared_matrix_passes_without_numba(c_backend):
+    """The tests that do not need Numba (the matrix on the C backend, the references) pass in an
+    interpreter where `import numba` fails."""
+    out = python(BLOCK_NUMBA + """
+import pytest
+code = pytest.main(["-q", "-p", "no:cacheprovider", "-k", "not cpu", "-W", "ignore",
+                    "tests/test_activations.py", "tests/test_rowwise.py"])
+assert "numba" not in sys.modules
+sys.exit(code)
+""", check=False)
+    last = out.strip().splitlines()[-1]
+    assert " passed" in last and "failed" not in last and "error" not in last, out[-3000:]
+
+
+# --- concurrency -------------------------------------------------------------------------------------
+
+def test_mixed_concurrent_use_of_c_and_numba_threads(c_backend):
+    """Python threads calling the C backend and the Numba backend (both on fastact's pool)
+    at once, on arrays above both threading thresholds, get the single-threaded results."""
+    from fastact import _backends
+    have_cpu = fa.backends()["cpu"][0]
+    backends = ["c", "cpu"] if have_cpu else ["c"]
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(300_007) * 6).astype(np.float32)
+    dy = rng.uniform(-1, 1, x.size).astype(np.float32)
+    rows = rng.standard_normal((600, 700)).astype(np.float32)
+    jobs = {
+        "gelu": lambda: fa.gelu(x),
+        "sigmoid_backward": lambda: fa.sigmoid.backward(dy, fa.sigmoid(x)),
+        "relu": lambda: fa.relu(x),
+        "mish_backward": lambda: fa.mish.backward(dy, x),
+        "softmax": lambda: fa.softmax(rows),
+        "log_softmax_backward": lambda: fa.log_softmax.backward(rows, fa.log_softmax(rows)),
+    }
+    threads_before = fa.get_num_threads()
+    fa.set_num_threads(1)
+    try:
+        expected = {}
+        for b in backends:
+            with fa.backend(b):
+                expected.update({(b, name): job() for name, job in jobs.items()})
+    finally:
+        fa.set_num_threads(threads_before)
+    assert threads_before > 1 or os.cpu_count() == 1
+
+    errors, mismatches = [], []
+
+    def worker(index):
+        try:
+            for step in range(6):
+                b = backends[(index + step) % len(backends)]
+                for name in list(jobs)[index % 2::2] if step % 2 else jobs:
+                    with fa.backend(b):
+                        got = jobs[name]()
+                    if not _same(got, expected[b, name]):
+                        mismatches.append((b, name))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    assert not any(w.is_alive() for w in workers), "a thread hung"
+    assert not errors, errors
+    assert not mismatches, mismatches
+
+
+# --- agreement with the Numba backend ------------------------------------------------------------------
+
+PARAM_SETS = {0: [()], 1: [(0.5,), (-0.3,), (1.0,)],
+              2: [(1.0, 20.0), (2.0, 10.0), (-2.0, 0.5), (-1.0, 1.0)]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_every_c_kernel_agrees_bitwise_with_numba(dtype, c_backend):
+    """Every elementwise loop the API can ask for (all scalar functions of the registry, each
+    number of array arguments), on hostile inputs: the C port computes the same bits."""
+    if not fa.backends()["cpu"][0]:
+        pytest.skip("the Numba backend is not available to compare with")
+    from fastact import _backends
+    cpu = _backends.get("cpu")
+    x = hostile(dtype)
+    rng = np.random.default_rng(0)
+    others = [rng.uniform(-2, 2, x.size).astype(dtype) for _ in range(2)]
+    others[1][::3] = rng.uniform(0, 1, others[1][::3].size)  # rrelu noise
+    differ = []
+    for name, arrays, n_args in _generate.map_functions():
+        fn = getattr(registry, name)
+        inputs = [x] if arrays == 1 else [others[0], x, others[1]][:arrays]
+        for params in PARAM_SETS[n_args - arrays]:
+            params = tuple(dtype(p) for p in params)
+            got, want = np.empty_like(x), np.empty_like(x)
+            c_backend.map(fn, inputs, got, params)
+            cpu.map(fn, inputs, want, params)
+            if not _same(got, want):
+                differ.append(f"{name}/{arrays}{params}")
+    assert not differ, differ
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_row_kernels_agree_with_numba(dtype, c_backend):
+    if not fa.backends()["cpu"][0]:
+        pytest.skip("the Numba backend is not available to compare with")
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((40, 6, 9)) * 30).astype(dtype)
+    x[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    x[1, :, :] = -np.inf
+    dy = rng.uniform(-1, 1, x.shape).astype(dtype)
+    w = rng.uniform(-0.5, 0.5, 6).astype(dtype)
+    results = {}
+    for b in ("c", "cpu"):
+        with fa.backend(b):
+            y, ly = fa.softmax(x, axis=1), fa.log_softmax(x)
+            results[b] = [y, ly, fa.softmax.backward(dy, y, axis=1), fa.log_softmax.backward(dy, ly),
+                          fa.maxout(x, 3, axis=2), fa.maxout.backward(dy[..., :3], x, 3, axis=2),
+                          fa.maxout(x, 2, axis=1), *fa.prelu.backward(dy, x, w), fa.prelu(x, w),
+                          fa.rrelu.backward(dy, x, training=True,
+                                            noise=fa.rrelu(x, training=True, generator=7,
+                                                           return_noise=True)[1])]
+    for i, (a, b) in enumerate(zip(results["c"], results["cpu"])):
+        assert _same(a, b), f"result {i} differs"
+
+
+def test_every_registry_function_has_a_c_port(c_backend, monkeypatch):
+    _generate.check_coverage()
+    for spec in registry.SPECS.values():
+        for table in (spec.forward, spec.backward_from_input, spec.backward_from_output):
+            for fn in table.values():
+                for dtype in (np.float32, np.float64):
+                    arrays = 1 if table is spec.forward else 2
+                    assert c_backend._map_function(fn, arrays, np.dtype(dtype)) is not None
+    monkeypatch.setattr(_generate, "template_functions",
+                        lambda: {"sigmoid_forward", "sigmoid_backward_from_output"})
+    with pytest.raises(RuntimeError, match="no C port of: celu_backward_from_input"):
+        _generate.check_coverage()
+
+
+def test_float16_and_out_go_through_the_c_backend(c_backend):
+    x = np.linspace(-8, 8, 1001).astype(np.float16)
+    with fa.backend("c"):
+        y = fa.silu(x)
+        out = np.empty(x.shape, np.float32)
+        fa.tanh(x.astype(np.float32), out=out)
+    assert y.dtype == np.float16
+    from fastact import reference
+    assert_close(y, reference.forward("silu", x.astype(np.float64)), np.float16)
+    assert_close(out, np.tanh(x.astype(np.float64)), np.float32)
+
+
+# --- the compiled loops ----------------------------------------------------------------------------
+
+def _functions(asm):
+    """{name: body} of the functions in gcc -S output."""
+    found, name = {}, None
+    for line in asm.splitlines():
+        label = re.match(r"^([A-Za-z_][\w.]*):", line)
+        if label:
+            name = label.group(1)
+            found[name] = []
+        elif name and line.strip().startswith(".size"):
+            name = None
+        elif name:
+            found[name].append(line)
+    return {k: "\n".join(v) for k, v in found.items()}
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+@pytest.mark.parametrize("dtype,packed", [("float32", "ps"), ("float64", "pd")])
+def test_hot_loops_are_vectorized_fma_without_libm_calls(tmp_path, dtype, packed, c_backend):
+    info = bindings.info()
+    if "-march=native" not in info["flags"]:
+        pytest.skip("portable build: no AVX to look for")
+    source = tmp_path / "kernels.c"
+    source.write_text(_generate.source(dtype))
+    subprocess.run([*info["compiler"], *info["flags"], "-S", str(source), "-o",
+                    str(tmp_path / "kernels.s")], check=True, timeout=300)
+    functions = _functions((tmp_path / "kernels.s").read_text())
+    suffix = _generate.SUFFIX[dtype]
+    exponential = [n for n, a, _ in _generate.map_functions() if n.split("_")[0] in (
+        "sigmoid", "tanh", "elu", "selu", "celu", "gelu", "silu", "mish", "softplus", "logsigmoid")
+        and not n.endswith("_from_output")]  # those are polynomials of the saved output
+    for name, arrays, _ in _generate.map_functions():
+        export = _generate.map_export(name, arrays, dtype)
+        body = functions.get(f"{export}_range") or functions[export]  # the range may be inlined
+        assert not re.search(r"\bcall", body), f"{name}: {re.findall(r'call.*', body)}"
+        vector = re.findall(rf"\bv\w+{packed}\s+[^\n]*%[yz]mm", body)
+        assert len(vector) >= (20 if name in exponential else 2), (name, len(vector))
+        if name in exponential:
+            assert re.search(rf"\bvfn?m(add|sub)\w*{packed}\b", body), f"{name}: no FMA"
+    for name in ("softmax", "log_softmax", "log_softmax_backward"):
+        body = functions.get(f"{name}_range_{suffix}") or functions[f"fa_{name}_rows_{suffix}"]
+        assert not re.search(r"\bcall", body), name
