@@ -1,0 +1,196 @@
+"""fastact-bench: exponential vs piecewise-linear activations, against the memory roofline and peers.
+
+    fastact-bench                          # every activation, both directions, float32, a size sweep
+    fastact-bench --quick                  # a smaller sweep, under 20 s
+    fastact-bench --only gelu,relu --sizes 2^20,2^26 --threads 1,2 --json run.json --plot plots/
+"""
+import argparse
+import os
+import sys
+
+from .cases import DIRECTIONS, DTYPES, FAMILIES
+
+DEFAULT_SIZES = [1 << k for k in (10, 13, 16, 19, 22, 24)]  # 4 KiB (L1) to 64 MiB (memory) per float32 array
+QUICK_SIZES = [1 << 12, 1 << 16, 1 << 20]
+ALIASES = {"fwd": "forward", "bwd": "backward", "exp": "exponential", "pwl": "piecewise-linear",
+           "f16": "float16", "f32": "float32", "f64": "float64", "half": "float16",
+           "float": "float32", "double": "float64"}
+
+
+class BadInput(Exception):
+    """One line for the user (exit code 2)."""
+
+
+def _list(value, valid, what):
+    """A comma-separated list checked against the valid choices."""
+    items = [ALIASES.get(v.strip(), v.strip()) for v in value.split(",") if v.strip()]
+    for item in items:
+        if item not in valid:
+            raise BadInput(f"unknown {what} {item!r}; valid: {', '.join(valid)}")
+    if not items:
+        raise BadInput(f"no {what} given; valid: {', '.join(valid)}")
+    return list(dict.fromkeys(items))
+
+
+def _size(text):
+    t = text.strip().lower().replace("**", "^")
+    try:
+        if "^" in t:
+            base, exp = t.split("^")
+            n = int(base) ** int(exp)
+        else:
+            scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(t[-1:], 1)
+            n = int(float(t[:-1] if scale > 1 else t) * scale)
+    except ValueError:
+        raise BadInput(f"bad size {text!r}; write sizes as 65536, 2^16, 64k or 1e6") from None
+    if n < 1:
+        raise BadInput(f"bad size {text!r}: must be at least 1")
+    return n
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="fastact-bench", description="Throughput of fastact's activations (forward and "
+        "backward) against the memory roofline measured in the same run and against peers "
+        "(NumPy, numexpr, PyTorch, JAX, CuPy where installed), interleaved, same thread count.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Method and measured numbers: fastact/bench/NOTES.md.")
+    p.add_argument("--only", metavar="NAMES", help="activations, e.g. gelu,relu (gelu_tanh for "
+                   "one variant); relu is always measured as the baseline")
+    p.add_argument("--families", metavar="NAMES", help=f"of {', '.join(FAMILIES)}")
+    p.add_argument("--directions", metavar="NAMES", default="forward,backward",
+                   help="forward,backward (default both)")
+    p.add_argument("--dtypes", metavar="NAMES", default="float32", help=f"of {', '.join(DTYPES)}")
+    p.add_argument("--sizes", metavar="N,...", help="elements per array, e.g. 2^10,2^20,2^26 "
+                   "(default 2^10,2^13,2^16,2^19,2^22,2^24: L1-resident to memory-sized)")
+    p.add_argument("--backends", metavar="NAMES", default="cpu,c,cuda",
+                   help="fastact backends cpu, c, cuda, and numpy (NumPy written as a user would); "
+                   "default cpu,c,cuda: the unavailable ones are reported as skipped")
+    p.add_argument("--peers", metavar="NAMES", default="torch",
+                   help="numpy (as a user writes it), numexpr, torch, jax, cupy; all (those "
+                   "installed) or none; default torch (CPU, and CUDA with --backends cuda). NumPy "
+                   "and numexpr take up to a second per call at 2^24: all peers on the default sizes "
+                   "take several minutes")
+    p.add_argument("--threads", metavar="T,...", help=f"thread counts (default {os.cpu_count()}: "
+                   "all cores); fastact, PyTorch, numexpr and the roofline all get the same count")
+    p.add_argument("--repeats", type=int, help="samples per item (default 5; 3 with --quick)")
+    p.add_argument("--min-time", type=float, metavar="S",
+                   help="shortest sample in seconds (default 0.001; 0.0005 with --quick)")
+    p.add_argument("--quick", action="store_true", help="sizes 2^12,2^16,2^20 and fewer samples")
+    p.add_argument("--json", metavar="PATH", help="everything: machine, versions, every sample")
+    p.add_argument("--csv", metavar="PATH", help="one row per result")
+    p.add_argument("--markdown", metavar="PATH", help="a Markdown report (the sizes of --table-sizes)")
+    p.add_argument("--plot", metavar="DIR", help="PNG plots (needs matplotlib)")
+    p.add_argument("--table-sizes", metavar="N,...", default="auto",
+                   help="sizes the printed and Markdown tables show: auto (all if three or fewer, "
+                   "else the largest in-cache and the largest), all, or a list")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when "
+                   "stderr is not a terminal)")
+    p.add_argument("--profile", action="store_true", help="NVTX range around each measured kernel "
+                   "(nvtx package); prints the nsys/ncu command lines that capture them")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    return p
+
+
+def _config(args):
+    from . import cases as cases_module
+    from . import providers as prov
+    from .runner import Config
+
+    only = None if args.only is None else _list(args.only, cases_module.labels(), "activation")
+    families = None if args.families is None else _list(args.families, FAMILIES, "family")
+    directions = _list(args.directions, DIRECTIONS, "direction")
+    dtypes = _list(args.dtypes, DTYPES, "dtype")
+    backends = _list(args.backends, prov.BACKENDS, "backend")
+    if args.peers in ("all", "auto"):
+        peers = list(prov.PEERS)
+    elif args.peers == "none":
+        peers = []
+    else:
+        peers = _list(args.peers, prov.PEERS + ("all", "none"), "peer")
+    sizes = ([_size(s) for s in args.sizes.split(",") if s.strip()] if args.sizes
+             else QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    try:
+        threads = ([int(t) for t in args.threads.split(",")] if args.threads
+                   else [os.cpu_count() or 1])
+    except ValueError:
+        raise BadInput(f"bad --threads {args.threads!r}; give counts like 1,2") from None
+    if any(t < 1 for t in threads):
+        raise BadInput("thread counts must be at least 1")
+    repeats = args.repeats or (3 if args.quick else 5)
+    min_time = args.min_time if args.min_time is not None else (5e-4 if args.quick else 1e-3)
+    if repeats < 1 or min_time < 0:
+        raise BadInput("--repeats must be at least 1 and --min-time not negative")
+    table = args.table_sizes
+    if table not in ("auto", "all"):
+        table = [_size(s) for s in table.split(",")]
+
+    chosen = cases_module.select(only, families, directions)
+    providers = [prov.make_backend(b) for b in backends]
+    cuda = "cuda" in backends
+    names = {p.name for p in providers}
+    for peer in peers:
+        for p in prov.make_peers(peer, cuda):
+            if p.name not in names:
+                providers.append(p)
+                names.add(p.name)
+    progress = not args.no_progress and sys.stderr.isatty()
+    config = Config(cases=chosen, providers=providers, dtypes=dtypes, sizes=sizes,
+                    threads=threads, repeats=repeats, min_sample_s=min_time, profile=args.profile,
+                    progress=progress, seed=args.seed)
+    return config, table
+
+
+def profile_commands(argv):
+    """The nsys and ncu command lines that capture exactly the measured kernels."""
+    command = "python -m fastact.bench " + " ".join(a for a in argv)
+    return [
+        "# whole run, timeline of the measured ranges only:",
+        f"nsys profile --trace=cuda,nvtx,osrt --capture-range=nvtx --nvtx-capture=fastact-bench "
+        f"--capture-range-end=stop -o fastact-bench {command}",
+        "# per-kernel metrics for the measured kernels only (add --launch-count to cap it):",
+        f"ncu --nvtx --nvtx-include 'regex:fastact-bench/.*' --set full -o fastact-bench {command}",
+    ]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    try:
+        config, table = _config(args)
+    except BadInput as e:
+        print(f"fastact-bench: error: {e}", file=sys.stderr)
+        return 2
+
+    from . import report as rep
+    from .runner import Profiler, run
+
+    if args.profile:
+        profiler = Profiler()
+        print("fastact-bench --profile: NVTX ranges from "
+              + (profiler.source or "nowhere (pip install nvtx): ranges are not emitted"))
+        if not any(p.device == "cuda" for p in config.providers):
+            print("(no CUDA provider in this run: nsys still shows the CPU ranges; ncu needs GPU "
+                  "kernels: add --backends cuda)")
+        print("\n".join(profile_commands(argv)) + "\n", flush=True)
+
+    result = run(config)
+    print(rep.text(result, table))
+    for path, write in ((args.json, rep.to_json), (args.csv, rep.to_csv),
+                        (args.markdown, lambda r: rep.markdown(r, table))):
+        if path:
+            with open(path, "w") as f:
+                f.write(write(result))
+    if args.plot:
+        try:
+            from . import plots
+        except ImportError as e:
+            print(f"fastact-bench: plots skipped: {e} (pip install matplotlib)", file=sys.stderr)
+        else:
+            for path in plots.write_all(result, args.plot):
+                print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The fastact-bench command line: bad names, the output formats, skipped backends and peers.
+Tiny sizes and one sample each: these check what is reported, never how fast anything is."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+import fastact
+from fastact.bench import providers
+from fastact.bench.__main__ import main
+
+TINY = ["--sizes", "2^10", "--repeats", "1", "--min-time", "0", "--no-progress"]
+
+
+def run(capsys, *args):
+    code = main([*TINY, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args, what, valid", [
+    (["--only", "nope"], "activation", ["sigmoid", "gelu_tanh", "relu", "swish", "softmax"]),
+    (["--backends", "tpu"], "backend", ["cpu", "c", "cuda", "numpy"]),
+    (["--dtypes", "int8"], "dtype", ["float32", "float64", "float16"]),
+    (["--families", "linear"], "family", ["exponential", "piecewise-linear"]),
+    (["--directions", "sideways"], "direction", ["forward", "backward"]),
+    (["--peers", "tensorflow"], "peer", ["numpy", "numexpr", "torch", "jax", "cupy"]),
+])
+def test_bad_names_exit_2_with_the_valid_choices(capsys, args, what, valid):
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert f"unknown {what}" in lines[0]
+    for name in valid:
+        assert name in lines[0]
+
+
+def test_bad_size_exits_2(capsys):
+    code, _, err = run(capsys, "--sizes", "lots")
+    assert code == 2 and "bad size" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """One tiny run writing every format (sigmoid and the relu baseline, both directions)."""
+    d = tmp_path_factory.mktemp("bench")
+    paths = {k: d / f"run.{k}" for k in ("json", "csv", "md")}
+    code = main([*TINY, "--only", "sigmoid", "--backends", "cpu", "--peers", "numpy",
+                 "--threads", "1", "--json", str(paths["json"]), "--csv", str(paths["csv"]),
+                 "--markdown", str(paths["md"])])
+    assert code == 0
+    return paths
+
+
+EXPECTED_ROWS = {(p, a, d) for p in ("fastact:cpu", "numpy") for a in ("sigmoid", "relu")
+                 for d in ("forward", "backward")}
+
+
+def test_json_has_machine_versions_samples_and_the_right_rows(outputs):
+    report = json.loads(outputs["json"].read_text())
+    assert report["machine"]["cpu"] and report["machine"]["cores"] >= 1
+    assert report["versions"]["numpy"] and report["versions"]["fastact"] == fastact.__version__
+    rows = {(r["provider"], r["activation"], r["direction"]): r for r in report["results"]}
+    assert set(rows) == EXPECTED_ROWS
+    for r in rows.values():
+        assert r["error"] is None and len(r["samples_s"]) == 1
+        assert r["p20_s"] <= r["median_s"] <= r["p80_s"]
+        assert r["size"] == 1024 and r["threads"] == 1 and r["dtype"] == "float32"
+        assert r["bytes"] == (2 if r["direction"] == "forward" else 3) * 1024 * 4
+        assert r["family"] == ("exponential" if r["activation"] == "sigmoid" else "piecewise-linear")
+    assert rows["numpy", "sigmoid", "forward"]["provider_version"] == report["versions"]["numpy"]
+    assert rows["fastact:cpu", "relu", "forward"]["relu_ratio"] == 1.0
+    (roof,) = report["rooflines"]
+    assert roof["forward_gb_s"] > 0 and roof["backward_gb_s"] > 0
+
+
+def test_csv_has_one_row_per_result(outputs):
+    with open(outputs["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["provider"], r["activation"], r["direction"]) for r in rows} == EXPECTED_ROWS
+    assert all(float(r["gb_s"]) > 0 and float(r["roofline_fraction"]) > 0 for r in rows)
+
+
+def test_markdown_table_is_grouped_by_family(outputs):
+    text = outputs["md"].read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header, rows = table[0], table[1:]
+    assert "Gelem/s" in header and "GB/s" in header and "% roof" in header and "x ReLU" in header
+    assert "numpy" in header
+    assert [r.split("|")[2].strip() + " " + r.split("|")[3].strip() for r in rows] == [
+        "sigmoid fwd", "sigmoid bwd", "relu fwd", "relu bwd"]
+    assert rows[0].split("|")[1].strip() == "exponential"
+
+
+def test_unavailable_backend_and_peer_are_reported_as_skipped(capsys, monkeypatch):
+    real = fastact.backends
+
+    def without_c():
+        report = real()
+        report["c"] = (False, "not built here (test)")
+        return report
+    monkeypatch.setattr(fastact, "backends", without_c)
+    monkeypatch.setattr(providers.Jax, "unavailable", lambda self: "jax not installed (test)")
+    code, out, _ = run(capsys, "--only", "relu", "--backends", "cpu,c", "--peers", "jax")
+    assert code == 0
+    assert "skipped fastact:c: not built here (test)" in out
+    assert "skipped jax: jax not installed (test)" in out
+    assert "relu" in out
+
+
+def test_a_provider_that_fails_is_reported_not_fatal(capsys, monkeypatch, tmp_path):
+    def broken(self, case, sets, outs):
+        if case.label == "sigmoid":
+            raise RuntimeError("broken on purpose")
+        return lambda i: None
+    monkeypatch.setattr(providers.NumpyUser, "prepare", broken)
+    path = tmp_path / "run.json"
+    code, out, _ = run(capsys, "--only", "sigmoid", "--backends", "cpu", "--peers", "numpy",
+                       "--directions", "forward", "--json", str(path))
+    assert code == 0
+    assert "broken on purpose" in out
+    report = json.loads(path.read_text())
+    assert any(s.get("activation") == "sigmoid" and "broken on purpose" in s["reason"]
+               for s in report["skipped"])
+
+
+def test_plots_are_written(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    code, out, _ = run(capsys, "--sizes", "2^10,2^12", "--only", "sigmoid", "--backends", "cpu",
+                       "--peers", "numpy", "--threads", "1", "--plot", str(tmp_path))
+    assert code == 0
+    names = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert names == ["directions-cpu-float32-1t.png", "families-cpu-float32-1t.png",
+                     "peers-cpu-float32-1t.png", "throughput-cpu-float32-1t.png"]
+
+
+def test_profile_prints_the_capture_commands(capsys):
+    code, out, _ = run(capsys, "--only", "relu", "--directions", "forward", "--backends", "cpu",
+                       "--peers", "none", "--profile")
+    assert code == 0
+    assert "nsys profile" in out and "--capture-range=nvtx" in out
+    assert "ncu --nvtx --nvtx-include" in out
+
+
+def test_help_works_as_a_module():
+    done = subprocess.run([sys.executable, "-m", "fastact.bench", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "--backends" in done.stdout and "--peers" in done.stdout
