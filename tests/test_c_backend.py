@@ -317,8 +317,18 @@ def test_row_kernels_agree_with_numba(dtype, c_backend):
                           fa.rrelu.backward(dy, x, training=True,
                                             noise=fa.rrelu(x, training=True, generator=7,
                                                            return_noise=True)[1])]
+    # the row sums (softmax family, prelu's grad_weight) are added in another order by the Numba
+    # backend's vectorized reductions: those agree to rounding, everything else bit for bit
+    y, ly = results["cpu"][:2]
+    with np.errstate(invalid="ignore"):  # the size of the cancelling terms, as the reference's
+        scales = {2: np.abs(y) * (np.abs(dy) + np.nansum(np.abs(dy * y), axis=1, keepdims=True)),
+                  3: np.abs(dy) + np.exp(ly) * np.sum(np.abs(dy), axis=-1, keepdims=True)}
+    summed = {0, 1, 2, 3, 8}
     for i, (a, b) in enumerate(zip(results["c"], results["cpu"])):
-        assert _same(a, b), f"result {i} differs"
+        if i in summed:
+            assert_close(a, b.astype(np.float64), dtype, scale=scales.get(i), context=f"result {i}")
+        else:
+            assert _same(a, b), f"result {i} differs"
 
 
 def test_every_registry_function_has_a_c_port(c_backend, monkeypatch):

@@ -78,12 +78,19 @@ def map_kernel(scalar_fn, n_arrays):
 
 def row_kernel(name):
     """A compiled loop of kernels/loops.py that works on rows (prelu, softmax, maxout)."""
+    return getattr(_rows_module(), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_module():
     parts = [_HEADER]
-    for helper in loops.HELPERS:
-        parts.append("\n\n@njit(inline='always')\n" + inspect.getsource(getattr(loops, helper)))
+    for helper in loops.HELPERS:  # inlined by LLVM (forceinline), which keeps their fastmath flags
+        flags = loops.FASTMATH.get(helper, False)
+        parts.append(f"\n\n@njit(forceinline=True, error_model='numpy', fastmath={flags!r})\n"
+                     + inspect.getsource(getattr(loops, helper)))
     for kernel in loops.ROW_KERNELS:
         parts.append("\n\n" + _JIT + inspect.getsource(getattr(loops, kernel)))
-    return getattr(_load("rows", "".join(parts)), name)
+    return _load("rows", "".join(parts))
 
 
 class Backend:

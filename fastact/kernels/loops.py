@@ -58,61 +58,91 @@ def prelu_backward_rows(dy, x, weight, dx, grad_weight_rows, start, stop):
 
 
 # --- softmax and log_softmax over the last axis of a (rows, n) view ------------------------------------
+# Reductions live in small helpers compiled with their own fastmath flags (FASTMATH below) and
+# inlined by LLVM, which keeps each instruction's flags: only the accumulations may be reordered
+# (so they vectorize); the exp code inlined into them stays exact. A NaN anywhere in a row makes
+# the whole row NaN through the sums, whatever the max found (as PyTorch), so the max may assume
+# no NaN; a +inf max or an all -inf row gives NaN (inf - inf), as PyTorch.
 
 def row_max(row):
-    """(max, index of its first occurrence); NaN if the row has a NaN (index of the first NaN)."""
-    best, where = row[0], 0
+    best = row[0]
     for j in range(1, row.size):
-        v = row[j]
-        if (v > best or v != v) and best == best:
-            best, where = v, j
-    return best, where
+        best = row[j] if row[j] > best else best
+    return best
+
+
+def row_exp(row, best, dst):
+    """dst = exp(row - best), the difference carried as a double-word (exp multiplies an error in it
+    by |row - best|). dst may be row. (Summing in this loop too kept it from vectorizing.)"""
+    for j in range(row.size):
+        difference, error = m.two_sum(row[j], -best)
+        dst[j] = m.exp_hilo(difference, error)
+
+
+def row_others(e):
+    """Sum of e over all but one of the entries equal to 1 (the max's exp(0) is exactly 1), so that
+    log1p of it is exact where log_softmax is close to 0; NaN entries count (as NaN)."""
+    others, ones = 0.0, 0
+    for j in range(e.size):
+        others += np.float64(e[j]) if e[j] != 1.0 else 0.0
+        ones += 1 if e[j] == 1.0 else 0
+    return others + (ones - 1)
+
+
+def row_dot(a, b):
+    total = 0.0
+    for j in range(a.size):
+        total += np.float64(a[j]) * np.float64(b[j])
+    return total
+
+
+def row_sum(a):
+    total = 0.0
+    for j in range(a.size):
+        total += a[j]
+    return total
+
+
+FASTMATH = {"row_max": {"nnan", "nsz"}, "row_others": {"reassoc"}, "row_dot": {"reassoc"},
+             "row_sum": {"reassoc"}}
 
 
 def softmax_rows(x, out, start, stop):
     for r in range(start, stop):
-        best, where = row_max(x[r])
-        total = 0.0
-        for j in range(x.shape[1]):
-            difference, error = m.two_sum(x[r, j], -best)  # exp scales an error in x - max by |x - max|
-            e = m.exp_hilo(difference, error)
-            out[r, j] = e
-            total += e
-        denominator = m.like(x[r, 0], total)
-        for j in range(x.shape[1]):
-            out[r, j] = out[r, j] / denominator
+        row, dst = x[r], out[r]
+        row_exp(row, row_max(row), dst)
+        denominator = m.like(dst[0], row_sum(dst))
+        for j in range(dst.size):
+            dst[j] = dst[j] / denominator
 
 
 def log_softmax_rows(x, out, start, stop):
     """x - max - log1p(sum of the other terms): accurate even where the result is near 0."""
+    scratch = np.empty(x.shape[1], x.dtype)  # out may be x: the exps cannot go there
     for r in range(start, stop):
-        best, where = row_max(x[r])
-        others = 0.0
-        for j in range(x.shape[1]):
-            e = np.float64(m.exp_hilo(*m.two_sum(x[r, j], -best)))
-            others += 0.0 if j == where else e
-        log_sum = m.log1p(others)
-        for j in range(x.shape[1]):
-            out[r, j] = (np.float64(x[r, j]) - np.float64(best)) - log_sum
+        row, dst = x[r], out[r]
+        best = row_max(row)
+        row_exp(row, best, scratch)
+        log_sum = m.log1p(row_others(scratch))
+        best64 = np.float64(best)
+        for j in range(dst.size):
+            dst[j] = (np.float64(row[j]) - best64) - log_sum
 
 
 def softmax_backward_rows(dy, y, dx, start, stop):
     for r in range(start, stop):
-        dot = 0.0
-        for j in range(y.shape[1]):
-            dot += np.float64(dy[r, j]) * np.float64(y[r, j])
-        for j in range(y.shape[1]):
-            dx[r, j] = y[r, j] * (np.float64(dy[r, j]) - dot)
+        dot = row_dot(dy[r], y[r])
+        g, s, d = dy[r], y[r], dx[r]
+        for j in range(d.size):
+            d[j] = s[j] * (np.float64(g[j]) - dot)
 
 
 def log_softmax_backward_rows(dy, y, dx, start, stop):
     for r in range(start, stop):
-        total = 0.0
-        for j in range(y.shape[1]):
-            total += dy[r, j]
-        total_t = m.like(y[r, 0], total)
-        for j in range(y.shape[1]):
-            dx[r, j] = dy[r, j] - m.exp(y[r, j]) * total_t
+        g, s, d = dy[r], y[r], dx[r]
+        total = m.like(s[0], row_sum(g))
+        for j in range(d.size):
+            d[j] = g[j] - m.exp(s[j]) * total
 
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
@@ -145,4 +175,4 @@ def maxout_backward_rows(dy, x, dx, start, stop):
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("row_max",)
+HELPERS = ("row_max", "row_exp", "row_others", "row_dot", "row_sum")
