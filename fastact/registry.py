@@ -108,7 +108,7 @@ def gelu_forward(x):
     """x Phi(x) = x Phi(-|x|) for x < 0, x - x Phi(-|x|) otherwise (no cancellation), with the
     product x Phi(-|x|) formed before the final scaling of exp (accurate where it is subnormal)."""
     p, k, g = m.normal_parts(x)
-    tail = m.scale_by_pow2(p * g * m.clamp(x, pick(x, -1e4, -1e6), pick(x, 1e4, 1e6)), k)
+    tail = m.scale_by_pow2_nonpositive(p * g * m.clamp(x, pick(x, -1e4, -1e6), pick(x, 1e4, 1e6)), k)
     return tail if x < like(x, 0.0) else x - tail
 
 
@@ -118,8 +118,8 @@ def gelu_backward_from_input(dy, x):
     p, k, g = m.normal_parts(x)
     xs = m.clamp(x, pick(x, -1e4, -1e6), pick(x, 1e4, 1e6))
     inv_sqrt_2pi = pick(x, m.INV_SQRT_2PI[0], m.INV_SQRT_2PI[1])
-    negative = m.scale_by_pow2(p * (g + xs * inv_sqrt_2pi), k)
-    positive = like(x, 1.0) - m.scale_by_pow2(p * (g - xs * inv_sqrt_2pi), k)
+    negative = m.scale_by_pow2_nonpositive(p * (g + xs * inv_sqrt_2pi), k)
+    positive = like(x, 1.0) - m.scale_by_pow2_nonpositive(p * (g - xs * inv_sqrt_2pi), k)
     return dy * (negative if x < like(x, 0.0) else positive)
 
 

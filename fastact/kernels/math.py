@@ -159,6 +159,15 @@ def scale_by_pow2(p, k):
 
 
 @scalar
+def scale_by_pow2_nonpositive(p, k):
+    """p * 2**k for integral k in [-1100, 0], the exponent of exp of a non-positive argument: one
+    exponent-bit construction and a constant factor, 2**(k + 64) * 2**-64 (f64: 600), instead of
+    splitting k in halves; the same single rounding into the subnormals (15% off sigmoid)."""
+    offset = pick(p, 64.0, 600.0)
+    return p * pow2(k + offset) * pick(p, 5.421010862427522e-20, 2.409919865102884e-181)
+
+
+@scalar
 def exp_parts(hi, lo):
     """(p, k) with exp(hi + lo) = p * 2**k, p in [0.7, 1.42], k integral (for |lo| <= ulp(hi)).
     The pair lets an argument carried as a double-word keep its full precision (exp multiplies the
@@ -185,6 +194,13 @@ def exp_times(x, c):
     and finite where e**x alone would overflow. Error: 1.5 ulp / 1.5 ulp."""
     p, k = exp_parts(x, like(x, 0.0))
     return scale_by_pow2(p * c, k)
+
+
+@scalar
+def exp_nonpositive(x):
+    """e**x for x <= 0 (or NaN): exp with the cheaper scaling. Error: 1.5 ulp / 1.5 ulp."""
+    p, k = exp_parts(x, like(x, 0.0))
+    return scale_by_pow2_nonpositive(p, k)
 
 
 @scalar
@@ -266,7 +282,8 @@ def log1p_unit(x):
 def sigmoid_pair_hilo(hi, lo):
     """(sigmoid(z), sigmoid(-z)) for z = hi + lo, each accurate relative to itself (no 1 - sigmoid
     cancellation). Error: 2 ulp / 2 ulp. Uses e = exp(-|z|) <= 1, so nothing overflows."""
-    e = exp_hilo(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
+    p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
+    e = scale_by_pow2_nonpositive(p, k)
     r = like(hi, 1.0) / (like(hi, 1.0) + e)
     er = e * r
     return (r if hi >= like(hi, 0.0) else er), (er if hi >= like(hi, 0.0) else r)  # NaN: er, r NaN
@@ -290,8 +307,8 @@ def sigmoid_times(hi, lo, c):
     (p c / (1 + e)) * 2**k with e = p * 2**k = exp(z), instead of c times a subnormal sigmoid
     (whose rounding error c would multiply). Error: 2 ulp / 2 ulp."""
     p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    d = like(hi, 1.0) + scale_by_pow2(p, k)
-    return c / d if hi >= like(hi, 0.0) else scale_by_pow2(p * c / d, k)
+    d = like(hi, 1.0) + scale_by_pow2_nonpositive(p, k)
+    return c / d if hi >= like(hi, 0.0) else scale_by_pow2_nonpositive(p * c / d, k)
 
 
 @scalar
@@ -303,10 +320,11 @@ def sigmoid_plus_scaled_derivative(hi, lo, c):
     once. The derivative of x sigmoid(z(x)) is this with c = x z'(x) (silu: z = x, c = x).
     Error: 2 ulp / 3 ulp of the terms' size; c must be finite."""
     p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    e = np.float64(scale_by_pow2(p, k))
+    e = np.float64(scale_by_pow2_nonpositive(p, k))
     one_plus_e = 1.0 + e
     inverse_square = 1.0 / (one_plus_e * one_plus_e)
-    negative = scale_by_pow2(like(hi, np.float64(p) * ((one_plus_e + c) * inverse_square)), k)
+    negative = scale_by_pow2_nonpositive(
+        like(hi, np.float64(p) * ((one_plus_e + c) * inverse_square)), k)
     return like(hi, fma(c, e, one_plus_e) * inverse_square) if hi >= like(hi, 0.0) else negative
 
 
@@ -323,7 +341,7 @@ def tanh(x):
 def softplus(x):
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|). Error: 2 ulp / 2 ulp."""
     positive_part = like(x, 0.0) if x < like(x, 0.0) else x
-    return positive_part + log1p_unit(exp(-abs(x)))
+    return positive_part + log1p_unit(exp_nonpositive(-abs(x)))
 
 
 @scalar
@@ -406,7 +424,7 @@ def normal_cdf_times(x, c):
     """c * Phi(x). For x < 0, (p g c) 2**k; for x >= 0, c - c Phi(-x) (Phi(-x) <= 1/2: no
     cancellation). Error: 3 ulp / 3 ulp; Phi(-14) is 1e-44 in float32, not 0."""
     p, k, g = normal_parts(x)
-    tail = scale_by_pow2(p * g * c, k)
+    tail = scale_by_pow2_nonpositive(p * g * c, k)
     return tail if x < like(x, 0.0) else c - tail
 
 
@@ -414,7 +432,7 @@ def normal_cdf_times(x, c):
 def normal_cdf_pdf(x):
     """(Phi(x), phi(x)): the standard normal CDF and density. Error: 3 ulp / 3 ulp."""
     p, k, g = normal_parts(x)
-    e = scale_by_pow2(p, k)
+    e = scale_by_pow2_nonpositive(p, k)
     tail = e * g
     return (tail if x < like(x, 0.0) else like(x, 1.0) - tail), e * pick(
         x, INV_SQRT_2PI[0], INV_SQRT_2PI[1])
