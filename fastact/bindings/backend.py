@@ -48,7 +48,7 @@ class Backend:
         buf = self.ffi.from_buffer
         pointers = [buf(a) for a in inputs] + [self._null] * (3 - len(inputs))
         values = [float(p) for p in params] + [0.0] * (2 - len(params))
-        _threads.run(_serial(fn), (*pointers, buf(out, require_writable=True), *values), out.size)
+        _threads.run(fn, (*pointers, buf(out, require_writable=True), *values), out.size)
 
     def rows(self, name, args, n_rows, row_cost):
         if n_rows <= 0:
@@ -80,9 +80,4 @@ class Backend:
             call = (buf(dy), buf(x), buf(dx, require_writable=True), *x.shape[1:])
         else:
             raise NotImplementedError(f"the C backend has no row kernel {name}")
-        _threads.run(_serial(fn), call, n_rows, max(1, row_cost))
-
-
-def _serial(fn):
-    """The C entry point on one [start, stop) chunk, on the calling thread (nthreads = 1)."""
-    return lambda *args: fn(*args, 1)
+        _threads.run(fn, call, n_rows, max(1, row_cost))

@@ -441,7 +441,7 @@ static INLINE real FN(softsign_backward_from_input)(real dy, real x) {
     return dy * (r * r);
 }
 
-/* --- row loops (kernels/loops.py): [lo, hi) of the outer index, fa_parallel splits it ---------- */
+/* --- row loops (kernels/loops.py): [lo, hi) of the outer index (the thread pool splits it)  */
 
 /* (max, index of its first occurrence); NaN if the row has a NaN (index of the first NaN). */
 static INLINE real FN(row_max)(const real *row, int64_t n, int64_t *where) {
