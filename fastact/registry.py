@@ -439,6 +439,13 @@ _add(Spec("maxout", "piecewise-linear", r"\max_{j < k} x_{c k + j}",
           reference="https://arxiv.org/abs/1302.4389"))
 
 
+def exponential_scalar_names():
+    """Names of the scalar functions of the exponential family's elementwise specs."""
+    return {fn.__name__ for spec in SPECS.values() if spec.family == "exponential"
+            for table in (spec.forward, spec.backward_from_input, spec.backward_from_output)
+            for fn in table.values()}
+
+
 def families():
     """{"exponential": [...], "piecewise-linear": [...]}: the two families, from the specs (the
     row-wise softmax and log_softmax are exponential, maxout is piecewise-linear)."""

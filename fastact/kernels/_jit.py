@@ -76,6 +76,19 @@ def _mantissa_of(typingctx, u):
     return u(u), _log_split_codegen(u, False)
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = builder.gep(arr.data, [args[1]])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(pointer, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(array, index), codegen
+
+
 def _register():
     @overload(m.fma, inline="always")
     def _fma_impl(a, b, c):
@@ -96,6 +109,10 @@ def _register():
     def _mantissa_impl(u):
         if isinstance(u, types.Float):
             return lambda u: _mantissa_of(u)
+
+    @overload(m.prefetch, inline="always")
+    def _prefetch_impl(array, index):
+        return lambda array, index: _prefetch(array, index)
 
     @overload(m.is_single, inline="always")
     def _is_single(x):

@@ -15,7 +15,7 @@ import os
 import threading
 
 
-from .. import _threads
+from .. import _threads, registry
 from . import loops
 from ._codegen import import_source
 
@@ -64,11 +64,19 @@ def _load(name, source):
         return module
 
 
+def _loop_name(scalar_fn, n_arrays):
+    """map_N, or map_N_prefetched for the exponential family's kernels (see kernels/loops.py)."""
+    prefetched = f"map_{n_arrays}_prefetched"
+    if hasattr(loops, prefetched) and scalar_fn.__name__ in registry.exponential_scalar_names():
+        return prefetched
+    return f"map_{n_arrays}"
+
+
 def map_source(scalar_fn, n_arrays):
     """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params)."""
+    loop = _loop_name(scalar_fn, n_arrays)
     return (_HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n\n\n" + _JIT
-            + inspect.getsource(getattr(loops, f"map_{n_arrays}")).replace(
-                f"def map_{n_arrays}(", "def kernel("))
+            + inspect.getsource(getattr(loops, loop)).replace(f"def {loop}(", "def kernel("))
 
 
 def map_kernel(scalar_fn, n_arrays):

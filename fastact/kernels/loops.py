@@ -29,6 +29,35 @@ def map_2(a0, a1, out, params, start, stop):
         out[i] = scalar(a0[i], a1[i], *params)
 
 
+# The exponential family's kernels compute long enough per element that, in DRAM, a core did not
+# overlap that arithmetic with its loads (silu: 0.74 Gelem/s per thread against 1.52 in cache, i.e.
+# compute time plus memory time). Prefetching the inputs 4096 elements ahead, a 512-element block
+# at a time, measured per thread at 2^26: silu 0.71 -> 1.31, tanh 0.88 -> 1.37, gelu 0.48 -> 0.70,
+# sigmoid 1.17 -> 1.39 Gelem/s; relu lost 11% (the hardware prefetcher already keeps up with it,
+# and 256-prefetch bursts cost sigmoid 13%), so piecewise-linear kernels keep the plain loops.
+# (Literal sizes: this source is copied into another module.)
+
+def map_1_prefetched(a0, out, params, start, stop):
+    a0, out = a0[start:stop], out[start:stop]
+    for block in range(0, out.size, 512):
+        for i in range(block + 4096, block + 4608, 64 // a0.itemsize):  # one per cache line
+            m.prefetch(a0, i)
+        x, y = a0[block:block + 512], out[block:block + 512]
+        for i in range(y.size):
+            y[i] = scalar(x[i], *params)
+
+
+def map_2_prefetched(a0, a1, out, params, start, stop):
+    a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
+    for block in range(0, out.size, 512):
+        for i in range(block + 4096, block + 4608, 64 // a0.itemsize):
+            m.prefetch(a0, i)
+            m.prefetch(a1, i)
+        x0, x1, y = a0[block:block + 512], a1[block:block + 512], out[block:block + 512]
+        for i in range(y.size):
+            y[i] = scalar(x0[i], x1[i], *params)
+
+
 def map_3(a0, a1, a2, out, params, start, stop):
     a0, a1, a2, out = a0[start:stop], a1[start:stop], a2[start:stop], out[start:stop]
     for i in range(out.size):

@@ -40,6 +40,11 @@ def fma(a, b, c):
         return a * b + c
 
 
+def prefetch(array, index):
+    """Hint the CPU to bring array[index]'s cache line in (llvm.prefetch when compiled; nothing in
+    the interpreter). Out-of-range indices are harmless: a prefetch never faults."""
+
+
 def is_single(x):
     """True when x is float32 (a compile-time constant in kernels)."""
     return isinstance(x, np.float32)
