@@ -266,12 +266,24 @@ def _map_loop(name, arrays, n_args, dtype):
     decls += "".join(f"    const {real} p{i} = ({real})a->p[{i}];\n" for i in range(n_args - arrays))
     call_args = [f"a{i}[i]" for i in range(arrays)] + [f"p{i}" for i in range(n_args - arrays)]
     export = map_export(name, arrays, dtype)
+    loop = f"""#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) out[i] = {name}_{s}({", ".join(call_args)});"""
+    if name in registry.exponential_scalar_names() and arrays <= 2:
+        # as kernels/loops.py's map_N_prefetched: in DRAM a core does not overlap these kernels'
+        # arithmetic with their loads; prefetch the inputs 4096 elements ahead, 512 at a time
+        prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
+        loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
+        int64_t e = b + 512 < hi ? b + 512 : hi;
+        for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
+{prefetch}        }}
+#pragma omp simd
+        for (int64_t i = b; i < e; i++) out[i] = {name}_{s}({", ".join(call_args)});
+    }}"""
     return f"""
 static void {export}_range(const void *args, int64_t lo, int64_t hi) {{
     const fa_map_args *a = args;
 {decls}    {real} *out = ({real} *)a->out;
-#pragma omp simd
-    for (int64_t i = lo; i < hi; i++) out[i] = {name}_{s}({", ".join(call_args)});
+    {loop}
 }}
 
 {MAP_SIGNATURE.format(export=export)} {{
