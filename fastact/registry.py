@@ -8,6 +8,7 @@ Scalar conventions: ``NAME_forward(x, *params)``; ``NAME_backward_from_input(dy,
 ``NAME_backward_from_output(dy, y, *params)`` returning grad_input. A backward returns NaN where the
 saved value is NaN, and is grad_output times the derivative (so a NaN grad_output gives NaN).
 """
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -31,12 +32,6 @@ def derivative_select(saved, threshold, below, above):
     if saved > threshold:
         return above
     return below if saved <= threshold else saved
-
-
-@scalar
-def lower_clamp(x, lo):
-    """max(x, lo), NaN passing: keeps -inf * 0 out of products whose limit at -inf is 0."""
-    return lo if x < lo else x
 
 
 # --- exponential family -------------------------------------------------------------------------------
@@ -169,7 +164,7 @@ def silu_backward_from_input(dy, x):
 
 @scalar
 def mish_forward(x):
-    return x if x > pick(x, 20.0, 40.0) else m.mish_parts(x)[1]
+    return x if x > pick(x, 20.0, 40.0) else m.mish_times_x(x)
 
 
 @scalar
@@ -439,6 +434,7 @@ _add(Spec("maxout", "piecewise-linear", r"\max_{j < k} x_{c k + j}",
           reference="https://arxiv.org/abs/1302.4389"))
 
 
+@functools.lru_cache(maxsize=None)
 def exponential_scalar_names():
     """Names of the scalar functions of the exponential family's elementwise specs."""
     return {fn.__name__ for spec in SPECS.values() if spec.family == "exponential"

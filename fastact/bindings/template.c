@@ -189,8 +189,8 @@ static INLINE real FN(softplus)(real x) {
     return positive_part + FN(log1p_unit)(FN(exp)(-FABS(x)));
 }
 
-/* returns x * tanh(softplus(x)) (mish_parts(x)[1]) */
-static INLINE real FN(mish_parts_xt)(real x) {
+/* math.mish_times_x: x * tanh(softplus(x)) */
+static INLINE real FN(mish_times_x)(real x) {
     real k;
     real xs = FN(clamp)(x, K(-200.0, -1000.0), K(20.0, 40.0));
     real p = FN(exp_parts)(xs, L(0.0), &k);
@@ -240,7 +240,6 @@ static INLINE real FN(derivative_select)(real saved, real threshold, real below,
     return saved > threshold ? above : (saved <= threshold ? below : saved);
 }
 
-static INLINE real FN(lower_clamp)(real x, real lo) { return x < lo ? lo : x; }
 
 static INLINE real FN(sigmoid_forward)(real x) { return FN(sigmoid)(x); }
 
@@ -341,7 +340,7 @@ static INLINE real FN(silu_backward_from_input)(real dy, real x) {
 }
 
 static INLINE real FN(mish_forward)(real x) {
-    return x > K(20.0, 40.0) ? x : FN(mish_parts_xt)(x);
+    return x > K(20.0, 40.0) ? x : FN(mish_times_x)(x);
 }
 
 static INLINE real FN(mish_backward_from_input)(real dy, real x) {

@@ -29,6 +29,14 @@ def max_first(best, where, v, j):
 
 
 @register_jitable
+def chunk_of(p, chunks, chunk, n):
+    """(row, lo, hi) of block p when rows of n elements are cut into chunks of ``chunk``."""
+    r = p // chunks
+    lo = (p - r * chunks) * chunk
+    return r, lo, min(lo + chunk, n)
+
+
+@register_jitable
 def exp_diff(v, best):
     """e^(v - best) with the difference carried exactly as a pair (two_sum): rounded, an error of
     half an ulp of |v - best| becomes a relative error of |v - best| / 2 ulp in the result (32 ulp

@@ -499,9 +499,7 @@ def fastact_{op}_fwd_partials_{T}(x, part_best, part_where, part_others, rows, n
     t = cuda.threadIdx.x
     p = np.int64(cuda.blockIdx.x)
     while p < rows * chunks:
-        r = p // chunks
-        lo = (p - r * chunks) * chunk
-        hi = min(lo + chunk, n)
+        r, lo, hi = h.chunk_of(p, chunks, chunk, n)
         best = {W}(-np.inf)
         where = np.int64(-1)
         others = 0.0
@@ -561,9 +559,7 @@ def fastact_{op}_fwd_write_{T}(x, out, row_best, row_others, rows, n, chunk, chu
     t = cuda.threadIdx.x
     p = np.int64(cuda.blockIdx.x)
     while p < rows * chunks:
-        r = p // chunks
-        lo = (p - r * chunks) * chunk
-        hi = min(lo + chunk, n)
+        r, lo, hi = h.chunk_of(p, chunks, chunk, n)
         best = row_best[r]
         if {LOG} == 0:
             denominator = {W}(row_others[r] + np.float64(m.exp(best - best)))  # NaN for inf max
@@ -649,9 +645,7 @@ def fastact_{op}_bwd_partials_{T}(dy, y, part, rows, n, chunk, chunks):
     t = cuda.threadIdx.x
     p = np.int64(cuda.blockIdx.x)
     while p < rows * chunks:
-        r = p // chunks
-        lo = (p - r * chunks) * chunk
-        hi = min(lo + chunk, n)
+        r, lo, hi = h.chunk_of(p, chunks, chunk, n)
         total = 0.0
         j = lo + t
         while j < hi:
@@ -675,9 +669,7 @@ def fastact_{op}_bwd_write_{T}(dy, y, dx, part, rows, n, chunk, chunks):
     t = cuda.threadIdx.x
     p = np.int64(cuda.blockIdx.x)
     while p < rows * chunks:
-        r = p // chunks
-        lo = (p - r * chunks) * chunk
-        hi = min(lo + chunk, n)
+        r, lo, hi = h.chunk_of(p, chunks, chunk, n)
         total = 0.0
         for c in range(chunks):
             total += part[r * chunks + c]

@@ -176,15 +176,21 @@ def log_softmax_backward_rows(dy, y, dx, start, stop):
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
 
+def group_max(x, o, c, i):
+    """(max, index of its first occurrence) over x[o, c, :, i]; the first NaN if there is one."""
+    best, where = x[o, c, 0, i], 0
+    for j in range(1, x.shape[2]):
+        v = x[o, c, j, i]
+        if (v > best or v != v) and best == best:
+            best, where = v, j
+    return best, where
+
+
 def maxout_forward_rows(x, out, start, stop):
     for o in range(start, stop):
         for c in range(x.shape[1]):
             for i in range(x.shape[3]):
-                best = x[o, c, 0, i]
-                for j in range(1, x.shape[2]):
-                    v = x[o, c, j, i]
-                    best = v if (v > best or v != v) and best == best else best
-                out[o, c, i] = best
+                out[o, c, i] = group_max(x, o, c, i)[0]
 
 
 def maxout_backward_rows(dy, x, dx, start, stop):
@@ -192,11 +198,7 @@ def maxout_backward_rows(dy, x, dx, start, stop):
     for o in range(start, stop):
         for c in range(x.shape[1]):
             for i in range(x.shape[3]):
-                best, where = x[o, c, 0, i], 0
-                for j in range(1, x.shape[2]):
-                    v = x[o, c, j, i]
-                    if (v > best or v != v) and best == best:
-                        best, where = v, j
+                where = group_max(x, o, c, i)[1]
                 for j in range(x.shape[2]):
                     dx[o, c, j, i] = dy[o, c, i] if j == where else 0.0
 
@@ -204,4 +206,4 @@ def maxout_backward_rows(dy, x, dx, start, stop):
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("row_max", "row_exp", "row_others", "row_dot", "row_sum")
+HELPERS = ("row_max", "row_exp", "row_others", "row_dot", "row_sum", "group_max")

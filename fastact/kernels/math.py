@@ -350,16 +350,16 @@ def softplus(x):
 
 
 @scalar
-def mish_parts(x):
-    """(t, x t) with t = tanh(softplus(x)), for x <= 20 (f32) / 40 (f64), above which t rounds to 1.
-    With e = e^x = p 2**k and n = e (e + 2): t = n / (n + 2) = e (e + 2) / (n + 2), which cancels
-    at no x; x t is formed before the final scaling (accurate where it is subnormal).
-    Error: 3 ulp / 3 ulp."""
+def mish_times_x(x):
+    """x tanh(softplus(x)) for x <= 20 (f32) / 40 (f64), above which tanh(softplus(x)) rounds to 1.
+    With e = e^x = p 2**k and n = e (e + 2): tanh(softplus(x)) = n / (n + 2) = e (e + 2) / (n + 2),
+    which cancels at no x; x e (e + 2) / (n + 2) is formed before the final scaling (accurate where
+    it is subnormal). Error: 3 ulp / 3 ulp."""
     xs = clamp(x, pick(x, -200.0, -1000.0), pick(x, 20.0, 40.0))
     p, k = exp_parts(xs, like(x, 0.0))
     e = scale_by_pow2(p, k)
     w = (e + like(x, 2.0)) / (fma(e, e, e + e) + like(x, 2.0))
-    return e * w, scale_by_pow2(p * xs * w, k)
+    return scale_by_pow2(p * xs * w, k)
 
 
 # --- the normal distribution, for GELU --------------------------------------------------------------
@@ -422,22 +422,3 @@ def normal_parts(x):
     sq_err = sq_err if abs(sq) < pick(x, np.inf, np.inf) else like(x, 0.0)  # fma(inf,inf,-inf) NaN
     p, k = exp_parts(like(x, -0.5) * sq, like(x, -0.5) * sq_err)
     return p, k, normal_tail_scaled(abs(x))
-
-
-@scalar
-def normal_cdf_times(x, c):
-    """c * Phi(x). For x < 0, (p g c) 2**k; for x >= 0, c - c Phi(-x) (Phi(-x) <= 1/2: no
-    cancellation). Error: 3 ulp / 3 ulp; Phi(-14) is 1e-44 in float32, not 0."""
-    p, k, g = normal_parts(x)
-    tail = scale_by_pow2_nonpositive(p * g * c, k)
-    return tail if x < like(x, 0.0) else c - tail
-
-
-@scalar
-def normal_cdf_pdf(x):
-    """(Phi(x), phi(x)): the standard normal CDF and density. Error: 3 ulp / 3 ulp."""
-    p, k, g = normal_parts(x)
-    e = scale_by_pow2_nonpositive(p, k)
-    tail = e * g
-    return (tail if x < like(x, 0.0) else like(x, 1.0) - tail), e * pick(
-        x, INV_SQRT_2PI[0], INV_SQRT_2PI[1])
