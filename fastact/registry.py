@@ -442,6 +442,15 @@ def exponential_scalar_names():
             for fn in table.values()}
 
 
+@functools.lru_cache(maxsize=None)
+def wide_vector_scalar_names():
+    """The exponential family's forwards and backwards from the input: bound by arithmetic, they
+    run faster on 512-bit vectors where the CPU has them; the rest (memory-bound in cache, and
+    the backwards from a saved output) ran 10-25% slower on them (fastact/bench/NOTES.md)."""
+    return {fn.__name__ for spec in SPECS.values() if spec.family == "exponential"
+            for table in (spec.forward, spec.backward_from_input) for fn in table.values()}
+
+
 def families():
     """{"exponential": [...], "piecewise-linear": [...]}: the two families, from the specs (the
     row-wise softmax and log_softmax are exponential, maxout is piecewise-linear)."""

@@ -498,7 +498,7 @@ typedef struct {
 
 #define FA_BLOCK 256
 
-static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) {
+FA_WIDE static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(softmax_args) *a = args;
     int64_t n = a->n;
     for (int64_t r = lo; r < hi; r++) {
@@ -524,7 +524,7 @@ static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) {
 }
 
 /* x - max - log1p(sum of the other terms); the exps go to a block buffer: out may be x. */
-static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t hi) {
+FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(softmax_args) *a = args;
     int64_t n = a->n;
     real buffer[FA_BLOCK];

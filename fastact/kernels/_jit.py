@@ -89,6 +89,15 @@ def _prefetch(typingctx, array, index):
     return types.none(array, index), codegen
 
 
+@intrinsic
+def _wide_vectors(typingctx):
+    def codegen(context, builder, signature, args):
+        # llvmlite validates attribute names against a fixed list without key-value attributes
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
 def _register():
     @overload(m.fma, inline="always")
     def _fma_impl(a, b, c):
@@ -113,6 +122,10 @@ def _register():
     @overload(m.prefetch, inline="always")
     def _prefetch_impl(array, index):
         return lambda array, index: _prefetch(array, index)
+
+    @overload(m.wide_vectors, inline="always")
+    def _wide_vectors_impl():
+        return lambda: _wide_vectors()
 
     @overload(m.is_single, inline="always")
     def _is_single(x):

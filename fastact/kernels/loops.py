@@ -38,6 +38,7 @@ def map_2(a0, a1, out, params, start, stop):
 # (Literal sizes: this source is copied into another module.)
 
 def map_1_prefetched(a0, out, params, start, stop):
+    m.wide_vectors()
     a0, out = a0[start:stop], out[start:stop]
     for block in range(0, out.size, 512):
         for i in range(block + 4096, block + 4608, 64 // a0.itemsize):  # one per cache line
@@ -48,6 +49,7 @@ def map_1_prefetched(a0, out, params, start, stop):
 
 
 def map_2_prefetched(a0, a1, out, params, start, stop):
+    m.wide_vectors()
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
     for block in range(0, out.size, 512):
         for i in range(block + 4096, block + 4608, 64 // a0.itemsize):
@@ -137,6 +139,7 @@ FASTMATH = {"row_max": {"nnan", "nsz"}, "row_others": {"reassoc"}, "row_dot": {"
 
 
 def softmax_rows(x, out, start, stop):
+    m.wide_vectors()
     for r in range(start, stop):
         row, dst = x[r], out[r]
         row_exp(row, row_max(row), dst)
@@ -147,6 +150,7 @@ def softmax_rows(x, out, start, stop):
 
 def log_softmax_rows(x, out, start, stop):
     """x - max - log1p(sum of the other terms): accurate even where the result is near 0."""
+    m.wide_vectors()
     scratch = np.empty(x.shape[1], x.dtype)  # out may be x: the exps cannot go there
     for r in range(start, stop):
         row, dst = x[r], out[r]
