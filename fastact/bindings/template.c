@@ -77,6 +77,11 @@ static INLINE real FN(scale_by_pow2)(real p, real k) {
     return p * FN(pow2)(k_half) * FN(pow2)(k - k_half);
 }
 
+/* p * 2**k for k in [-1100, 0]: one exponent construction and a constant factor (math.py) */
+static INLINE real FN(scale_by_pow2_nonpositive)(real p, real k) {
+    return p * FN(pow2)(k + K(64.0, 600.0)) * K(5.421010862427522e-20, 2.409919865102884e-181);
+}
+
 /* exp(hi + lo) = p * 2**k: returns p, stores k. */
 static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
     real lowest = K(-118.0, -760.0);
@@ -101,6 +106,12 @@ static INLINE real FN(exp_times)(real x, real c) {
 }
 
 static INLINE real FN(exp)(real x) { return FN(exp_hilo)(x, L(0.0)); }
+
+static INLINE real FN(exp_nonpositive)(real x) {
+    real k;
+    real p = FN(exp_parts)(x, L(0.0), &k);
+    return FN(scale_by_pow2_nonpositive)(p, k);
+}
 
 static INLINE real FN(expm1_times)(real x, real c) {
     real r;
@@ -142,7 +153,9 @@ static INLINE real FN(log1p_unit)(real x) {
 /* --- functions built from exp ------------------------------------------------------------------ */
 
 static INLINE real FN(sigmoid_pair_hilo)(real hi, real lo, real *s_minus) {
-    real e = FN(exp_hilo)(-FABS(hi), hi >= L(0.0) ? -lo : lo);
+    real k;
+    real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
+    real e = FN(scale_by_pow2_nonpositive)(p, k);
     real r = L(1.0) / (L(1.0) + e);
     real er = e * r;
     *s_minus = hi >= L(0.0) ? er : r;
@@ -161,21 +174,34 @@ static INLINE real FN(sigmoid)(real x) {
 static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
     real k;
     real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
-    real d = L(1.0) + FN(scale_by_pow2)(p, k);
-    return hi >= L(0.0) ? c / d : FN(scale_by_pow2)(p * c / d, k);
+    real d = L(1.0) + FN(scale_by_pow2_nonpositive)(p, k);
+    return hi >= L(0.0) ? c / d : FN(scale_by_pow2_nonpositive)(p * c / d, k);
 }
 
 /* sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo, c in float64, over one denominator in
    float64 registers: e (1 + e + c) / (1 + e)^2 (z < 0, before exp's final scaling) or
    (1 + e + c e) / (1 + e)^2 (z >= 0), with e = exp(-|z|) = p 2**k. */
-static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, double c) {
+static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo) {
     real k;
     real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
-    double e = (double)FN(scale_by_pow2)(p, k);
-    double one_plus_e = 1.0 + e;
-    double inverse_square = 1.0 / (one_plus_e * one_plus_e);
-    real negative = FN(scale_by_pow2)((real)((double)p * ((one_plus_e + c) * inverse_square)), k);
-    return hi >= L(0.0) ? (real)(__builtin_fma(c, e, one_plus_e) * inverse_square) : negative;
+    real e = FN(scale_by_pow2_nonpositive)(p, k);
+    real one = L(1.0);
+#if IS_SINGLE
+    real d = one + e;
+    real r = one / d;
+    real r_lo = r * FMA(-r, e - (d - one), FMA(-r, d, one));  /* 1 / (1 + e) = r + r_lo */
+    real big = FMA(c * e, r, one);
+    real positive = FMA(r, big, r_lo * big);
+    real n = (one + c) + (e + c_lo);  /* 1 + e + c */
+    real negative = FN(scale_by_pow2_nonpositive)(p * (n * FMA(r, r, (r + r) * r_lo)), k);
+    return hi >= L(0.0) ? positive : negative;
+#else
+    c = c + c_lo;
+    real one_plus_e = one + e;
+    real inverse_square = one / (one_plus_e * one_plus_e);
+    real negative = FN(scale_by_pow2_nonpositive)(p * ((one_plus_e + c) * inverse_square), k);
+    return hi >= L(0.0) ? FMA(c, e, one_plus_e) * inverse_square : negative;
+#endif
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -186,7 +212,7 @@ static INLINE real FN(tanh)(real x) {
 
 static INLINE real FN(softplus)(real x) {
     real positive_part = x < L(0.0) ? L(0.0) : x;
-    return positive_part + FN(log1p_unit)(FN(exp)(-FABS(x)));
+    return positive_part + FN(log1p_unit)(FN(exp_nonpositive)(-FABS(x)));
 }
 
 /* math.mish_times_x: x * tanh(softplus(x)) */
@@ -195,8 +221,10 @@ static INLINE real FN(mish_times_x)(real x) {
     real xs = FN(clamp)(x, K(-200.0, -1000.0), K(20.0, 40.0));
     real p = FN(exp_parts)(xs, L(0.0), &k);
     real e = FN(scale_by_pow2)(p, k);
-    real w = (e + L(2.0)) / (FMA(e, e, e + e) + L(2.0));
-    return FN(scale_by_pow2)(p * xs * w, k);
+    int negative = xs < L(0.0);
+    real numerator = negative ? FMA(e, e, e) : L(2.0);
+    real v = L(1.0) - numerator / FMA(e, e + L(2.0), L(2.0));
+    return negative ? FN(scale_by_pow2)(p * xs * v, k) : xs * v;
 }
 
 /* --- the normal distribution, for GELU --------------------------------------------------------- */
@@ -288,7 +316,7 @@ static INLINE real FN(celu_backward_from_input)(real dy, real x, real alpha) {
 static INLINE real FN(gelu_forward)(real x) {
     real k, g;
     real p = FN(normal_parts)(x, &k, &g);
-    real tail = FN(scale_by_pow2)(p * g * FN(clamp)(x, K(-1e4, -1e6), K(1e4, 1e6)), k);
+    real tail = FN(scale_by_pow2_nonpositive)(p * g * FN(clamp)(x, K(-1e4, -1e6), K(1e4, 1e6)), k);
     return x < L(0.0) ? tail : x - tail;
 }
 
@@ -296,37 +324,38 @@ static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
     real k, g;
     real p = FN(normal_parts)(x, &k, &g);
     real xs = FN(clamp)(x, K(-1e4, -1e6), K(1e4, 1e6));
-    real negative = FN(scale_by_pow2)(p * (g + xs * INV_SQRT_2PI), k);
-    real positive = L(1.0) - FN(scale_by_pow2)(p * (g - xs * INV_SQRT_2PI), k);
+    real negative = FN(scale_by_pow2_nonpositive)(p * (g + xs * INV_SQRT_2PI), k);
+    real positive = L(1.0) - FN(scale_by_pow2_nonpositive)(p * (g - xs * INV_SQRT_2PI), k);
     return dy * (x < L(0.0) ? negative : positive);
 }
 
 /* z = 2 sqrt(2/pi) (x + 0.044715 x^3) as a double-word: returns hi, stores lo. */
-static INLINE real FN(gelu_tanh_argument)(real x, real *lo) {
+static INLINE real FN(gelu_tanh_argument)(real x, real *lo, real *a, real *tail) {
     real pe, ae, be, ce;
     real p = FN(two_prod)(x, x, &pe);
-    real a = FN(two_prod)(GELU_TANH_K3_HI, p, &ae);
-    real b = FN(two_sum)(GELU_TANH_K1_HI, a, &be);
-    be = be + (ae + (GELU_TANH_K3_HI * pe + GELU_TANH_K3_LO * p) + GELU_TANH_K1_LO);
+    *a = FN(two_prod)(GELU_TANH_K3_HI, p, &ae);
+    *tail = ae + (GELU_TANH_K3_HI * pe + GELU_TANH_K3_LO * p);
+    real b = FN(two_sum)(GELU_TANH_K1_HI, *a, &be);
+    be = be + (*tail + GELU_TANH_K1_LO);
     real c = FN(two_prod)(x, b, &ce);
     *lo = ce + x * be;
     return c;
 }
 
 static INLINE real FN(gelu_tanh_forward)(real x) {
-    real lo;
+    real lo, a, tail;
     real xs = FN(clamp)(x, K(-1e4, -1e30), K(1e4, 1e30));
-    real hi = FN(gelu_tanh_argument)(xs, &lo);
+    real hi = FN(gelu_tanh_argument)(xs, &lo, &a, &tail);
     return x > xs ? x : FN(sigmoid_times)(hi, lo, xs);
 }
 
 static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
-    real lo;
+    real lo, a, tail;
     real xs = FN(clamp)(x, K(-1e4, -1e30), K(1e4, 1e30));
-    real hi = FN(gelu_tanh_argument)(xs, &lo);
-    double xw = (double)xs;  /* c = x z'(x) in float64 */
-    double c = xw * (GELU_TANH_K1_64 + 3.0 * GELU_TANH_K3_64 * xw * xw);
-    return dy * FN(sigmoid_plus_scaled_derivative)(hi, lo, c);
+    real hi = FN(gelu_tanh_argument)(xs, &lo, &a, &tail);
+    real c = FMA(xs + xs, a, hi);  /* x z'(x) = z + 2 x (k3 x^2) */
+    real c_lo = FMA(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a));
+    return dy * FN(sigmoid_plus_scaled_derivative)(hi, lo, c, c_lo);
 }
 
 static INLINE real FN(silu_forward)(real x) {
@@ -336,7 +365,7 @@ static INLINE real FN(silu_forward)(real x) {
 
 static INLINE real FN(silu_backward_from_input)(real dy, real x) {
     real big = K(1e30, 1e300);
-    return dy * FN(sigmoid_plus_scaled_derivative)(x, L(0.0), (double)FN(clamp)(x, -big, big));
+    return dy * FN(sigmoid_plus_scaled_derivative)(x, L(0.0), FN(clamp)(x, -big, big), L(0.0));
 }
 
 static INLINE real FN(mish_forward)(real x) {
