@@ -37,6 +37,17 @@ def _fma(typingctx, a, b, c):
 
 
 @intrinsic
+def _fmax(typingctx, a, b):
+    def codegen(context, builder, signature, args):
+        ty = context.get_value_type(signature.return_type)
+        suffix = "f32" if signature.return_type == types.float32 else "f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty]),
+                                            "llvm.maxnum." + suffix)
+        return builder.call(fn, args)
+    return a(a, a), codegen
+
+
+@intrinsic
 def _pow2(typingctx, k):
     nbits, mant, bias, shift, fmt, ifmt = _FORMATS[k]
 
@@ -103,6 +114,11 @@ def _register():
     def _fma_impl(a, b, c):
         if isinstance(a, types.Float):
             return lambda a, b, c: _fma(a, b, c)
+
+    @overload(m.fmax, inline="always")
+    def _fmax_impl(a, b):
+        if isinstance(a, types.Float) and a == b:
+            return lambda a, b: _fmax(a, b)
 
     @overload(m.pow2, inline="always")
     def _pow2_impl(k):

@@ -40,6 +40,12 @@ def fma(a, b, c):
         return a * b + c
 
 
+def fmax(a, b):
+    """The larger of a and b, the other one if either is NaN (llvm.maxnum when compiled: a max
+    reduction the loop vectorizer handles; a select on a comparison it left scalar)."""
+    return np.fmax(a, b)
+
+
 def prefetch(array, index):
     """Hint the CPU to bring array[index]'s cache line in (llvm.prefetch when compiled; nothing in
     the interpreter). Out-of-range indices are harmless: a prefetch never faults."""
