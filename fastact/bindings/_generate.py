@@ -100,7 +100,10 @@ def _dtype_header(dtype):
         "LOG_R(z)": _horner("z", m.LOG_R32 if single else m.LOG_R64, fma, lit),
         "LOG1P_UNIT_Q(x)": _horner("x", m.LOG1P_UNIT_Q32, fma, lit) if single else "x",
         "NORMAL_TAIL_C32": _lit(m.NORMAL_TAIL_C32),
-        "NORMAL_TAIL_P32(s)": _horner("s", m.NORMAL_TAIL_P32, "__builtin_fma", _lit),
+        # math.normal_tail_scaled: the first 8 terms in float32, the last two in float64
+        "NORMAL_TAIL_P32_UPPER(s)": _horner("s", m.NORMAL_TAIL_P32[:8], "__builtin_fmaf", lit),
+        "NORMAL_TAIL_P32_LOWER(v, s)": (f"__builtin_fma(__builtin_fma((v), (s), {_lit(m.NORMAL_TAIL_P32[8])}), "
+                                        f"(s), {_lit(m.NORMAL_TAIL_P32[9])})"),
         "NORMAL_TAIL_C64": _lit(m.NORMAL_TAIL_C64),
         "NORMAL_TAIL_P64(s)": _horner("s", m.NORMAL_TAIL_P64, "__builtin_fma", _lit),
         "INV_SQRT_2PI": k(*m.INV_SQRT_2PI),
@@ -111,8 +114,6 @@ def _dtype_header(dtype):
         "GELU_TANH_K1_LO": k(R.GELU_TANH_K1[1], R.GELU_TANH_K1[3]),
         "GELU_TANH_K3_HI": k(R.GELU_TANH_K3[0], R.GELU_TANH_K3[2]),
         "GELU_TANH_K3_LO": k(R.GELU_TANH_K3[1], R.GELU_TANH_K3[3]),
-        "GELU_TANH_K1_64": _lit(R.GELU_TANH_K1[2]),
-        "GELU_TANH_K3_64": _lit(R.GELU_TANH_K3[2]),
     }
     define = "".join(f"#define {key} {value}\n" for key, value in defines.items())
     undef = "".join(f"#undef {key.split('(')[0]}\n" for key in defines)

@@ -231,14 +231,17 @@ static INLINE real FN(mish_times_x)(real x) {
 
 static INLINE real FN(normal_tail_scaled)(real a) {
 #if IS_SINGLE
-    /* t = t32 (1 + dl) from a float32 division, then P in float64 registers */
+    /* t = t32 (1 + dl) from a float32 division; P's last two steps in float64 registers */
     a = FN(clamp)(a, L(0.0), L(1e4));
     real c = (real)NORMAL_TAIL_C32, one = L(1.0);
     real d = FMA(c, a, one);
     real t32 = one / d;
     real dl = FMA(-FMA(c, a, one - d), t32, FMA(-d, t32, one));
+    real s32 = FMA(L(2.0), t32, -one);
+    real upper = NORMAL_TAIL_P32_UPPER(s32);
     double t = (double)t32 * (1.0 + (double)dl);
-    return (real)(t * NORMAL_TAIL_P32(t + t - 1.0));
+    double s64 = t + t - 1.0;
+    return (real)(t * NORMAL_TAIL_P32_LOWER((double)upper, s64));
 #else
     a = FN(clamp)(a, L(0.0), L(1e6));
     real c = NORMAL_TAIL_C64;

@@ -424,16 +424,21 @@ def normal_tail_scaled(a):
     """g(a) = Phi(-a) * exp(a^2/2) for a >= 0 (Phi the standard normal CDF; g = erfcx(a/sqrt2)/2).
     Error: 1 ulp / 3 ulp; finite for a = inf. Both use the compensated reciprocal: t = 1/(1 + c a)
     rounds away low bits of a that g is sensitive to, and dl restores them (exact 1/(1 + c a) =
-    t (1 + dl) to first order); float32 then evaluates P in float64 registers (a float32 Horner
-    alone is 2.4 ulp), without a float64 division."""
+    t (1 + dl) to first order). float32 evaluates P's last two steps in float64 registers (a
+    float32 Horner alone is 2.4 ulp, and 4.9 ulp for gelu), without a float64 division; the
+    first eight in float32, where s^2 damps their error (all ten in float64: 10% slower)."""
     if is_single(a):  # t = t32 (1 + dl) to ~1e-14 from a float32 division, then float64
         a = clamp(a, like(a, 0.0), like(a, 1e4))
         c, one = like(a, NORMAL_TAIL_C32), like(a, 1.0)
         d = fma(c, a, one)
         t32 = one / d
         dl = fma(-fma(c, a, one - d), t32, fma(-d, t32, one))
+        s32 = fma(like(a, 2.0), t32, -one)
+        upper = horner(s32, NORMAL_TAIL_P32[:8])  # float32: its error is damped by s^2 below
         t = np.float64(t32) * (1.0 + np.float64(dl))
-        return like(a, t * horner(t + t - 1.0, NORMAL_TAIL_P32))
+        s64 = t + t - 1.0
+        acc = fma(fma(np.float64(upper), s64, NORMAL_TAIL_P32[8]), s64, NORMAL_TAIL_P32[9])  # float64
+        return like(a, t * acc)
     a = clamp(a, like(a, 0.0), like(a, 1e6))
     c = like(a, NORMAL_TAIL_C64)
     one = like(a, 1.0)
