@@ -594,13 +594,23 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
     }
 }
 
+/* loops.prefetch_row: the next row's cache lines, while this one computes */
+static INLINE void FN(prefetch_row)(const real *row, int64_t n) {
+    for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(real)) __builtin_prefetch(row + j, 0, 3);
+}
+
 static void FN(softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(softmax_args) *a = args;
     int64_t n = a->n;
     for (int64_t r = lo; r < hi; r++) {
         const real *dy = a->x + r * n, *y = a->y + r * n;
         real *dx = a->out + r * n;
+        if (r + 1 < hi) {
+            FN(prefetch_row)(dy + n, n);
+            FN(prefetch_row)(y + n, n);
+        }
         double dot = 0.0;
+#pragma omp simd reduction(+:dot)
         for (int64_t j = 0; j < n; j++) dot += (double)dy[j] * (double)y[j];
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) dx[j] = (real)((double)y[j] * ((double)dy[j] - dot));
@@ -613,7 +623,12 @@ static void FN(log_softmax_backward_range)(const void *args, int64_t lo, int64_t
     for (int64_t r = lo; r < hi; r++) {
         const real *dy = a->x + r * n, *y = a->y + r * n;
         real *dx = a->out + r * n;
+        if (r + 1 < hi) {
+            FN(prefetch_row)(dy + n, n);
+            FN(prefetch_row)(y + n, n);
+        }
         double total = 0.0;
+#pragma omp simd reduction(+:total)
         for (int64_t j = 0; j < n; j++) total += (double)dy[j];
         real total_t = (real)total;
 #pragma omp simd

@@ -170,8 +170,19 @@ def log_softmax_rows(x, out, start, stop):
             dst[j] = (np.float64(row[j]) - best64) - log_sum
 
 
+def prefetch_row(a, r):
+    """Hint the cache lines of row r of a (nothing past the last row: a prefetch never faults, but
+    the row index must be in bounds for the view)."""
+    if r < a.shape[0]:
+        row = a[r]
+        for j in range(0, row.size, 64 // row.itemsize):
+            m.prefetch(row, j)
+
+
 def softmax_backward_rows(dy, y, dx, start, stop):
     for r in range(start, stop):
+        prefetch_row(dy, r + 1)
+        prefetch_row(y, r + 1)
         dot = row_dot(dy[r], y[r])
         g, s, d = dy[r], y[r], dx[r]
         for j in range(d.size):
@@ -180,6 +191,8 @@ def softmax_backward_rows(dy, y, dx, start, stop):
 
 def log_softmax_backward_rows(dy, y, dx, start, stop):
     for r in range(start, stop):
+        prefetch_row(dy, r + 1)
+        prefetch_row(y, r + 1)
         g, s, d = dy[r], y[r], dx[r]
         total = m.like(s[0], row_sum(g))
         for j in range(d.size):
@@ -218,4 +231,4 @@ def maxout_backward_rows(dy, x, dx, start, stop):
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("row_max", "row_exp", "row_others", "row_dot", "row_sum", "group_max")
+HELPERS = ("prefetch_row", "row_max", "row_exp", "row_others", "row_dot", "row_sum", "group_max")
