@@ -9,17 +9,17 @@ threads at once are safe; a forked child starts a new pool.
 """
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 # Below this much work (elements, or rows x row length) one thread does the whole call. Measured on
-# 2 cores, float32, 1 vs 2 threads (fastact/bench/NOTES.md): the pool costs about 20 us a call,
-# which 2^16 elements of even the cheapest kernel (relu, ~8 us at 8 Gelem/s) roughly repays.
+# 2 cores, float32, 1 vs 2 threads (fastact/bench/NOTES.md): handing a chunk to a worker costs
+# about 9 us a call (20 us with concurrent.futures), which 2^16 elements of even the cheapest
+# kernel (relu, ~8 us at 8 Gelem/s) repays.
 PARALLEL_THRESHOLD = 1 << 16
 _CHUNK_ALIGN = 64  # elements; keeps chunk edges on cache lines
 
-_lock = threading.Lock()
-_pool = None
-_pool_size = 0
+_lock = threading.Lock()  # guards the worker list
+_busy = threading.Lock()  # held by the call that uses the workers
+_workers = []
 _num_threads = os.cpu_count() or 1
 
 
@@ -35,43 +35,81 @@ def get_num_threads():
     return _num_threads
 
 
+class _Worker:
+    """One persistent thread, handed a chunk through a pair of locks: a lock release wakes it
+    in ~5 us, where concurrent.futures' submit and result cost ~20 us a call on 2 cores."""
+
+    def __init__(self):
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        self._task = self._error = None
+        threading.Thread(target=self._loop, name="fastact", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self._go.acquire()
+            kernel, args, lo, hi = self._task
+            try:
+                kernel(*args, lo, hi)
+            except BaseException as e:  # handed to the caller by wait()
+                self._error = e
+            self._task = None
+            self._done.release()
+
+    def start(self, kernel, args, lo, hi):
+        self._task = (kernel, args, lo, hi)
+        self._go.release()
+
+    def wait(self):
+        """Block until the chunk is done; its exception, if it raised one."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        return error
+
+
 def _forget_pool_after_fork():
-    """A forked child has none of the parent's worker threads: start a new pool when needed."""
-    global _pool, _pool_size, _lock
-    _pool, _pool_size, _lock = None, 0, threading.Lock()
+    """A forked child has none of the parent's worker threads: start new ones when needed."""
+    global _workers, _lock, _busy
+    _workers, _lock, _busy = [], threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-def _get_pool(size):
-    global _pool, _pool_size
+def _get_workers(count):
     with _lock:
-        if _pool is None or _pool_size < size:
-            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fastact")
-            _pool_size = size
-        return _pool
+        while len(_workers) < count:
+            _workers.append(_Worker())
+        return _workers[:count]
 
 
 def run(kernel, args, n, cost=1):
-    """kernel(*args, start, stop) over [0, n), split over threads when n * cost is large."""
+    """kernel(*args, start, stop) over [0, n), split over threads when n * cost is large. A call
+    made while another Python thread's call holds the workers runs whole on its own thread (the
+    cores are busy anyway; nothing queues behind anything)."""
     threads = min(_num_threads, max(1, (n * cost) // PARALLEL_THRESHOLD))
-    if threads <= 1:
+    if threads <= 1 or not _busy.acquire(blocking=False):
         kernel(*args, 0, n)
         return
-    step = -(-n // threads)
-    if cost == 1:
-        step = -(-step // _CHUNK_ALIGN) * _CHUNK_ALIGN
-    bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
-    pool = _get_pool(threads - 1)
-    futures = [pool.submit(kernel, *args, lo, hi) for lo, hi in bounds[1:]]
-    error = None
     try:
-        kernel(*args, *bounds[0])
-    except BaseException as e:  # still wait for the others: they write into the same arrays
-        error = e
-    for f in futures:
-        f.result()
-    if error is not None:
-        raise error
+        step = -(-n // threads)
+        if cost == 1:
+            step = -(-step // _CHUNK_ALIGN) * _CHUNK_ALIGN
+        bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+        workers = _get_workers(len(bounds) - 1)
+        for worker, (lo, hi) in zip(workers, bounds[1:]):
+            worker.start(kernel, args, lo, hi)
+        error = None
+        try:
+            kernel(*args, *bounds[0])
+        except BaseException as e:  # still wait for the others: they write into the same arrays
+            error = e
+        for worker in workers:
+            failed = worker.wait()
+            error = error or failed
+        if error is not None:
+            raise error
+    finally:
+        _busy.release()

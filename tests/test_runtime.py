@@ -92,3 +92,33 @@ def test_thread_count_is_configurable():
             fa.set_num_threads(0)
     finally:
         fa.set_num_threads(before)
+
+
+def test_pool_splits_the_range_and_hands_back_a_chunks_exception():
+    """Every index is covered once across the chunks; an exception raised in a worker's chunk
+    reaches the caller, and the pool keeps working after it (and after one raised by the caller's
+    own chunk)."""
+    from fastact import _threads
+    before = fa.get_num_threads()
+    fa.set_num_threads(3)
+    try:
+        n = 3 * _threads.PARALLEL_THRESHOLD + 5
+        hits = np.zeros(n, np.int64)
+
+        def mark(array, lo, hi):
+            array[lo:hi] += 1
+        _threads.run(mark, (hits,), n)
+        assert (hits == 1).all()
+
+        def fail_above(limit, lo, hi):
+            if lo >= limit:
+                raise RuntimeError(f"chunk at {lo}")
+        with pytest.raises(RuntimeError, match="chunk at"):
+            _threads.run(fail_above, (1,), n)  # the workers' chunks raise, the caller's does not
+        with pytest.raises(RuntimeError, match="chunk at 0"):
+            _threads.run(fail_above, (0,), n)  # all raise: the caller's own exception wins
+        hits[:] = 0
+        _threads.run(mark, (hits,), n)
+        assert (hits == 1).all()
+    finally:
+        fa.set_num_threads(before)
