@@ -515,6 +515,7 @@ static void FN(prelu_backward_range)(const void *args, int64_t lo, int64_t hi) {
         real *dx = a->out + r * a->inner;
         double acc = 0.0;
         /* in place (dx is dy or x) the sum must read the inputs first: it goes first */
+#pragma omp simd reduction(+:acc)
         for (int64_t j = 0; j < a->inner; j++) acc += (double)FN(prelu_grad_weight_term)(dy[j], x[j]);
 #pragma omp simd
         for (int64_t j = 0; j < a->inner; j++) dx[j] = FN(leaky_relu_backward)(dy[j], x[j], w);

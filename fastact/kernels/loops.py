@@ -81,11 +81,10 @@ def prelu_backward_rows(dy, x, weight, dx, grad_weight_rows, start, stop):
     channels = weight.size
     for r in range(start, stop):
         w = weight[r % channels]
-        acc = 0.0
-        for j in range(x.shape[1]):
-            dx[r, j] = registry.leaky_relu_backward(dy[r, j], x[r, j], w)
-            acc += registry.prelu_grad_weight_term(dy[r, j], x[r, j])
-        grad_weight_rows[r] = acc
+        g, v, d = dy[r], x[r], dx[r]
+        grad_weight_rows[r] = row_grad_weight(g, v)  # first: dx may be dy or x (in place)
+        for j in range(d.size):
+            d[j] = registry.leaky_relu_backward(g[j], v[j], w)
 
 
 # --- softmax and log_softmax over the last axis of a (rows, n) view ------------------------------------
@@ -128,6 +127,14 @@ def row_others(e):
     return others + (ones - 1)
 
 
+def row_grad_weight(dy, x):
+    """prelu's per-row sum of dy * x over x <= 0, in float64 (a reduction: reassoc, see below)."""
+    total = 0.0
+    for j in range(x.size):
+        total += np.float64(registry.prelu_grad_weight_term(dy[j], x[j]))
+    return total
+
+
 def row_dot(a, b):
     total = 0.0
     for j in range(a.size):
@@ -142,7 +149,7 @@ def row_sum(a):
     return total
 
 
-FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc"},
+FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc"}, "row_grad_weight": {"reassoc"},
              "row_sum": {"reassoc"}}
 
 
@@ -231,4 +238,4 @@ def maxout_backward_rows(dy, x, dx, start, stop):
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("prefetch_row", "row_max", "row_exp", "row_others", "row_dot", "row_sum", "group_max")
+HELPERS = ("prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others", "row_dot", "row_sum", "group_max")
