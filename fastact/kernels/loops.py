@@ -178,8 +178,8 @@ def log_softmax_rows(x, out, start, stop):
 
 
 def prefetch_row(a, r):
-    """Hint the cache lines of row r of a (nothing past the last row: a prefetch never faults, but
-    the row index must be in bounds for the view)."""
+    """Hint the cache lines of row r of a, if a has that row (a prefetch never faults, but taking
+    the row's view needs r in bounds)."""
     if r < a.shape[0]:
         row = a[r]
         for j in range(0, row.size, 64 // row.itemsize):
@@ -238,4 +238,5 @@ def maxout_backward_rows(dy, x, dx, start, stop):
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others", "row_dot", "row_sum", "group_max")
+HELPERS = ("prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others", "row_dot",
+           "row_sum", "group_max")
