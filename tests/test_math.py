@@ -159,3 +159,13 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
     assert not re.search(r"call\w*\s+\S*(exp|log|tanh|erf)", asm), f"{fn.__name__} calls libm"
     left = re.findall(r"call [^\n]*@(_ZN7fastact8registry\w+|_ZN7fastact7kernels4math\w+)", llvm)
     assert not left, f"{fn.__name__}: calls to scalar functions are left: {left[:3]}"
+    if _host_has_avx512():  # 512-bit vectors exactly where arithmetic binds (registry's choice)
+        from fastact import registry
+        wide = fn.__name__ in registry.wide_vector_scalar_names()
+        zmm = len(re.findall(r"\bv(?!cvt)\w+%s\s+%%zmm" % suffix, asm))  # conversions aside
+        assert (zmm > 0) == wide, f"{fn.__name__}: {zmm} packed zmm instructions, wide={wide}"
+
+
+def _host_has_avx512():
+    import llvmlite.binding as llvm
+    return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
