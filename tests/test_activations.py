@@ -125,3 +125,36 @@ def test_tails_and_limits():
         np.testing.assert_array_equal(fa.softplus(inf)[:2], [0, np.inf])
         np.testing.assert_array_equal(fa.softsign(inf)[:2], [-1, 1])
         assert np.isnan(fa.sigmoid(np.full(64, np.nan, dt))).all()
+
+
+STREAMED = [("relu", "forward"), ("leaky_relu", "backward"), ("sigmoid", "backward"),
+            ("hardswish", "forward")]
+
+
+@pytest.mark.parametrize("name,direction", STREAMED, ids=lambda v: str(v))
+def test_large_outputs_take_the_streaming_path_with_the_same_bits(name, direction, cpu_backend):
+    """Outputs of STREAM_BYTES and more are written with non-temporal stores after an aligned
+    head: the bits must equal those of the same call made in pieces below the threshold, for a
+    64-byte-aligned output and for one 4 bytes off, in place, with a length that ends mid-block."""
+    from fastact.kernels import math as m
+    n = m.STREAM_BYTES // 4 + 1001
+    rng = np.random.default_rng(3)
+    act = getattr(fa, name)
+
+    def call(*arrays, out=None):
+        return act(*arrays, out=out) if direction == "forward" else act.backward(*arrays, out=out)
+
+    storage = np.empty(n + 32, np.float32)
+    base = (-storage.ctypes.data % 64) // 4  # the element that starts on a 64-byte boundary
+    for shift in (0, 1):
+        x = rng.standard_normal(n).astype(np.float32)
+        inputs = [x] if direction == "forward" else [rng.standard_normal(n).astype(np.float32), x]
+        piece = 1 << 20  # 4 MiB per call: the plain stores
+        expected = np.concatenate([call(*[a[i:i + piece] for a in inputs])
+                                   for i in range(0, n, piece)])
+        out = storage[base + shift:base + shift + n]
+        assert call(*inputs, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+        in_place = inputs[-1].copy()
+        call(*inputs[:-1], in_place, out=in_place)
+        np.testing.assert_array_equal(in_place, expected)

@@ -109,6 +109,29 @@ def _wide_vectors(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def _stream_line(typingctx, dst, i, src, j):
+    def codegen(context, builder, signature, args):
+        dst_array = context.make_array(signature.args[0])(context, builder, args[0])
+        src_array = context.make_array(signature.args[2])(context, builder, args[2])
+        item = signature.args[0].dtype
+        vector = ir.VectorType(context.get_value_type(item), 64 // (item.bitwidth // 8))
+        source = builder.bitcast(builder.gep(src_array.data, [args[3]]), vector.as_pointer())
+        target = builder.bitcast(builder.gep(dst_array.data, [args[1]]), vector.as_pointer())
+        store = builder.store(builder.load(source, align=item.bitwidth // 8), target, align=64)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+    return types.none(dst, i, src, j), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")  # mfence on x86: orders the weakly-ordered non-temporal stores
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
 def _register():
     @overload(m.fma, inline="always")
     def _fma_impl(a, b, c):
@@ -138,6 +161,18 @@ def _register():
     @overload(m.prefetch, inline="always")
     def _prefetch_impl(array, index):
         return lambda array, index: _prefetch(array, index)
+
+    @overload(m.stream_line, inline="always")
+    def _stream_line_impl(dst, i, src, j):
+        if isinstance(dst, types.Array) and isinstance(src, types.Array) and dst.dtype == src.dtype:
+            return lambda dst, i, src, j: _stream_line(dst, i, src, j)
+
+    @overload(m.store_fence, inline="always")
+    def _store_fence_impl():
+        return lambda: _store_fence()
+
+    register_jitable(forceinline=True, error_model="numpy")(m.aligned_head)
+    register_jitable(forceinline=True, error_model="numpy")(m.stream_block)
 
     @overload(m.wide_vectors, inline="always")
     def _wide_vectors_impl():

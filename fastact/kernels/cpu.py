@@ -76,9 +76,12 @@ def map_source(scalar_fn, n_arrays):
     """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params)."""
     loop = _loop_name(scalar_fn, n_arrays)
     body = inspect.getsource(getattr(loops, loop)).replace(f"def {loop}(", "def kernel(")
-    if scalar_fn.__name__ not in registry.wide_vector_scalar_names():
+    wide = scalar_fn.__name__ in registry.wide_vector_scalar_names()
+    if not wide:
         body = body.replace("m.wide_vectors()", "pass  # memory-bound: 256-bit vectors are faster")
-    return _HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n\n\n" + _JIT + body
+    return (_HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n"
+            + f"STREAM = {not wide}  # non-temporal stores for large outputs (kernels/loops.py)\n\n\n"
+            + _JIT + body)
 
 
 def map_kernel(scalar_fn, n_arrays):

@@ -51,6 +51,40 @@ def prefetch(array, index):
     the interpreter). Out-of-range indices are harmless: a prefetch never faults."""
 
 
+# An output this large (bytes, per call) is written with non-temporal stores (kernels/loops.py):
+# past the caches, which it would overflow anyway, saving the read of each line a store needs.
+STREAM_BYTES = 1 << 25
+
+
+def aligned_head(out):
+    """How many elements of out come before its first 64-byte boundary; all of them when no
+    element starts on one (an address that is not a multiple of the item size)."""
+    address = out.ctypes.data
+    if address % out.itemsize:
+        return out.size
+    return min(out.size, (64 - address % 64) % 64 // out.itemsize)
+
+
+def stream_line(dst, i, src, j):
+    """dst[i:i + L] = src[j:j + L] for the L elements of one 64-byte line, as a non-temporal store
+    (llvm store !nontemporal when compiled): dst + i must be 64-byte aligned."""
+    n = 64 // dst.itemsize
+    dst[i:i + n] = src[j:j + n]
+
+
+def stream_block(dst, i, src):
+    """dst[i:i + 512] = src[:512] by non-temporal stores, dst + i on a 64-byte boundary (a fixed
+    size: the 32 or 64 stores are straight-line code; a loop to src.size measured 10% slower)."""
+    lanes = 64 // dst.itemsize
+    for j in range(0, 512, lanes):
+        stream_line(dst, i + j, src, j)
+
+
+def store_fence():
+    """Make the non-temporal stores before it visible before what follows (mfence when
+    compiled; they are weakly ordered)."""
+
+
 def wide_vectors():
     """Let the loops of the calling kernel use the CPU's widest vectors: LLVM, like GCC, keeps to
     256-bit registers on AVX-512 CPUs unless told otherwise (the function attribute
