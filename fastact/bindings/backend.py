@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import _threads
 from .._backends import Unavailable
+from ..kernels.math import STREAM_BYTES
 from . import _build
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -48,7 +49,8 @@ class Backend:
         buf = self.ffi.from_buffer
         pointers = [buf(a) for a in inputs] + [self._null] * (3 - len(inputs))
         values = [float(p) for p in params] + [0.0] * (2 - len(params))
-        _threads.run(fn, (*pointers, buf(out, require_writable=True), *values), out.size)
+        stream = int(out.nbytes >= STREAM_BYTES)  # non-temporal stores (kernels/loops.py)
+        _threads.run(fn, (*pointers, buf(out, require_writable=True), *values, stream), out.size)
 
     def rows(self, name, args, n_rows, row_cost):
         if n_rows <= 0:
