@@ -75,27 +75,9 @@ def map_2(a0, a1, out, params, start, stop):
 # (Literal sizes: this source is copied into another module.)
 
 def map_1_prefetched(a0, out, params, start, stop):
+    # (the exponential forwards only: all bound by arithmetic, none streams)
     m.wide_vectors()
-    stream = STREAM and out.size * out.itemsize >= m.STREAM_BYTES
     a0, out = a0[start:stop], out[start:stop]
-    if stream:
-        head = m.aligned_head(out)
-        for i in range(head):
-            out[i] = scalar(a0[i], *params)
-        buffer = np.empty(512, out.dtype)
-        end = head + (out.size - head) // 512 * 512
-        for block in range(head, end, 512):
-            for i in range(block + 4096, block + 4608, 64 // a0.itemsize):
-                m.prefetch(a0, i)
-            x = a0[block:block + 512]
-            for i in range(512):
-                buffer[i] = scalar(x[i], *params)
-            m.stream_block(out, block, buffer)
-        x, y = a0[end:], out[end:]
-        for i in range(y.size):
-            y[i] = scalar(x[i], *params)
-        m.store_fence()
-        return
     for block in range(0, out.size, 512):
         for i in range(block + 4096, block + 4608, 64 // a0.itemsize):  # one per cache line
             m.prefetch(a0, i)
@@ -105,6 +87,7 @@ def map_1_prefetched(a0, out, params, start, stop):
 
 
 def map_2_prefetched(a0, a1, out, params, start, stop):
+    # (streams for the backwards from a saved output: sigmoid, tanh, elu, selu, celu)
     m.wide_vectors()
     stream = STREAM and out.size * out.itemsize >= m.STREAM_BYTES
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
