@@ -303,12 +303,11 @@ def _map_loop(name, arrays, n_args, dtype):
     def call(index):
         args = [f"a{i}[{index}]" for i in range(arrays)] + [f"p{i}" for i in range(n_args - arrays)]
         return f"{name}_{s}({', '.join(args)})"
-    call_args = [f"a{i}[i]" for i in range(arrays)] + [f"p{i}" for i in range(n_args - arrays)]
     export = map_export(name, arrays, dtype)
     exponential = name in registry.exponential_scalar_names() and arrays <= 2
     prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
     loop = f"""#pragma omp simd
-    for (int64_t i = lo; i < hi; i++) out[i] = {name}_{s}({", ".join(call_args)});"""
+    for (int64_t i = lo; i < hi; i++) out[i] = {call("i")};"""
     if exponential:
         # as kernels/loops.py's map_N_prefetched: in DRAM a core does not overlap these kernels'
         # arithmetic with their loads; prefetch the inputs 4096 elements ahead, 512 at a time
@@ -317,7 +316,7 @@ def _map_loop(name, arrays, n_args, dtype):
         for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
 {prefetch}        }}
 #pragma omp simd
-        for (int64_t i = b; i < e; i++) out[i] = {name}_{s}({", ".join(call_args)});
+        for (int64_t i = b; i < e; i++) out[i] = {call("i")};
     }}"""
     wide = "FA_WIDE " if name in registry.wide_vector_scalar_names() else ""
     streamed = ""
