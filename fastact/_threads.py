@@ -106,10 +106,19 @@ def run(kernel, args, n, cost=1):
             kernel(*args, *bounds[0])
         except BaseException as e:  # still wait for the others: they write into the same arrays
             error = e
-        for worker in workers:
-            failed = worker.wait()
-            error = error or failed
+        try:
+            for worker in workers:
+                failed = worker.wait()
+                error = error or failed
+        except BaseException:  # interrupted (Ctrl-C) while a worker may still be computing:
+            _discard(workers)  # never hand it another chunk; new workers replace it
+            raise
         if error is not None:
             raise error
     finally:
         _busy.release()
+
+
+def _discard(workers):
+    with _lock:
+        _workers[:] = [w for w in _workers if w not in workers]

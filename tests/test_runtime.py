@@ -122,3 +122,43 @@ def test_pool_splits_the_range_and_hands_back_a_chunks_exception():
         assert (hits == 1).all()
     finally:
         fa.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs setitimer")
+def test_pool_survives_an_interrupt_while_waiting_for_a_worker():
+    """A KeyboardInterrupt (here a signal handler's exception) that lands while the caller waits
+    for a worker must not wedge the pool: the next parallel call runs and is correct."""
+    import signal
+    import time
+    from fastact import _threads
+    before = fa.get_num_threads()
+    fa.set_num_threads(2)
+    release = threading.Event()
+
+    def slow_second_chunk(lo, hi):
+        if lo > 0:
+            release.wait(5)
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            _threads.run(lambda lo, hi: slow_second_chunk(lo, hi), (), 4 * _threads.PARALLEL_THRESHOLD)
+        release.set()
+        time.sleep(0.05)
+        n = 4 * _threads.PARALLEL_THRESHOLD
+        hits = np.zeros(n, np.int64)
+
+        def mark(lo, hi):
+            hits[lo:hi] += 1
+        _threads.run(mark, (), n)
+        assert (hits == 1).all()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        fa.set_num_threads(before)
