@@ -131,25 +131,28 @@ STREAMED = [("relu", "forward"), ("leaky_relu", "backward"), ("sigmoid", "backwa
             ("hardswish", "forward")]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name,direction", STREAMED, ids=lambda v: str(v))
-def test_large_outputs_take_the_streaming_path_with_the_same_bits(name, direction, cpu_backend):
+def test_large_outputs_take_the_streaming_path_with_the_same_bits(name, direction, dtype,
+                                                                  cpu_backend):
     """Outputs of STREAM_BYTES and more are written with non-temporal stores after an aligned
     head: the bits must equal those of the same call made in pieces below the threshold, for a
-    64-byte-aligned output and for one 4 bytes off, in place, with a length that ends mid-block."""
+    64-byte-aligned output and for one an element off, in place, with a length ending mid-block."""
     from fastact.kernels import math as m
-    n = m.STREAM_BYTES // 4 + 1001
+    item = np.dtype(dtype).itemsize
+    n = m.STREAM_BYTES // item + 1001
     rng = np.random.default_rng(3)
     act = getattr(fa, name)
 
     def call(*arrays, out=None):
         return act(*arrays, out=out) if direction == "forward" else act.backward(*arrays, out=out)
 
-    storage = np.empty(n + 32, np.float32)
-    base = (-storage.ctypes.data % 64) // 4  # the element that starts on a 64-byte boundary
+    storage = np.empty(n + 32, dtype)
+    base = (-storage.ctypes.data % 64) // item  # the element that starts on a 64-byte boundary
     for shift in (0, 1):
-        x = rng.standard_normal(n).astype(np.float32)
-        inputs = [x] if direction == "forward" else [rng.standard_normal(n).astype(np.float32), x]
-        piece = 1 << 20  # 4 MiB per call: the plain stores
+        x = rng.standard_normal(n).astype(dtype)
+        inputs = [x] if direction == "forward" else [rng.standard_normal(n).astype(dtype), x]
+        piece = 1 << 20  # 4 or 8 MiB per call: plain stores
         expected = np.concatenate([call(*[a[i:i + piece] for a in inputs])
                                    for i in range(0, n, piece)])
         out = storage[base + shift:base + shift + n]
