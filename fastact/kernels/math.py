@@ -90,7 +90,7 @@ def wide_vectors():
     256-bit registers on AVX-512 CPUs unless told otherwise (the function attribute
     prefer-vector-width=512 when compiled; nothing in the interpreter). The exponential kernels are
     bound by the vector ports, and 16 lanes on two ports beat 8 on three: sigmoid 1.9 -> 2.3,
-    logsigmoid 1.3 -> 1.8 Gelem/s per core in cache (kernels/../bench/NOTES.md)."""
+    logsigmoid 1.3 -> 1.8 Gelem/s per core in cache (fastact/bench/NOTES.md)."""
 
 
 def is_single(x):
