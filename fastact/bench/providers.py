@@ -7,6 +7,7 @@ and autograd call); where it does not (NumPy written as a user writes it, compos
 JAX), the row says ``out_preallocated: false``. A provider that is not installed, or a case it
 cannot compute, raises Skip with the reason, which the report prints; nothing crashes the run.
 """
+import abc
 import contextlib
 import importlib
 import math
@@ -39,7 +40,7 @@ def full_params(case):
     return params
 
 
-class Provider:
+class Provider(abc.ABC):
     name = ""  # as written on the command line and in every result row
     device = "cpu"
     module = None  # the package whose version the rows carry
@@ -79,9 +80,9 @@ class Provider:
         if gpu is not None:
             gpu.clear()
 
+    @abc.abstractmethod
     def prepare(self, case, sets, outs):
         """run(i) computing case on sets[i] (dicts of host arrays) into outs[i]; raises Skip."""
-        raise NotImplementedError
 
     out_preallocated = True
 
