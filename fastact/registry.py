@@ -301,6 +301,20 @@ def softsign_backward_from_input(dy, x):
     return dy * (r * r)
 
 
+# --- softmax and log_softmax backward, per element (the row sums are the kernels' reductions) -------
+
+@scalar
+def softmax_backward_element(dy, y, dot):
+    """dx = y (dy - dot) with dot = sum(dy y) over the row in float64, rounded once."""
+    return like(y, y * (np.float64(dy) - dot))
+
+
+@scalar
+def log_softmax_backward_element(dy, y, total):
+    """dx = dy - e^y total with total = sum(dy) over the row (float64, used in y's type)."""
+    return dy - m.exp(y) * like(y, total)
+
+
 # --- the table ------------------------------------------------------------------------------------------
 
 REQUIRED = object()
@@ -439,18 +453,11 @@ _add(Spec("maxout", "piecewise-linear", r"\max_{j < k} x_{c k + j}",
 
 
 @functools.lru_cache(maxsize=None)
-def exponential_scalar_names():
-    """Names of the scalar functions of the exponential family's elementwise specs."""
-    return {fn.__name__ for spec in SPECS.values() if spec.family == "exponential"
-            for table in (spec.forward, spec.backward_from_input, spec.backward_from_output)
-            for fn in table.values()}
-
-
-@functools.lru_cache(maxsize=None)
-def wide_vector_scalar_names():
-    """The exponential family's forwards and backwards from the input: bound by arithmetic, they
-    run faster on 512-bit vectors where the CPU has them; the rest (memory-bound in cache, and
-    the backwards from a saved output) ran 10-25% slower on them (fastact/bench/NOTES.md)."""
+def arithmetic_bound_scalar_names():
+    """The exponential family's forwards and backwards from the input: bound by arithmetic, their
+    CPU loops use 512-bit vectors where the CPU has them and prefetch their inputs. The rest
+    (memory-bound in cache, and the backwards from a saved output) ran 10-25% slower on 512-bit
+    vectors and instead write large outputs past the caches (kernels/loops.py, NOTES.md)."""
     return {fn.__name__ for spec in SPECS.values() if spec.family == "exponential"
             for table in (spec.forward, spec.backward_from_input) for fn in table.values()}
 

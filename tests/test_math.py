@@ -161,7 +161,7 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
     assert not left, f"{fn.__name__}: calls to scalar functions are left: {left[:3]}"
     if _host_has_avx512():  # 512-bit vectors exactly where arithmetic binds (registry's choice)
         from fastact import registry
-        wide = fn.__name__ in registry.wide_vector_scalar_names()
+        wide = fn.__name__ in registry.arithmetic_bound_scalar_names()
         zmm = len(re.findall(r"\bv(?!cvt|mov)\w+%s\s+%%zmm" % suffix, asm))  # arithmetic only
         assert (zmm > 0) == wide, f"{fn.__name__}: {zmm} packed zmm instructions, wide={wide}"
 

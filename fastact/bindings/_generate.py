@@ -304,13 +304,15 @@ def _map_loop(name, arrays, n_args, dtype):
         args = [f"a{i}[{index}]" for i in range(arrays)] + [f"p{i}" for i in range(n_args - arrays)]
         return f"{name}_{s}({', '.join(args)})"
     export = map_export(name, arrays, dtype)
-    exponential = name in registry.exponential_scalar_names() and arrays <= 2
-    prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
+    wide = name in registry.arithmetic_bound_scalar_names()
+    # as kernels/loops.py: the kernels bound by arithmetic (512-bit vectors) prefetch their inputs
+    # 4096 elements ahead, 512 at a time (in DRAM a core did not overlap their arithmetic with its
+    # loads); the memory-bound ones write large outputs past the caches (non-temporal stores)
     loop = f"""#pragma omp simd
     for (int64_t i = lo; i < hi; i++) out[i] = {call("i")};"""
-    if exponential:
-        # as kernels/loops.py's map_N_prefetched: in DRAM a core does not overlap these kernels'
-        # arithmetic with their loads; prefetch the inputs 4096 elements ahead, 512 at a time
+    streamed = ""
+    if wide and arrays <= 2:
+        prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
         loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
         int64_t e = b + 512 < hi ? b + 512 : hi;
         for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
@@ -318,19 +320,14 @@ def _map_loop(name, arrays, n_args, dtype):
 #pragma omp simd
         for (int64_t i = b; i < e; i++) out[i] = {call("i")};
     }}"""
-    wide = "FA_WIDE " if name in registry.wide_vector_scalar_names() else ""
-    streamed = ""
-    if not wide:  # as kernels/loops.py: large outputs of the memory-bound kernels bypass the caches
-        block_prefetch = f"""        for (int64_t p = i + 4096; p < i + 4608 && p < hi; p += 64 / sizeof({real})) {{
-{prefetch}        }}
-""" if exponential else ""
+    elif arrays <= 2:
         streamed = f"""if (a->stream) {{
         int64_t i = lo;
         for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i")};
         if (((uintptr_t)(out + i) & 63) == 0) {{
             {real} buffer[512] __attribute__((aligned(64)));
             for (; i + 512 <= hi; i += 512) {{
-{block_prefetch}#pragma omp simd
+#pragma omp simd
                 for (int64_t j = 0; j < 512; j++) buffer[j] = {call("i + j")};
                 fa_stream(out + i, buffer, (int64_t)sizeof buffer);
             }}
@@ -340,6 +337,7 @@ def _map_loop(name, arrays, n_args, dtype):
         return;
     }}
     """
+    wide = "FA_WIDE " if wide else ""
     return f"""
 {wide}static void {export}_range(const void *args, int64_t lo, int64_t hi) {{
     const fa_map_args *a = args;

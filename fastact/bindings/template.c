@@ -113,6 +113,14 @@ static INLINE real FN(exp_nonpositive)(real x) {
     return FN(scale_by_pow2_nonpositive)(p, k);
 }
 
+/* math.exp_difference: e^(v - best) for v <= best, the difference as an exact double-word */
+static INLINE real FN(exp_difference)(real v, real best) {
+    real lo, k;
+    real hi = FN(two_sum)(v, -best, &lo);
+    real p = FN(exp_parts)(hi, lo, &k);
+    return FN(scale_by_pow2_nonpositive)(p, k);
+}
+
 static INLINE real FN(expm1_times)(real x, real c) {
     real r;
     x = FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0));
@@ -543,12 +551,7 @@ static INLINE real FN(row_maxnum)(const real *row, int64_t n) {
 /* loops.row_exp: dst = exp(row - best) for a block (row - best <= 0, as a double-word) */
 static INLINE void FN(row_exp)(const real *row, real best, real *dst, int64_t n) {
 #pragma omp simd
-    for (int64_t j = 0; j < n; j++) {
-        real error, k;
-        real difference = FN(two_sum)(row[j], -best, &error);
-        real p = FN(exp_parts)(difference, error, &k);
-        dst[j] = FN(scale_by_pow2_nonpositive)(p, k);
-    }
+    for (int64_t j = 0; j < n; j++) dst[j] = FN(exp_difference)(row[j], best);
 }
 
 FA_WIDE static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) {
@@ -600,26 +603,18 @@ static INLINE void FN(prefetch_row)(const real *row, int64_t n) {
     for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(real)) __builtin_prefetch(row + j, 0, 3);
 }
 
-static void FN(softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
-    const FN(softmax_args) *a = args;
-    int64_t n = a->n;
-    for (int64_t r = lo; r < hi; r++) {
-        const real *dy = a->x + r * n, *y = a->y + r * n;
-        real *dx = a->out + r * n;
-        if (r + 1 < hi) {
-            FN(prefetch_row)(dy + n, n);
-            FN(prefetch_row)(y + n, n);
-        }
-        double dot = 0.0;
-#pragma omp simd reduction(+:dot)
-        for (int64_t j = 0; j < n; j++) dot += (double)dy[j] * (double)y[j];
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++) dx[j] = (real)((double)y[j] * ((double)dy[j] - dot));
-    }
+/* registry.softmax_backward_element / log_softmax_backward_element */
+static INLINE real FN(softmax_backward_element)(real dy, real y, double dot) {
+    return (real)((double)y * ((double)dy - dot));
 }
 
-static void FN(log_softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
-    const FN(softmax_args) *a = args;
+static INLINE real FN(log_softmax_backward_element)(real dy, real y, double total) {
+    return dy - FN(exp)(y) * (real)total;
+}
+
+/* one row at a time: the row's float64 sum (of dy y for softmax, dy for log_softmax), then dx */
+static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t lo, int64_t hi,
+                                             int log) {
     int64_t n = a->n;
     for (int64_t r = lo; r < hi; r++) {
         const real *dy = a->x + r * n, *y = a->y + r * n;
@@ -630,11 +625,23 @@ static void FN(log_softmax_backward_range)(const void *args, int64_t lo, int64_t
         }
         double total = 0.0;
 #pragma omp simd reduction(+:total)
-        for (int64_t j = 0; j < n; j++) total += (double)dy[j];
-        real total_t = (real)total;
+        for (int64_t j = 0; j < n; j++) total += log ? (double)dy[j] : (double)dy[j] * (double)y[j];
+        if (log) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) dx[j] = dy[j] - FN(exp)(y[j]) * total_t;
+            for (int64_t j = 0; j < n; j++) dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) dx[j] = FN(softmax_backward_element)(dy[j], y[j], total);
+        }
     }
+}
+
+static void FN(softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
+    FN(softmax_backward_rows)(args, lo, hi, 0);
+}
+
+static void FN(log_softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
+    FN(softmax_backward_rows)(args, lo, hi, 1);
 }
 
 /* maxout: x viewed as (outer, channels, pieces, inner), the result as (outer, channels, inner) */

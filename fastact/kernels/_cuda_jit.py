@@ -37,21 +37,12 @@ def chunk_of(p, chunks, chunk, n):
 
 
 @register_jitable
-def exp_diff(v, best):
-    """e^(v - best) with the difference carried exactly as a pair (two_sum): rounded, an error of
-    half an ulp of |v - best| becomes a relative error of |v - best| / 2 ulp in the result (32 ulp
-    at v - best = -64 in float32)."""
-    hi, lo = m.two_sum(v, -best)
-    return m.exp_hilo(hi, lo)
-
-
-@register_jitable
 def exp_scale(v, best):
     """e^(v - best) in float64, 0 for v = -inf (also where best is -inf: a chunk of -inf values
     adds nothing to a row whose maximum is finite)."""
     if v == -np.inf:
         return 0.0
-    return exp_diff(np.float64(v), np.float64(best))
+    return m.exp_difference(np.float64(v), np.float64(best))
 
 
 @register_jitable

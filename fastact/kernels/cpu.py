@@ -65,9 +65,10 @@ def _load(name, source):
 
 
 def _loop_name(scalar_fn, n_arrays):
-    """map_N, or map_N_prefetched for the exponential family's kernels (see kernels/loops.py)."""
+    """map_N_prefetched (512-bit vectors, input prefetch) for the kernels bound by arithmetic,
+    map_N (256-bit, non-temporal stores for large outputs) for the rest (see kernels/loops.py)."""
     prefetched = f"map_{n_arrays}_prefetched"
-    if hasattr(loops, prefetched) and scalar_fn.__name__ in registry.exponential_scalar_names():
+    if hasattr(loops, prefetched) and scalar_fn.__name__ in registry.arithmetic_bound_scalar_names():
         return prefetched
     return f"map_{n_arrays}"
 
@@ -75,13 +76,8 @@ def _loop_name(scalar_fn, n_arrays):
 def map_source(scalar_fn, n_arrays):
     """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params)."""
     loop = _loop_name(scalar_fn, n_arrays)
-    body = inspect.getsource(getattr(loops, loop)).replace(f"def {loop}(", "def kernel(")
-    wide = scalar_fn.__name__ in registry.wide_vector_scalar_names()
-    if not wide:
-        body = body.replace("m.wide_vectors()", "pass  # memory-bound: 256-bit vectors are faster")
-    return (_HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n"
-            + f"STREAM = {not wide}  # non-temporal stores for large outputs (kernels/loops.py)\n\n\n"
-            + _JIT + body)
+    return (_HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n\n\n" + _JIT
+            + inspect.getsource(getattr(loops, loop)).replace(f"def {loop}(", "def kernel("))
 
 
 def map_kernel(scalar_fn, n_arrays):
@@ -141,7 +137,7 @@ class Backend:
         kernel = self._maps.get(key)
         if kernel is None:
             kernel = map_kernel(scalar_fn, len(inputs))
-            if scalar_fn.__name__ not in registry.wide_vector_scalar_names():
+            if scalar_fn.__name__ not in registry.arithmetic_bound_scalar_names():
                 _compile_interleaved_once(kernel, (*inputs, out, params))
             self._maps[key] = kernel
         _threads.run(kernel, (*inputs, out, params), out.size)

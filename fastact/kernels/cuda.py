@@ -468,7 +468,7 @@ def fastact_{op}_fwd_rows_{T}(x, out, rows, n):
         j = np.int64(t)
         while j < n:
             if {LOG} == 0 or j != where:
-                total += np.float64(h.exp_diff(row[j], best))
+                total += np.float64(m.exp_difference(row[j], best))
             j += {B}
         red_s[t] = total
         cuda.syncthreads()
@@ -478,7 +478,7 @@ def fastact_{op}_fwd_rows_{T}(x, out, rows, n):
         if {LOG} == 0:
             denominator = {W}(total)
             while j < n:
-                out[base + j] = h.exp_diff(row[j], best) / denominator
+                out[base + j] = m.exp_difference(row[j], best) / denominator
                 j += {B}
         else:
             log_sum = m.log1p(total)
@@ -569,7 +569,7 @@ def fastact_{op}_fwd_write_{T}(x, out, row_best, row_others, rows, n, chunk, chu
         while j < hi:
             v = {W}(x[r * n + j])
             if {LOG} == 0:
-                out[r * n + j] = h.exp_diff(v, best) / denominator
+                out[r * n + j] = m.exp_difference(v, best) / denominator
             else:
                 out[r * n + j] = (np.float64(v) - np.float64(best)) - log_sum
             j += {B}
@@ -590,7 +590,7 @@ def fastact_{op}_fwd_columns_{T}(x, out, outer, n, inner):
         total = 0.0
         if {LOG} == 0:
             for j in range(n):
-                e = h.exp_diff({W}(x[base + j * inner]), best)
+                e = m.exp_difference({W}(x[base + j * inner]), best)
                 out[base + j * inner] = e  # then divided: x may be out (in place)
                 total += np.float64(e)
             denominator = {W}(total)
@@ -599,7 +599,7 @@ def fastact_{op}_fwd_columns_{T}(x, out, outer, n, inner):
         else:
             for j in range(n):
                 if j != where:
-                    total += np.float64(h.exp_diff({W}(x[base + j * inner]), best))
+                    total += np.float64(m.exp_difference({W}(x[base + j * inner]), best))
             log_sum = m.log1p(total)
             for j in range(n):
                 out[base + j * inner] = (np.float64(x[base + j * inner]) - np.float64(best)) - log_sum
@@ -626,13 +626,9 @@ def fastact_{op}_bwd_rows_{T}(dy, y, dx, rows, n):
         cuda.syncthreads()
 ''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
         total = red_s[0]
-        total_t = {W}(total)
         j = np.int64(t)
         while j < n:
-            if {LOG} == 0:
-                dx[base + j] = y[base + j] * (np.float64(dy[base + j]) - total)
-            else:
-                dx[base + j] = dy[base + j] - m.exp(y[base + j]) * total_t
+            dx[base + j] = registry.{op}_backward_element(dy[base + j], y[base + j], total)
             j += {B}
         cuda.syncthreads()
         r += cuda.gridDim.x
@@ -673,13 +669,9 @@ def fastact_{op}_bwd_write_{T}(dy, y, dx, part, rows, n, chunk, chunks):
         total = 0.0
         for c in range(chunks):
             total += part[r * chunks + c]
-        total_t = {W}(total)
         j = r * n + lo + t
         while j < r * n + hi:
-            if {LOG} == 0:
-                dx[j] = y[j] * (np.float64(dy[j]) - total)
-            else:
-                dx[j] = dy[j] - m.exp(y[j]) * total_t
+            dx[j] = registry.{op}_backward_element(dy[j], y[j], total)
             j += {B}
         p += cuda.gridDim.x
 
@@ -697,13 +689,9 @@ def fastact_{op}_bwd_columns_{T}(dy, y, dx, outer, n, inner):
                 total += np.float64(dy[base + j * inner]) * np.float64(y[base + j * inner])
             else:
                 total += np.float64(dy[base + j * inner])
-        total_t = {W}(total)
         for j in range(n):
             q_j = base + j * inner
-            if {LOG} == 0:
-                dx[q_j] = y[q_j] * (np.float64(dy[q_j]) - total)
-            else:
-                dx[q_j] = dy[q_j] - m.exp(y[q_j]) * total_t
+            dx[q_j] = registry.{op}_backward_element(dy[q_j], y[q_j], total)
         q += cuda.gridsize(1)
 '''
 

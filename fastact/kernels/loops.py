@@ -11,7 +11,6 @@ from fastact import registry
 from fastact.kernels import math as m
 
 scalar = None  # bound per generated module
-STREAM = True  # per generated module: False for the kernels bound by arithmetic (see map_1)
 
 # --- elementwise: out[i] = scalar(a0[i], ..., *params) ------------------------------------------------
 
@@ -19,7 +18,7 @@ STREAM = True  # per generated module: False for the kernels bound by arithmetic
 def map_1(a0, out, params, start, stop):
     # Slices, then range(size): an index from range(start, stop) may be negative as far as LLVM
     # knows, and the wraparound select on every access kept the loop scalar (1.5 Gelem/s for relu).
-    stream = STREAM and out.size * out.itemsize >= m.STREAM_BYTES  # the whole output
+    stream = out.size * out.itemsize >= m.STREAM_BYTES  # the whole output, not this chunk
     a0, out = a0[start:stop], out[start:stop]
     head = m.aligned_head(out) if stream else out.size
     for i in range(head):
@@ -39,7 +38,7 @@ def map_1(a0, out, params, start, stop):
 
 
 def map_2(a0, a1, out, params, start, stop):
-    stream = STREAM and out.size * out.itemsize >= m.STREAM_BYTES
+    stream = out.size * out.itemsize >= m.STREAM_BYTES
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
     head = m.aligned_head(out) if stream else out.size
     for i in range(head):
@@ -58,24 +57,26 @@ def map_2(a0, a1, out, params, start, stop):
         m.store_fence()
 
 
-# Outputs of STREAM_BYTES (32 MiB) and more are computed a 512-element block at a time into a
+# map_1 and map_2 serve the memory-bound kernels (not in registry.arithmetic_bound_scalar_names):
+# outputs of STREAM_BYTES (32 MiB) and more are computed a 512-element block at a time into a
 # buffer that stays in L1, then written with non-temporal stores: a plain store first reads the
 # line it writes (write-allocate), so a DRAM-sized backward moved 4 bytes per 3 it needed. One
 # thread, 2^26 float32, relu backward: 12.7 -> 21.7 GB/s (Numba), 14.7 -> 21.3 (C, intrinsics).
-# Smaller outputs keep plain stores: the next operation may find them in cache. The kernels bound
-# by arithmetic (registry.wide_vector_scalar_names) do not stream: their compute loop into the
-# buffer ran slower than their plain loop (silu forward 22.7 -> 18.8 GB/s, 2 threads, 2^26).
+# Smaller outputs keep plain stores: the next operation may find them in cache.
 #
-# The exponential family's kernels compute long enough per element that, in DRAM, a core did not
-# overlap that arithmetic with its loads (silu: 0.74 Gelem/s per thread against 1.52 in cache, i.e.
+# map_N_prefetched serve the kernels bound by arithmetic (the exponential forwards and backwards
+# from the input), which compute long enough per element that, in DRAM, a core did not overlap
+# that arithmetic with its loads (silu: 0.74 Gelem/s per thread against 1.52 in cache, i.e.
 # compute time plus memory time). Prefetching the inputs 4096 elements ahead, a 512-element block
 # at a time, measured per thread at 2^26: silu 0.71 -> 1.31, tanh 0.88 -> 1.37, gelu 0.48 -> 0.70,
 # sigmoid 1.17 -> 1.39 Gelem/s; relu lost 11% (the hardware prefetcher already keeps up with it,
-# and 256-prefetch bursts cost sigmoid 13%), so piecewise-linear kernels keep the plain loops.
-# (Literal sizes: this source is copied into another module.)
+# and 256-prefetch bursts cost sigmoid 13%). They do not stream: their compute loop into the
+# buffer ran slower than their plain loop (silu forward 22.7 -> 18.8 GB/s, 2 threads, 2^26). The
+# light backwards from a saved output (sigmoid, tanh, elu, ...) went from the prefetched loops to
+# map_2 with streaming: 38 -> 46 GB/s at 2^26. (Literal sizes: this source is copied into another
+# module.)
 
 def map_1_prefetched(a0, out, params, start, stop):
-    # (the exponential forwards only: all bound by arithmetic, none streams)
     m.wide_vectors()
     a0, out = a0[start:stop], out[start:stop]
     for block in range(0, out.size, 512):
@@ -87,29 +88,8 @@ def map_1_prefetched(a0, out, params, start, stop):
 
 
 def map_2_prefetched(a0, a1, out, params, start, stop):
-    # (streams for the backwards from a saved output: sigmoid, tanh, elu, selu, celu)
     m.wide_vectors()
-    stream = STREAM and out.size * out.itemsize >= m.STREAM_BYTES
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
-    if stream:
-        head = m.aligned_head(out)
-        for i in range(head):
-            out[i] = scalar(a0[i], a1[i], *params)
-        buffer = np.empty(512, out.dtype)
-        end = head + (out.size - head) // 512 * 512
-        for block in range(head, end, 512):
-            for i in range(block + 4096, block + 4608, 64 // a0.itemsize):
-                m.prefetch(a0, i)
-                m.prefetch(a1, i)
-            x0, x1 = a0[block:block + 512], a1[block:block + 512]
-            for i in range(512):
-                buffer[i] = scalar(x0[i], x1[i], *params)
-            m.stream_block(out, block, buffer)
-        x0, x1, y = a0[end:], a1[end:], out[end:]
-        for i in range(y.size):
-            y[i] = scalar(x0[i], x1[i], *params)
-        m.store_fence()
-        return
     for block in range(0, out.size, 512):
         for i in range(block + 4096, block + 4608, 64 // a0.itemsize):
             m.prefetch(a0, i)
@@ -171,9 +151,7 @@ def row_exp(row, best, dst):
     by |row - best|). dst may be row. (Summing in this loop too kept it from vectorizing.)"""
     m.wide_vectors()  # helpers are optimized on their own before the kernel inlines them
     for j in range(row.size):
-        difference, error = m.two_sum(row[j], -best)
-        p, k = m.exp_parts(difference, error)
-        dst[j] = m.scale_by_pow2_nonpositive(p, k)  # row - best <= 0
+        dst[j] = m.exp_difference(row[j], best)
 
 
 def row_others(e):
@@ -252,7 +230,7 @@ def softmax_backward_rows(dy, y, dx, start, stop):
         dot = row_dot(dy[r], y[r])
         g, s, d = dy[r], y[r], dx[r]
         for j in range(d.size):
-            d[j] = s[j] * (np.float64(g[j]) - dot)
+            d[j] = registry.softmax_backward_element(g[j], s[j], dot)
 
 
 def log_softmax_backward_rows(dy, y, dx, start, stop):
@@ -260,9 +238,9 @@ def log_softmax_backward_rows(dy, y, dx, start, stop):
         prefetch_row(dy, r + 1)
         prefetch_row(y, r + 1)
         g, s, d = dy[r], y[r], dx[r]
-        total = m.like(s[0], row_sum(g))
+        total = row_sum(g)
         for j in range(d.size):
-            d[j] = g[j] - m.exp(s[j]) * total
+            d[j] = registry.log_softmax_backward_element(g[j], s[j], total)
 
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
