@@ -104,34 +104,48 @@ def needs_scratch(out, inputs, work_dtype, layout):
     return any(np.may_share_memory(out, a) and not _same_memory(out, a) for a in inputs)
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def _fast_path_ok(inputs, out):
     """Same-shape contiguous float32/float64 NumPy arrays of one layout, out absent or exactly
-    like them and not partially overlapping, on a host backend."""
+    like them and not partially overlapping. Every check here is one cheap attribute: this path is
+    most of a small call's cost (fastact/bench/NOTES.md, per-call overhead)."""
     x = inputs[0]
-    if type(x) is not np.ndarray or x.dtype not in _NATIVE or not (
-            x.flags.c_contiguous or x.flags.f_contiguous) or _backends.current() == "cuda":
+    if type(x) is not np.ndarray:
         return False
+    dtype, flags = x.dtype, x.flags
+    if not (dtype is _F32 or dtype is _F64) or not (flags.c_contiguous or flags.f_contiguous):
+        return False  # (an equal dtype that is another object, e.g. with metadata: general path)
+    shape, strides = x.shape, x.strides
     for a in inputs[1:]:
-        if type(a) is not np.ndarray or a.dtype != x.dtype or a.shape != x.shape or (
-                a.strides != x.strides):
+        if type(a) is not np.ndarray or a.dtype is not dtype or a.strides != strides or (
+                a.shape != shape):
             return False
     if out is None:
         return True
-    return (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
-            and out.strides == x.strides and out.flags.writeable
-            and all(out is a or not np.may_share_memory(out, a) for a in inputs))
+    if type(out) is not np.ndarray or out.dtype is not dtype or out.strides != strides or (
+            out.shape != shape) or not out.flags.writeable:
+        return False
+    for a in inputs:
+        if out is not a and np.may_share_memory(out, a):
+            return False
+    return True
 
 
 def elementwise(name, scalar_fn, inputs, params, out):
     """out = scalar_fn(*inputs, *params) elementwise; inputs are same-shape arrays."""
     if _fast_path_ok(inputs, out):  # the common calls, kept short
-        x = inputs[0]
-        order = "C" if x.flags.c_contiguous else "F"
-        result = np.empty_like(x, order=order) if out is None else out
-        if x.size:
-            _backends.get().map(scalar_fn, [a.reshape(-1, order=order) for a in inputs],
-                                result.reshape(-1, order=order), tuple(map(x.dtype.type, params)))
-        return result
+        chosen = _backends.current()
+        if chosen != "cuda":
+            x = inputs[0]
+            result = np.empty_like(x) if out is None else out  # x's layout, C or F
+            if x.size:  # ravel in memory order: a view of each (one layout, checked above)
+                order = "C" if x.flags.c_contiguous else "F"
+                params = tuple(map(x.dtype.type, params)) if params else ()
+                _backends.get(chosen).map(scalar_fn, [a.ravel(order) for a in inputs],
+                                          result.ravel(order), params)
+            return result
     gpu = gpu_backend(name, [*inputs, out])
     if gpu is not None:
         return gpu.elementwise(name, scalar_fn, inputs, params, out)
@@ -190,6 +204,7 @@ class Activation:
         self._scalar_names = _scalar_parameter_names(spec)
         self._choice = next((p.name for p in spec.params if p.choices), None)
         self._default_params = None  # bound once, on first use (validate may reject no default)
+        self._default_plan = None  # _plan's answer for a call without parameters
         self._defaults_or_required = {p.name for p in spec.params}
         self._saves_output_names = set(inspect.signature(spec.saves_output).parameters)
         self.__doc__ = (f"{spec.summary}\n\n.. math:: {spec.formula}\n\n"
@@ -271,23 +286,34 @@ class Activation:
         variant = params[self._choice] if self._choice else None
         return variant, [params[k] for k in self._scalar_names]
 
-    def __call__(self, x, *args, out=None, **kwargs):
+    def _plan(self, args, kwargs):
+        """(forward scalar function, backward scalar function, parameter values) for these
+        arguments; the plain call's plan is worked out once (it is most calls, and binding and
+        choosing the backward table cost ~1 us a call)."""
+        if not args and not kwargs and self._default_plan is not None:
+            return self._default_plan
         params = self.bind(args, kwargs)
-        x = _as_array(self.name, x, "x")
-        variant, values = self._scalar_params(params)
-        result = elementwise(self.name, self.spec.forward[variant], [x], values, out)
-        return unwrap(result, out, x.ndim == 0)
-
-    def backward(self, grad_output, saved, *args, out=None, **kwargs):
-        """grad_input = grad_output * f'(x), from the tensor named by ``saves_for(params)``."""
-        params = self.bind(args, kwargs)
-        dy = _as_array(self.name, grad_output, "grad_output")
-        saved = _as_array(self.name, saved, "saved")
         variant, values = self._scalar_params(params)
         checked = {k: v for k, v in params.items() if k in self._saves_output_names}
         table = (self.spec.backward_from_output if self.spec.saves_output(**checked)
                  else self.spec.backward_from_input)
-        result = elementwise(self.name, table[variant], [dy, saved], values, out)
+        plan = (self.spec.forward[variant], table[variant], tuple(values))
+        if not args and not kwargs:
+            self._default_plan = plan
+        return plan
+
+    def __call__(self, x, *args, out=None, **kwargs):
+        forward, _, values = self._plan(args, kwargs)
+        x = _as_array(self.name, x, "x")
+        result = elementwise(self.name, forward, [x], values, out)
+        return unwrap(result, out, x.ndim == 0)
+
+    def backward(self, grad_output, saved, *args, out=None, **kwargs):
+        """grad_input = grad_output * f'(x), from the tensor named by ``saves_for(params)``."""
+        _, backward, values = self._plan(args, kwargs)
+        dy = _as_array(self.name, grad_output, "grad_output")
+        saved = _as_array(self.name, saved, "saved")
+        result = elementwise(self.name, backward, [dy, saved], values, out)
         return unwrap(result, out, dy.ndim == 0)
 
 

@@ -39,9 +39,21 @@ def _check(name):
     return name
 
 
+try:  # CPython's dict behind os.environ: os.environ.get encodes the key on every call (0.57 us
+    _ENVIRON, _ENV_KEY = os.environ._data, os.environ.encodekey("FASTACT_BACKEND")  # -> 0.04 us)
+    _decode = os.environ.decodevalue
+except AttributeError:  # another Python: the public mapping
+    _ENVIRON, _ENV_KEY, _decode = os.environ, "FASTACT_BACKEND", str
+
+
 def current():
-    """The backend name in force here ("auto" unless set)."""
-    return _current.get() or _check(os.environ.get("FASTACT_BACKEND") or "auto")
+    """The backend name in force here ("auto" unless set). FASTACT_BACKEND is read on each call,
+    so a change to os.environ takes effect at once."""
+    name = _current.get()
+    if name:
+        return name
+    value = _ENVIRON.get(_ENV_KEY)
+    return _check(_decode(value)) if value else "auto"
 
 
 @contextlib.contextmanager
