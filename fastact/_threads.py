@@ -35,19 +35,62 @@ def get_num_threads():
     return _num_threads
 
 
+# Spinning. A thread blocked in a lock sleeps, and on this VM waking it took ~50 us (a halted
+# virtual CPU): the worker started ~50 us after the caller's chunk and the caller learned ~55 us
+# late that it had finished, 100 us of a 330 us call at 2^20 elements (fastact/bench/NOTES.md).
+# So a worker spins for a while after each chunk, waiting for the next, and the caller spins
+# while it waits for the workers, both in native code with the GIL released, and both block in
+# the locks once the budget is spent (an idle pool sleeps; OpenMP's default spins longer). The
+# locks alone keep the hand-off correct; the spinning only decides when to take them.
+# spin(state, index, want, ticks) -> True once state[index] >= want, False after ~ticks of the
+# CPU's time-stamp counter; a backend registers its native one (set_spinner).
+IDLE_SPIN_TICKS = 130_000  # after a chunk, for the next one: ~50 us at 2.6 GHz
+WAIT_SPIN_TICKS = 6_000_000  # the caller, for its workers: ~2 ms, then it blocks
+_spin = None
+_spin_provider = None
+
+
+def set_spinner(provider):
+    """provider() returns a spin function (see above); it is called when the first workers start
+    (a backend registers one when it loads; the first one registered is used)."""
+    global _spin_provider
+    if _spin_provider is None:
+        _spin_provider = provider
+
+
+def _load_spinner():
+    """The registered spin function, made once; None (plain blocking) if there is none or it
+    fails to build."""
+    global _spin, _spin_provider
+    if _spin is None and _spin_provider is not None:
+        provider, _spin_provider = _spin_provider, None
+        try:
+            _spin = provider()
+        except Exception:  # noqa: BLE001  spinning is an optimization: the locks work without it
+            _spin = None
+
+
 class _Worker:
-    """One persistent thread, handed a chunk through a pair of locks: a lock release wakes it
-    and back in ~9 us a call, where concurrent.futures' submit and result took ~20 us on 2 cores."""
+    """One persistent thread, handed a chunk through a pair of locks (a lock release wakes it and
+    back in ~9 us a call, where concurrent.futures' submit and result took ~20 us on 2 cores), and
+    a pair of counters in state (chunks handed out, chunks done) that the spinning watches."""
 
     def __init__(self):
+        import numpy as np
         self._go, self._done = threading.Lock(), threading.Lock()
         self._go.acquire()
         self._done.acquire()
         self._task = self._error = None
+        self._state = np.zeros(16, np.int64)  # [0] handed out, [1] done; a cache line of its own
+        self._handed = 0
         threading.Thread(target=self._loop, name="fastact", daemon=True).start()
 
     def _loop(self):
+        done = 0
         while True:
+            spin = _spin
+            if spin is not None:
+                spin(self._state, 0, done + 1, IDLE_SPIN_TICKS)
             self._go.acquire()
             kernel, args, lo, hi = self._task
             try:
@@ -55,14 +98,21 @@ class _Worker:
             except BaseException as e:  # handed to the caller by wait()
                 self._error = e
             self._task = None
+            done += 1
+            self._state[1] = done
             self._done.release()
 
     def start(self, kernel, args, lo, hi):
         self._task = (kernel, args, lo, hi)
+        self._handed += 1
+        self._state[0] = self._handed
         self._go.release()
 
     def wait(self):
         """Block until the chunk is done; its exception, if it raised one."""
+        spin = _spin
+        if spin is not None:
+            spin(self._state, 1, self._handed, WAIT_SPIN_TICKS)
         self._done.acquire()
         error, self._error = self._error, None
         return error
@@ -80,6 +130,7 @@ if hasattr(os, "register_at_fork"):
 
 def _get_workers(count):
     with _lock:
+        _load_spinner()
         while len(_workers) < count:
             _workers.append(_Worker())
         return _workers[:count]

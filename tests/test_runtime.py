@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastact as fa
+from fastact import _backends
 
 pytest.importorskip("numba")
 
@@ -161,4 +162,61 @@ def test_pool_survives_an_interrupt_while_waiting_for_a_worker():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        fa.set_num_threads(before)
+
+
+def _spin_function(backend):
+    if backend == "cpu":
+        pytest.importorskip("numba")
+        from fastact.kernels import cpu
+        return cpu.spin_function()
+    loaded = _backends._load("c")
+    if loaded is None:
+        pytest.skip(f"C backend unavailable: {_backends.backends()['c'][1]}")
+    return loaded._spin_function()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "c"])
+def test_pool_spin_wait_sees_another_threads_store_and_gives_up_after_its_budget(backend):
+    """The pool's native spin-wait (fastact/_threads.py): True at once when the counter is already
+    there; False after its budget when it never gets there; and True soon after another thread
+    stores the value, without the GIL (a load hoisted out of the loop, or a wait that kept the
+    GIL, would spin out its ~10 s budget: the main thread could not even make the store)."""
+    import time
+    spin = _spin_function(backend)
+    state = np.zeros(16, np.int64)
+    state[1] = 7
+    assert spin(state, 1, 7, 0)
+    started = time.perf_counter()
+    assert not spin(state, 0, 1, 3_000_000)  # ~1 ms of a GHz time-stamp counter
+    assert time.perf_counter() - started < 1.0
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(spin(state, 0, 1, 30_000_000_000)))
+    waiter.start()
+    time.sleep(0.05)
+    state[0] = 1
+    waiter.join(5)
+    assert not waiter.is_alive() and result == [True]
+
+
+def test_pool_waits_for_a_chunk_slower_than_the_spin_budget():
+    """A worker's chunk that outlasts the caller's spinning (here 50 ms): the caller blocks in the
+    lock and still sees every index done."""
+    import time
+    from fastact import _threads
+    _backends.get()  # a loaded backend registers its spin-wait
+    before = fa.get_num_threads()
+    fa.set_num_threads(2)
+    try:
+        n = 4 * _threads.PARALLEL_THRESHOLD
+        hits = np.zeros(n, np.int64)
+
+        def slow_mark(lo, hi):
+            if lo > 0:
+                time.sleep(0.05)
+            hits[lo:hi] += 1
+        for _ in range(3):
+            _threads.run(slow_mark, (), n)
+        assert (hits == 3).all()
+    finally:
         fa.set_num_threads(before)

@@ -247,6 +247,7 @@ void fa_maxout_backward_rows_{s}(const void *dy, const void *x, void *dx, int64_
 
 INFO_CDEF = """
 int fa_cpu_supported(void);
+int fa_spin_until(int64_t *state, int index, int64_t want, int64_t ticks);
 """
 
 INFO_SOURCE = r"""
@@ -271,6 +272,31 @@ int fa_cpu_supported(void) {
     if (!__builtin_cpu_supports("avx512bw")) return 0;
 #endif
 #endif
+    return 1;
+}
+
+/* The thread pool's spin-wait (fastact/_threads.py): 1 once state[index] >= want, 0 after about
+   `ticks` of the time-stamp counter (nanoseconds where there is none). Called with the GIL
+   released, as every function of this module. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FA_TICKS() ((int64_t)__builtin_ia32_rdtsc())
+#define FA_PAUSE() __builtin_ia32_pause()
+#else
+#include <time.h>
+static int64_t fa_ticks(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+#define FA_TICKS() fa_ticks()
+#define FA_PAUSE() ((void)0)
+#endif
+int fa_spin_until(int64_t *state, int index, int64_t want, int64_t ticks) {
+    int64_t start = FA_TICKS();
+    while (__atomic_load_n(state + index, __ATOMIC_ACQUIRE) < want) {
+        if (FA_TICKS() - start > ticks) return 0;
+        FA_PAUSE();
+    }
     return 1;
 }
 """

@@ -132,6 +132,36 @@ def _store_fence(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def _load_acquire(typingctx, array, index):
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = builder.gep(arr.data, [args[1]])
+        return builder.load_atomic(pointer, "acquire", signature.args[0].dtype.bitwidth // 8)
+    return array.dtype(array, index), codegen
+
+
+@intrinsic
+def _cycle_counter(typingctx):
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    def codegen(context, builder, signature, args):
+        import llvmlite.binding as llvm
+        if llvm.get_process_triple().startswith(("x86_64", "i386", "i686")):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
 def _register():
     @overload(m.fma, inline="always")
     def _fma_impl(a, b, c):
@@ -170,6 +200,19 @@ def _register():
     @overload(m.store_fence, inline="always")
     def _store_fence_impl():
         return lambda: _store_fence()
+
+    @overload(m.load_acquire, inline="always")
+    def _load_acquire_impl(array, index):
+        if isinstance(array, types.Array) and isinstance(array.dtype, types.Integer):
+            return lambda array, index: _load_acquire(array, index)
+
+    @overload(m.cycle_counter, inline="always")
+    def _cycle_counter_impl():
+        return lambda: _cycle_counter()
+
+    @overload(m.spin_pause, inline="always")
+    def _spin_pause_impl():
+        return lambda: _spin_pause()
 
     register_jitable(forceinline=True, error_model="numpy")(m.aligned_head)
     register_jitable(forceinline=True, error_model="numpy")(m.stream_block)

@@ -102,6 +102,12 @@ def _rows_module():
     return _load("rows", "".join(parts))
 
 
+def spin_function():
+    """loops.spin_until, compiled (nogil, cached) for int64 state arrays: the pool's spin-wait."""
+    source = _HEADER + "\n\n" + _JIT + inspect.getsource(loops.spin_until)
+    return _load("pool", source).spin_until
+
+
 def _compile_interleaved_once(kernel, args):
     """Compile (or load from the disk cache) kernel for these argument types with LLVM's loop
     vectorizer unrolling the vector loop once instead of the 4 times its cost model picks for a
@@ -131,6 +137,7 @@ class Backend:
             from .._backends import Unavailable
             raise Unavailable(f"numba not installed ({e})") from None
         self._maps = {}
+        _threads.set_spinner(spin_function)
 
     def map(self, scalar_fn, inputs, out, params):
         key = (scalar_fn, len(inputs), out.dtype)

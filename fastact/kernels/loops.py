@@ -272,6 +272,17 @@ def maxout_backward_rows(dy, x, dx, start, stop):
                     dx[o, c, j, i] = dy[o, c, i] if j == where else 0.0
 
 
+def spin_until(state, index, want, ticks):
+    """Wait until state[index] >= want (True) or about ticks of the time-stamp counter have passed
+    (False): the thread pool's spin-wait (fastact/_threads.py), compiled without the GIL."""
+    start = m.cycle_counter()
+    while m.load_acquire(state, index) < want:
+        if m.cycle_counter() - start > ticks:
+            return False
+        m.spin_pause()
+    return True
+
+
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")

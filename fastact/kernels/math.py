@@ -85,6 +85,24 @@ def store_fence():
     compiled; they are weakly ordered)."""
 
 
+def load_acquire(array, index):
+    """array[index] read afresh each time (an atomic load with acquire order when compiled: a
+    plain load in a waiting loop may be hoisted out of it)."""
+    return array[index]
+
+
+def cycle_counter():
+    """The CPU's time-stamp counter (llvm.readcyclecounter: rdtsc on x86) when compiled; the
+    interpreter's nanosecond clock otherwise."""
+    import time
+    return time.perf_counter_ns()
+
+
+def spin_pause():
+    """The spin-wait hint (pause on x86: saves power and the other hyperthread's issue slots, and
+    leaves the loop without a memory-order flush); nothing elsewhere and in the interpreter."""
+
+
 def wide_vectors():
     """Let the loops of the calling kernel use the CPU's widest vectors: LLVM, like GCC, keeps to
     256-bit registers on AVX-512 CPUs unless told otherwise (the function attribute
