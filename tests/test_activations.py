@@ -128,7 +128,7 @@ def test_tails_and_limits():
 
 
 STREAMED = [("relu", "forward"), ("leaky_relu", "backward"), ("sigmoid", "backward"),
-            ("hardswish", "forward")]
+            ("hardswish", "forward"), ("softplus", "backward"), ("gelu", "backward")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

@@ -302,6 +302,14 @@ int fa_spin_until(int64_t *state, int index, int64_t want, int64_t ticks) {
 """
 
 
+# Backwards bound by arithmetic that take the streamed loop on 512-bit vectors, as all of them do
+# in the Numba backend (kernels/loops.py, map_2_wide). GCC's streamed loop won for these two, whose
+# arithmetic is one sigmoid (2^26, 2 threads: softplus 24 -> 30, logsigmoid 25 -> 33 GB/s), and
+# lost for the heavier ones against the prefetched loop (gelu 16 -> 10, mish 12 -> 9, silu
+# 20 -> 17; the prefetch added to the streamed loop: gelu 15, softplus 25).
+STREAMED_WIDE = {"softplus_backward_from_input", "logsigmoid_backward_from_input"}
+
+
 def map_export(name, arrays, dtype):
     return f"fa_map_{name}_{arrays}_{SUFFIX[dtype]}"
 
@@ -331,13 +339,14 @@ def _map_loop(name, arrays, n_args, dtype):
         return f"{name}_{s}({', '.join(args)})"
     export = map_export(name, arrays, dtype)
     wide = name in registry.arithmetic_bound_scalar_names()
+    prefetched = wide and arrays <= 2 and name not in STREAMED_WIDE
     # as kernels/loops.py: the kernels bound by arithmetic (512-bit vectors) prefetch their inputs
     # 4096 elements ahead, 512 at a time (in DRAM a core did not overlap their arithmetic with its
     # loads); the memory-bound ones write large outputs past the caches (non-temporal stores)
     loop = f"""#pragma omp simd
     for (int64_t i = lo; i < hi; i++) out[i] = {call("i")};"""
     streamed = ""
-    if wide and arrays <= 2:
+    if prefetched:
         prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
         loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
         int64_t e = b + 512 < hi ? b + 512 : hi;

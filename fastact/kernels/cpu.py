@@ -65,18 +65,22 @@ def _load(name, source):
 
 
 def _loop_name(scalar_fn, n_arrays):
-    """map_N_prefetched (512-bit vectors, input prefetch) for the kernels bound by arithmetic,
-    map_N (256-bit, non-temporal stores for large outputs) for the rest (see kernels/loops.py)."""
-    prefetched = f"map_{n_arrays}_prefetched"
-    if hasattr(loops, prefetched) and scalar_fn.__name__ in registry.arithmetic_bound_scalar_names():
-        return prefetched
+    """For the kernels bound by arithmetic (512-bit vectors): map_1_prefetched (input prefetch,
+    plain stores) for the forwards, map_2_wide (non-temporal stores for large outputs) for the
+    backwards from the input; map_N (256-bit, streaming) for the rest (see kernels/loops.py)."""
+    if scalar_fn.__name__ in registry.arithmetic_bound_scalar_names():
+        return {1: "map_1_prefetched", 2: "map_2_wide"}.get(n_arrays, f"map_{n_arrays}")
     return f"map_{n_arrays}"
 
 
 def map_source(scalar_fn, n_arrays):
     """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params)."""
     loop = _loop_name(scalar_fn, n_arrays)
-    return (_HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n\n\n" + _JIT
+    source = _HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n"
+    for helper in loops.INLINED.get(loop, ()):  # inlined by Numba, into the kernel's vector loop
+        source += ("\n\n@njit(inline='always', error_model='numpy')\n"
+                   + inspect.getsource(getattr(loops, helper)))
+    return (source + "\n\n" + _JIT
             + inspect.getsource(getattr(loops, loop)).replace(f"def {loop}(", "def kernel("))
 
 

@@ -64,8 +64,8 @@ def map_2(a0, a1, out, params, start, stop):
 # thread, 2^26 float32, relu backward: 12.7 -> 21.7 GB/s (Numba), 14.7 -> 21.3 (C, intrinsics).
 # Smaller outputs keep plain stores: the next operation may find them in cache.
 #
-# map_N_prefetched serve the kernels bound by arithmetic (the exponential forwards and backwards
-# from the input), which compute long enough per element that, in DRAM, a core did not overlap
+# map_1_prefetched serves the kernels bound by arithmetic with one input (the exponential
+# forwards), which compute long enough per element that, in DRAM, a core did not overlap
 # that arithmetic with its loads (silu: 0.74 Gelem/s per thread against 1.52 in cache, i.e.
 # compute time plus memory time). Prefetching the inputs 4096 elements ahead, a 512-element block
 # at a time, measured per thread at 2^26: silu 0.71 -> 1.31, tanh 0.88 -> 1.37, gelu 0.48 -> 0.70,
@@ -73,8 +73,11 @@ def map_2(a0, a1, out, params, start, stop):
 # and 256-prefetch bursts cost sigmoid 13%). They do not stream: their compute loop into the
 # buffer ran slower than their plain loop (silu forward 22.7 -> 18.8 GB/s, 2 threads, 2^26). The
 # light backwards from a saved output (sigmoid, tanh, elu, ...) went from the prefetched loops to
-# map_2 with streaming: 38 -> 46 GB/s at 2^26. (Literal sizes: this source is copied into another
-# module.)
+# map_2 with streaming: 38 -> 46 GB/s at 2^26. The exponential backwards from the input run on
+# map_2_wide: 512-bit vectors for their arithmetic, and streaming (2^26, 2 threads: softplus
+# 22.7 -> 28-30, logsigmoid 25 -> 34-36, gelu 16.5 -> 18, mish 14.5 -> 16.6 GB/s, silu
+# unchanged; on the forwards the same change lost 5-12%). (Literal sizes: this source is copied
+# into another module.)
 
 def map_1_prefetched(a0, out, params, start, stop):
     m.wide_vectors()
@@ -87,16 +90,14 @@ def map_1_prefetched(a0, out, params, start, stop):
             y[i] = scalar(x[i], *params)
 
 
-def map_2_prefetched(a0, a1, out, params, start, stop):
+def map_2_wide(a0, a1, out, params, start, stop):
+    """map_2 on 512-bit vectors (map_2 is inlined here by Numba, before LLVM vectorizes)."""
     m.wide_vectors()
-    a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
-    for block in range(0, out.size, 512):
-        for i in range(block + 4096, block + 4608, 64 // a0.itemsize):
-            m.prefetch(a0, i)
-            m.prefetch(a1, i)
-        x0, x1, y = a0[block:block + 512], a1[block:block + 512], out[block:block + 512]
-        for i in range(y.size):
-            y[i] = scalar(x0[i], x1[i], *params)
+    map_2(a0, a1, out, params, start, stop)
+
+
+# What each loop's generated module also holds, inlined into it by Numba (kernels/cpu.py).
+INLINED = {"map_2_wide": ("map_2",)}
 
 
 def map_3(a0, a1, a2, out, params, start, stop):
