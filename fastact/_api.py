@@ -13,8 +13,6 @@ import numpy as np
 from . import _backends
 from .registry import REQUIRED
 
-_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))  # computed as they are
-
 
 def _fail(name, exc, message):
     raise exc(f"fastact.{name}: {message}")
@@ -104,7 +102,7 @@ def needs_scratch(out, inputs, work_dtype, layout):
     return any(np.may_share_memory(out, a) and not _same_memory(out, a) for a in inputs)
 
 
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)  # computed as they are
 
 
 def _fast_path_ok(inputs, out):
