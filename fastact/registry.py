@@ -315,6 +315,27 @@ def log_softmax_backward_element(dy, y, total):
     return dy - m.exp(y) * like(y, total)
 
 
+@scalar
+def softmax_backward_term(dy, y):
+    """One term of the row sum softmax's backward needs: dy y, in float64."""
+    return np.float64(dy) * np.float64(y)
+
+
+@scalar
+def log_softmax_backward_term(dy, y):
+    """One term of the row sum log_softmax's backward needs: dy, in float64."""
+    return np.float64(dy)
+
+
+# --- maxout -----------------------------------------------------------------------------------------
+
+@scalar
+def maxout_takes_over(v, best):
+    """Whether v replaces best as a group's running maximum, scanning the group in order: a larger
+    value, or the first NaN (a NaN best stays): the max is the first NaN or the first maximum."""
+    return (v > best or v != v) and best == best
+
+
 # --- the table ------------------------------------------------------------------------------------------
 
 REQUIRED = object()

@@ -53,7 +53,7 @@ class Backend:
             name = f"fa_map_{scalar_fn.__name__}_{arrays}_{_SUFFIX[dtype]}"
             fn = getattr(self.lib, name, None)
             if fn is None:
-                raise NotImplementedError(f"the C backend has no kernel {name}")
+                raise RuntimeError(f"the C extension has no kernel {name} (rebuild it: FASTACT_C_REBUILD=1)")
             self._maps[key] = fn
         return fn
 
@@ -94,5 +94,5 @@ class Backend:
             dy, x, dx = args
             call = (buf(dy), buf(x), buf(dx, require_writable=True), *x.shape[1:])
         else:
-            raise NotImplementedError(f"the C backend has no row kernel {name}")
+            raise RuntimeError(f"the C extension has no row kernel {name}")
         _threads.run(fn, call, n_rows, max(1, row_cost))

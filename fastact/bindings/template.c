@@ -651,6 +651,11 @@ typedef struct {
     int64_t channels, pieces, inner;
 } FN(maxout_args);
 
+/* registry.maxout_takes_over: a larger value, or the first NaN (a NaN best stays) */
+static INLINE int FN(maxout_takes_over)(real v, real best) {
+    return ((v > best) | (v != v)) & (best == best);
+}
+
 static void FN(maxout_forward_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(maxout_args) *a = args;
     int64_t C = a->channels, P = a->pieces, I = a->inner;
@@ -663,7 +668,7 @@ static void FN(maxout_forward_range)(const void *args, int64_t lo, int64_t hi) {
                 real best = x[i];
                 for (int64_t j = 1; j < P; j++) {
                     real v = x[j * I + i];
-                    best = ((v > best) | (v != v)) & (best == best) ? v : best;
+                    best = FN(maxout_takes_over)(v, best) ? v : best;
                 }
                 out[i] = best;
             }
@@ -685,7 +690,7 @@ static void FN(maxout_backward_range)(const void *args, int64_t lo, int64_t hi) 
                 int64_t where = 0;
                 for (int64_t j = 1; j < P; j++) {
                     real v = x[j * I + i];
-                    if ((v > best || v != v) && best == best) {
+                    if (FN(maxout_takes_over)(v, best)) {
                         best = v;
                         where = j;
                     }

@@ -617,10 +617,7 @@ def fastact_{op}_bwd_rows_{T}(dy, y, dx, rows, n):
         total = 0.0
         j = np.int64(t)
         while j < n:
-            if {LOG} == 0:
-                total += np.float64(dy[base + j]) * np.float64(y[base + j])
-            else:
-                total += np.float64(dy[base + j])
+            total += registry.{op}_backward_term(dy[base + j], y[base + j])
             j += {B}
         red_s[t] = total
         cuda.syncthreads()
@@ -645,10 +642,7 @@ def fastact_{op}_bwd_partials_{T}(dy, y, part, rows, n, chunk, chunks):
         total = 0.0
         j = lo + t
         while j < hi:
-            if {LOG} == 0:
-                total += np.float64(dy[r * n + j]) * np.float64(y[r * n + j])
-            else:
-                total += np.float64(dy[r * n + j])
+            total += registry.{op}_backward_term(dy[r * n + j], y[r * n + j])
             j += {B}
         red_s[t] = total
         cuda.syncthreads()
@@ -685,10 +679,7 @@ def fastact_{op}_bwd_columns_{T}(dy, y, dx, outer, n, inner):
         base = o * n * inner + (q - o * inner)
         total = 0.0
         for j in range(n):
-            if {LOG} == 0:
-                total += np.float64(dy[base + j * inner]) * np.float64(y[base + j * inner])
-            else:
-                total += np.float64(dy[base + j * inner])
+            total += registry.{op}_backward_term(dy[base + j * inner], y[base + j * inner])
         for j in range(n):
             q_j = base + j * inner
             dx[q_j] = registry.{op}_backward_element(dy[q_j], y[q_j], total)

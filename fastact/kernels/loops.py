@@ -251,7 +251,7 @@ def group_max(x, o, c, i):
     best, where = x[o, c, 0, i], 0
     for j in range(1, x.shape[2]):
         v = x[o, c, j, i]
-        if (v > best or v != v) and best == best:
+        if registry.maxout_takes_over(v, best):
             best, where = v, j
     return best, where
 
