@@ -99,13 +99,9 @@ def _dtype_header(dtype):
         "EXP_Q(r)": _horner("r", m.EXP_Q32 if single else m.EXP_Q64, fma, lit),
         "LOG_R(z)": _horner("z", m.LOG_R32 if single else m.LOG_R64, fma, lit),
         "LOG1P_UNIT_Q(x)": _horner("x", m.LOG1P_UNIT_Q32, fma, lit) if single else "x",
-        "NORMAL_TAIL_C32": _lit(m.NORMAL_TAIL_C32),
-        # math.normal_tail_scaled: the first 8 terms in float32, the last two in float64
-        "NORMAL_TAIL_P32_UPPER(s)": _horner("s", m.NORMAL_TAIL_P32[:8], "__builtin_fmaf", lit),
-        "NORMAL_TAIL_P32_LOWER(v, s)": (f"__builtin_fma(__builtin_fma((v), (s), {_lit(m.NORMAL_TAIL_P32[8])}), "
-                                        f"(s), {_lit(m.NORMAL_TAIL_P32[9])})"),
-        "NORMAL_TAIL_C64": _lit(m.NORMAL_TAIL_C64),
-        "NORMAL_TAIL_P64(s)": _horner("s", m.NORMAL_TAIL_P64, "__builtin_fma", _lit),
+        "NORMAL_TAIL_C": k(m.NORMAL_TAIL_C32, m.NORMAL_TAIL_C64),
+        "NORMAL_TAIL_P(s)": _horner("s", m.NORMAL_TAIL_P32 if single else m.NORMAL_TAIL_P64, fma, lit),
+        "NORMAL_CLAMP": k(16.0, 38.75),
         "INV_SQRT_2PI": k(*m.INV_SQRT_2PI),
         "SELU_ALPHA": lit(R.SELU_ALPHA),
         "SELU_SCALE": lit(R.SELU_SCALE),

@@ -238,39 +238,26 @@ static INLINE real FN(mish_times_x)(real x) {
 /* --- the normal distribution, for GELU --------------------------------------------------------- */
 
 static INLINE real FN(normal_tail_scaled)(real a) {
-#if IS_SINGLE
-    /* t = t32 (1 + dl) from a float32 division; P's last two steps in float64 registers */
-    a = FN(clamp)(a, L(0.0), L(1e4));
-    real c = (real)NORMAL_TAIL_C32, one = L(1.0);
-    real d = FMA(c, a, one);
-    real t32 = one / d;
-    real dl = FMA(-FMA(c, a, one - d), t32, FMA(-d, t32, one));
-    real s32 = FMA(L(2.0), t32, -one);
-    real upper = NORMAL_TAIL_P32_UPPER(s32);
-    double t = (double)t32 * (1.0 + (double)dl);
-    double s64 = t + t - 1.0;
-    return (real)(t * NORMAL_TAIL_P32_LOWER((double)upper, s64));
-#else
-    a = FN(clamp)(a, L(0.0), L(1e6));
-    real c = NORMAL_TAIL_C64;
-    real one = L(1.0);
+    /* t = 1/(1 + c a) compensated: exact 1/(1 + c a) = t (1 + dl) to first order */
+    real c = NORMAL_TAIL_C, one = L(1.0);
     real d = FMA(c, a, one);
     real t = one / d;
     real dl = FMA(-FMA(c, a, one - d), t, FMA(-d, t, one));
     real s = FMA(t + t, dl, FMA(L(2.0), t, -one));
-    real p = NORMAL_TAIL_P64(s);
+    real p = NORMAL_TAIL_P(s);
     return FMA(t, p, (t * dl) * p);
-#endif
 }
 
-/* exp(-x^2/2) = p * 2**k (returns p, stores k) and Phi(-|x|) = p g 2**k (stores g). */
-static INLINE real FN(normal_parts)(real x, real *k, real *g) {
-    real sq_err;
-    real sq = FN(two_prod)(x, x, &sq_err);
-    sq_err = FABS(sq) < (real)__builtin_inf() ? sq_err : L(0.0);
-    real p = FN(exp_parts)(L(-0.5) * sq, L(-0.5) * sq_err, k);
-    *g = FN(normal_tail_scaled)(FABS(x));
-    return p;
+/* xs = x clamped to +-NORMAL_CLAMP (returned), exp(-xs^2/2) = (1 + q) 2**k (stores q, k) and
+   Phi(-|xs|) = (1 + q) g 2**k (stores g). */
+static INLINE real FN(normal_parts)(real x, real *q, real *k, real *g) {
+    real xs = FN(clamp)(x, -NORMAL_CLAMP, NORMAL_CLAMP);
+    real sq_err, r;
+    real sq = FN(two_prod)(xs, xs, &sq_err);
+    *k = FN(exp_reduce)(L(-0.5) * sq, &r);
+    *q = FN(expm1_reduced)(r + L(-0.5) * sq_err);
+    *g = FN(normal_tail_scaled)(FABS(xs));
+    return xs;
 }
 
 /* --- registry.py: one function per scalar function of the registry, same name ------------------ */
@@ -325,18 +312,19 @@ static INLINE real FN(celu_backward_from_input)(real dy, real x, real alpha) {
 }
 
 static INLINE real FN(gelu_forward)(real x) {
-    real k, g;
-    real p = FN(normal_parts)(x, &k, &g);
-    real tail = FN(scale_by_pow2_nonpositive)(p * g * FN(clamp)(x, K(-1e4, -1e6), K(1e4, 1e6)), k);
+    real q, k, g;
+    real xs = FN(normal_parts)(x, &q, &k, &g);
+    real gx = g * xs;
+    real tail = FN(scale_by_pow2_nonpositive)(FMA(gx, q, gx), k);
     return x < L(0.0) ? tail : x - tail;
 }
 
 static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
-    real k, g;
-    real p = FN(normal_parts)(x, &k, &g);
-    real xs = FN(clamp)(x, K(-1e4, -1e6), K(1e4, 1e6));
-    real negative = FN(scale_by_pow2_nonpositive)(p * (g + xs * INV_SQRT_2PI), k);
-    real positive = L(1.0) - FN(scale_by_pow2_nonpositive)(p * (g - xs * INV_SQRT_2PI), k);
+    real q, k, g;
+    real xs = FN(normal_parts)(x, &q, &k, &g);
+    real below = FMA(xs, INV_SQRT_2PI, g), above = FMA(xs, -INV_SQRT_2PI, g);
+    real negative = FN(scale_by_pow2_nonpositive)(FMA(below, q, below), k);
+    real positive = L(1.0) - FN(scale_by_pow2_nonpositive)(FMA(above, q, above), k);
     return dy * (x < L(0.0) ? negative : positive);
 }
 
@@ -384,15 +372,20 @@ static INLINE real FN(mish_forward)(real x) {
 }
 
 static INLINE real FN(mish_backward_from_input)(real dy, real x) {
-    real k;
-    real cap = K(20.0, 40.0);
-    real xs = FN(clamp)(x, K(-200.0, -1000.0), cap);
-    real p = FN(exp_parts)(xs, L(0.0), &k);
-    double e = (double)FN(scale_by_pow2)(p, k);  /* float64 registers, rounded once */
-    double n_plus_2 = __builtin_fma(e, e, e + e) + 2.0;
-    double bracket = __builtin_fma(4.0 * (double)xs, 1.0 + e, (e + 2.0) * n_plus_2);
-    real d = FN(scale_by_pow2)((real)((double)p * (bracket / (n_plus_2 * n_plus_2))), k);
-    return dy * (x > cap ? L(1.0) : d);
+    /* over one denominator in v = e^-|x| (registry.py): coefficients reversed per sign */
+    real r;
+    real xs = FN(clamp)(x, K(-118.0, -760.0), K(20.0, 40.0));
+    real k = FN(exp_reduce)(-FABS(xs), &r);
+    real q = FN(expm1_reduced)(r);
+    real v = FN(scale_by_pow2_nonpositive)(q + L(1.0), k);
+    int negative = xs < L(0.0);
+    real four_x = L(4.0) * xs;
+    real below = FMA(v, FMA(v, v + L(4.0), four_x + L(6.0)), four_x + L(4.0));
+    real above = v * v * FMA(v, FMA(L(-4.0), v, four_x - L(4.0)), four_x - L(2.0));
+    real denominator = FMA(v, FMA(v, FMA(v, FMA(v, negative ? L(1.0) : L(4.0), negative ? L(4.0) : L(8.0)),
+                                         L(8.0)), negative ? L(8.0) : L(4.0)), negative ? L(4.0) : L(1.0));
+    real ratio = (negative ? below : above) / denominator;
+    return dy * (negative ? FN(scale_by_pow2_nonpositive)(FMA(ratio, q, ratio), k) : L(1.0) + ratio);
 }
 
 static INLINE real FN(softplus_forward)(real x, real beta, real threshold) {
