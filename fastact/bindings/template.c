@@ -82,15 +82,20 @@ static INLINE real FN(scale_by_pow2_nonpositive)(real p, real k) {
     return p * FN(pow2)(k + K(64.0, 600.0)) * K(5.421010862427522e-20, 2.409919865102884e-181);
 }
 
-/* exp(hi + lo) = p * 2**k: returns p, stores k. */
-static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
+/* exp(hi + lo) = (1 + q) * 2**k: returns q (-1 where exp is 0), stores k. */
+static INLINE real FN(exp_parts_q)(real hi, real lo, real *k) {
     real lowest = K(-118.0, -760.0);
     real x = FN(clamp)(hi, lowest, K(176.0, 1418.0));
     real r;
     lo = x == hi ? lo : L(0.0);
     *k = FN(exp_reduce)(x, &r);
-    real p = FN(expm1_reduced)(r + lo) + L(1.0);
-    return hi < lowest ? L(0.0) : p;
+    real q = FN(expm1_reduced)(r + lo);
+    return hi < lowest ? L(-1.0) : q;
+}
+
+/* exp(hi + lo) = p * 2**k: returns p, stores k. */
+static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
+    return FN(exp_parts_q)(hi, lo, k) + L(1.0);
 }
 
 static INLINE real FN(exp_hilo)(real hi, real lo) {
@@ -190,26 +195,16 @@ static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
    float64 registers: e (1 + e + c) / (1 + e)^2 (z < 0, before exp's final scaling) or
    (1 + e + c e) / (1 + e)^2 (z >= 0), with e = exp(-|z|) = p 2**k. */
 static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo) {
+    /* over one denominator (1 + v)^2, v = exp(-|z|) = (1 + q) 2**k (math.py) */
     real k;
-    real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
-    real e = FN(scale_by_pow2_nonpositive)(p, k);
+    real q = FN(exp_parts_q)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
     real one = L(1.0);
-#if IS_SINGLE
-    real d = one + e;
-    real r = one / d;
-    real r_lo = r * FMA(-r, e - (d - one), FMA(-r, d, one));  /* 1 / (1 + e) = r + r_lo */
-    real big = FMA(c * e, r, one);
-    real positive = FMA(r, big, r_lo * big);
-    real n = (one + c) + (e + c_lo);  /* 1 + e + c */
-    real negative = FN(scale_by_pow2_nonpositive)(p * (n * FMA(r, r, (r + r) * r_lo)), k);
-    return hi >= L(0.0) ? positive : negative;
-#else
-    c = c + c_lo;
-    real one_plus_e = one + e;
-    real inverse_square = one / (one_plus_e * one_plus_e);
-    real negative = FN(scale_by_pow2_nonpositive)(p * ((one_plus_e + c) * inverse_square), k);
-    return hi >= L(0.0) ? FMA(c, e, one_plus_e) * inverse_square : negative;
-#endif
+    real v = FN(scale_by_pow2_nonpositive)(q + one, k);
+    real one_plus_c = one + c;
+    int positive = hi >= L(0.0);
+    real numerator = positive ? FMA(v, one_plus_c + c_lo, one) : one_plus_c + (v + c_lo);
+    real ratio = numerator / FMA(v, v + L(2.0), one);
+    return positive ? ratio : FN(scale_by_pow2_nonpositive)(FMA(ratio, q, ratio), k);
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -390,7 +385,8 @@ static INLINE real FN(mish_backward_from_input)(real dy, real x) {
 
 static INLINE real FN(softplus_forward)(real x, real beta, real threshold) {
     real z = beta * x;
-    return z > threshold ? x : FN(softplus)(z) / beta;
+    real s = FN(softplus)(z);
+    return z > threshold ? x : (beta == L(1.0) ? s : s / beta);
 }
 
 static INLINE real FN(softplus_backward_from_input)(real dy, real x, real beta, real threshold) {

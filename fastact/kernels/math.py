@@ -239,17 +239,25 @@ def scale_by_pow2_nonpositive(p, k):
 
 
 @scalar
-def exp_parts(hi, lo):
-    """(p, k) with exp(hi + lo) = p * 2**k, p in [0.7, 1.42], k integral (for |lo| <= ulp(hi)).
-    The pair lets an argument carried as a double-word keep its full precision (exp multiplies the
-    relative error of its argument by |argument|), and lets a caller multiply p by a factor before
-    the final scaling, so that c * exp(x) is accurate where exp(x) alone would be subnormal."""
+def exp_parts_q(hi, lo):
+    """(q, k) with exp(hi + lo) = (1 + q) * 2**k, 1 + q in [0.7, 1.42], k integral (for |lo| <=
+    ulp(hi)); q = -1 where exp is 0. The pair lets an argument carried as a double-word keep its
+    full precision (exp multiplies the relative error of its argument by |argument|), and a caller
+    applies 1 + q to a factor v unrounded, fma(v, q, v), before the final scaling: c * exp(x) is
+    then accurate where exp(x) alone would be subnormal, and no rounding of 1 + q (up to 1 ulp)."""
     lowest = pick(hi, -118.0, -760.0)  # exp is 0 below, even times a factor up to 2**20
     x = clamp(hi, lowest, pick(hi, 176.0, 1418.0))  # inf above, even times a factor down to 2**-80
     lo = lo if x == hi else like(hi, 0.0)  # beyond the clamp lo is meaningless (and can be huge)
     k, r = exp_reduce(x)
-    p = expm1_reduced(r + lo) + like(hi, 1.0)
-    return (like(hi, 0.0) if hi < lowest else p), k
+    q = expm1_reduced(r + lo)
+    return (like(hi, -1.0) if hi < lowest else q), k
+
+
+@scalar
+def exp_parts(hi, lo):
+    """(p, k) with exp(hi + lo) = p * 2**k: exp_parts_q with p = 1 + q rounded (0 where exp is 0)."""
+    q, k = exp_parts_q(hi, lo)
+    return q + like(hi, 1.0), k
 
 
 @scalar
@@ -395,32 +403,21 @@ def sigmoid_times(hi, lo, c):
 @scalar
 def sigmoid_plus_scaled_derivative(hi, lo, c, c_lo):
     """sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo and a finite c = c + c_lo (double-words
-    of z's type). The derivative of x sigmoid(z(x)) is this with c = x z'(x) (silu: z = c = x).
-    With e = exp(-|z|) = p 2**k and r = 1 / (1 + e): float32 computes r (1 + c e r) for z >= 0
-    and e (1 + e + c) r^2 for z < 0, the latter formed before the final scaling (accurate where
-    subnormal), with r compensated for the rounding of 1 + e (a plain r gave 4.1 ulp for silu at
-    x = -9.3: its error counts twice) and 1 + c exact for c <= -0.5. It used to be one formula in
-    float64 registers: the conversions and half-width lanes made silu's backward half as fast as
-    its forward (0.9 against 1.8 Gelem/s per core in cache; 1.3 now). float64 writes both over
-    one denominator, (1 + e + c e) / (1 + e)^2 and e (1 + e + c) / (1 + e)^2.
-    Error: 3 ulp / 3 ulp of the terms' size."""
-    p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    e = scale_by_pow2_nonpositive(p, k)
+    of z's type) with the sign of z. The derivative of x sigmoid(z(x)) is this with c = x z'(x)
+    (silu: z = c = x). With v = exp(-|z|) = (1 + q) 2**k, over one denominator D = (1 + v)^2 =
+    1 + v (2 + v) (one rounding): (1 + v (1 + c)) / D for z >= 0, all terms positive, and
+    v ((1 + c) + v) / D for z < 0, where 1 + c is exact for c <= -0.5 and v joins unrounded and
+    before the final scaling (accurate where subnormal). In the input's precision: float32 had a
+    compensated 1/(1 + v) and r^2 (66 instructions per 16 elements; 56 now) and, before that,
+    float64 registers (half the forward's speed). Error: 3 ulp / 3 ulp of the terms' size."""
+    q, k = exp_parts_q(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
     one = like(hi, 1.0)
-    if is_single(hi):
-        d = one + e
-        r = one / d
-        r_lo = r * fma(-r, e - (d - one), fma(-r, d, one))  # 1 / (1 + e) = r + r_lo
-        big = fma(c * e, r, one)
-        positive = fma(r, big, r_lo * big)
-        n = (one + c) + (e + c_lo)  # 1 + e + c; 1 + c is exact for c <= -0.5
-        negative = scale_by_pow2_nonpositive(p * (n * fma(r, r, (r + r) * r_lo)), k)  # e n r^2
-        return positive if hi >= like(hi, 0.0) else negative
-    c = c + c_lo
-    one_plus_e = one + e
-    inverse_square = one / (one_plus_e * one_plus_e)
-    negative = scale_by_pow2_nonpositive(p * ((one_plus_e + c) * inverse_square), k)
-    return fma(c, e, one_plus_e) * inverse_square if hi >= like(hi, 0.0) else negative
+    v = scale_by_pow2_nonpositive(q + one, k)
+    one_plus_c = one + c
+    positive = hi >= like(hi, 0.0)
+    numerator = fma(v, one_plus_c + c_lo, one) if positive else one_plus_c + (v + c_lo)
+    ratio = numerator / fma(v, v + like(hi, 2.0), one)
+    return ratio if positive else scale_by_pow2_nonpositive(fma(ratio, q, ratio), k)
 
 
 @scalar
