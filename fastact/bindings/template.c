@@ -560,7 +560,25 @@ FA_WIDE static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) 
     }
 }
 
-/* x - max - log1p(sum of the other terms); the exps go to a block buffer: out may be x. */
+/* loops.row_others over a row, block by block: the sum of the exps of all but one of the entries
+   equal to 1 (the max's exp(0)), NaN entries counted (as NaN) */
+static INLINE double FN(row_others)(const real *x, real best, int64_t n, real *buffer) {
+    double others = 0.0;
+    int64_t ones = 0;
+    for (int64_t j0 = 0; j0 < n; j0 += FA_BLOCK) {
+        int64_t j1 = j0 + FA_BLOCK < n ? j0 + FA_BLOCK : n;
+        FN(row_exp)(x + j0, best, buffer, j1 - j0);
+#pragma omp simd reduction(+:others, ones)
+        for (int64_t j = 0; j < j1 - j0; j++) {
+            others += buffer[j] != L(1.0) ? (double)buffer[j] : 0.0;
+            ones += buffer[j] == L(1.0);
+        }
+    }
+    return others + (double)(ones - 1);
+}
+
+/* x - max - log1p(sum of the other terms); the exps go to a block buffer: out may be x.
+   float32 (loops.log_softmax_rows): 1 + the others as one float64 sum, unless they are small. */
 FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(softmax_args) *a = args;
     int64_t n = a->n;
@@ -569,21 +587,23 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
         const real *x = a->x + r * n;
         real *out = a->out + r * n;
         real best = FN(row_maxnum)(x, n);
-        double others = 0.0;
-        int64_t ones = 0;
+#if IS_SINGLE
+        double total = 0.0;
         for (int64_t j0 = 0; j0 < n; j0 += FA_BLOCK) {
             int64_t j1 = j0 + FA_BLOCK < n ? j0 + FA_BLOCK : n;
             FN(row_exp)(x + j0, best, buffer, j1 - j0);
-            /* loops.row_others: all but one of the entries equal to 1 (the max's exp(0)) */
-#pragma omp simd reduction(+:others, ones)
-            for (int64_t j = 0; j < j1 - j0; j++) {
-                others += buffer[j] != L(1.0) ? (double)buffer[j] : 0.0;
-                ones += buffer[j] == L(1.0);
-            }
+#pragma omp simd reduction(+:total)
+            for (int64_t j = 0; j < j1 - j0; j++) total += (double)buffer[j];
         }
-        double log_sum = log1p_f64(others + (double)(ones - 1));
+        double others = total >= 1.0 + 0x1p-10 ? total - 1.0 : FN(row_others)(x, best, n, buffer);
+        real log_sum = (real)log1p_f64(others);
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) out[j] = (real)(((double)x[j] - (double)best) - log_sum);
+        for (int64_t j = 0; j < n; j++) out[j] = (x[j] - best) - log_sum;
+#else
+        double log_sum = log1p_f64(FN(row_others)(x, best, n, buffer));
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) out[j] = (x[j] - best) - log_sum;
+#endif
     }
 }
 
