@@ -526,14 +526,43 @@ typedef struct {
     int64_t n;
 } FN(softmax_args);
 
-#define FA_BLOCK 256
+#define FA_BLOCK 1024
+
+/* result = the float64 sum of term over j in [0, n), with 32 independent partial sums: GCC keeps
+   one accumulator for an omp simd reduction, a chain of 4-cycle adds (LLVM interleaves four). */
+#define FA_SUM64(result, n, j, term) do {                                                  \
+        double acc_[32] = {0.0}, sum_ = 0.0;                                               \
+        int64_t base_ = 0;                                                                 \
+        for (; base_ + 32 <= (n); base_ += 32)                                             \
+            for (int i_ = 0; i_ < 32; i_++) {                                              \
+                int64_t j = base_ + i_;                                                    \
+                acc_[i_] += (term);                                                        \
+            }                                                                              \
+        for (int64_t j = base_; j < (n); j++) sum_ += (term);                              \
+        /* a tree, constant bounds so that GCC vectorizes it: 32 chained adds took 128 cycles */ \
+        for (int i_ = 0; i_ < 16; i_++) acc_[i_] += acc_[i_ + 16];                         \
+        for (int i_ = 0; i_ < 8; i_++) acc_[i_] += acc_[i_ + 8];                           \
+        for (int i_ = 0; i_ < 4; i_++) acc_[i_] += acc_[i_ + 4];                           \
+        (result) = sum_ + ((acc_[0] + acc_[2]) + (acc_[1] + acc_[3]));                     \
+    } while (0)
 
 /* loops.row_max: the largest entry, NaN ignored (a NaN makes the row NaN through the sums); a
    reduction the vectorizer takes, unlike row_max's arg-max (4 cycles per element) */
 static INLINE real FN(row_maxnum)(const real *row, int64_t n) {
-    real best = row[0];
+    /* 256 bytes of independent maxima per step: GCC keeps one accumulator for a max reduction,
+       a chain of 4-cycle vmaxps (LLVM interleaves four) */
+    enum { W = 256 / (int)sizeof(real) };
+    real best = row[0], acc[W];
+    int64_t j = 0;
+    if (n >= W) {
+        for (int i = 0; i < W; i++) acc[i] = row[i];
+        for (j = W; j + W <= n; j += W)
+            for (int i = 0; i < W; i++) acc[i] = row[j + i] > acc[i] ? row[j + i] : acc[i];
 #pragma omp simd reduction(max:best)
-    for (int64_t j = 1; j < n; j++) best = row[j] > best ? row[j] : best;
+        for (int i = 0; i < W; i++) best = acc[i] > best ? acc[i] : best;
+    }
+#pragma omp simd reduction(max:best)
+    for (int64_t k = j; k < n; k++) best = row[k] > best ? row[k] : best;
     return best;
 }
 
@@ -551,9 +580,8 @@ FA_WIDE static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) 
         real *out = a->out + r * n;
         real best = FN(row_maxnum)(x, n);
         FN(row_exp)(x, best, out, n);
-        double total = 0.0;
-#pragma omp simd reduction(+:total)
-        for (int64_t j = 0; j < n; j++) total += (double)out[j];
+        double total;
+        FA_SUM64(total, n, j, (double)out[j]);
         real inverse = (real)(1.0 / total);
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) out[j] = out[j] * inverse;
@@ -592,8 +620,9 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
         for (int64_t j0 = 0; j0 < n; j0 += FA_BLOCK) {
             int64_t j1 = j0 + FA_BLOCK < n ? j0 + FA_BLOCK : n;
             FN(row_exp)(x + j0, best, buffer, j1 - j0);
-#pragma omp simd reduction(+:total)
-            for (int64_t j = 0; j < j1 - j0; j++) total += (double)buffer[j];
+            double block;
+            FA_SUM64(block, j1 - j0, j, (double)buffer[j]);
+            total += block;
         }
         double others = total >= 1.0 + 0x1p-10 ? total - 1.0 : FN(row_others)(x, best, n, buffer);
         real log_sum = (real)log1p_f64(others);
