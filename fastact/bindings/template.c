@@ -504,30 +504,6 @@ static void FN(prelu_forward_range)(const void *args, int64_t lo, int64_t hi) {
     }
 }
 
-static void FN(prelu_backward_range)(const void *args, int64_t lo, int64_t hi) {
-    const FN(prelu_args) *a = args;
-    for (int64_t r = lo; r < hi; r++) {
-        real w = a->w[r % a->channels];
-        const real *x = a->x + r * a->inner, *dy = a->dy + r * a->inner;
-        real *dx = a->out + r * a->inner;
-        double acc = 0.0;
-        /* in place (dx is dy or x) the sum must read the inputs first: it goes first */
-#pragma omp simd reduction(+:acc)
-        for (int64_t j = 0; j < a->inner; j++) acc += (double)FN(prelu_grad_weight_term)(dy[j], x[j]);
-#pragma omp simd
-        for (int64_t j = 0; j < a->inner; j++) dx[j] = FN(leaky_relu_backward)(dy[j], x[j], w);
-        a->grad_weight_rows[r] = acc;
-    }
-}
-
-typedef struct {
-    const real *x, *y;  /* softmax: x; backward: dy (x) and y */
-    real *out;
-    int64_t n;
-} FN(softmax_args);
-
-#define FA_BLOCK 1024
-
 /* result = the float64 sum of term over j in [0, n), with 32 independent partial sums: GCC keeps
    one accumulator for an omp simd reduction, a chain of 4-cycle adds (LLVM interleaves four). */
 #define FA_SUM64(result, n, j, term) do {                                                  \
@@ -545,6 +521,38 @@ typedef struct {
         for (int i_ = 0; i_ < 4; i_++) acc_[i_] += acc_[i_ + 4];                           \
         (result) = sum_ + ((acc_[0] + acc_[2]) + (acc_[1] + acc_[3]));                     \
     } while (0)
+
+static void FN(prelu_backward_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(prelu_args) *a = args;
+    for (int64_t r = lo; r < hi; r++) {
+        real w = a->w[r % a->channels];
+        const real *x = a->x + r * a->inner, *dy = a->dy + r * a->inner;
+        real *dx = a->out + r * a->inner;
+        double acc = 0.0;
+        /* loops.prelu_backward_rows: by blocks, a block's sum and then its dx while it is in L1;
+           in place (dx is dy or x) the sum must read the inputs first: it goes first */
+        for (int64_t j0 = 0; j0 < a->inner; j0 += 2048) {
+            int64_t m = a->inner - j0 < 2048 ? a->inner - j0 : 2048;
+            const real *g = dy + j0, *v = x + j0;
+            real *d = dx + j0;
+            double block;
+            FA_SUM64(block, m, j, (double)FN(prelu_grad_weight_term)(g[j], v[j]));
+            acc += block;
+#pragma omp simd
+            for (int64_t j = 0; j < m; j++) d[j] = FN(leaky_relu_backward)(g[j], v[j], w);
+        }
+        a->grad_weight_rows[r] = acc;
+    }
+}
+
+typedef struct {
+    const real *x, *y;  /* softmax: x; backward: dy (x) and y */
+    real *out;
+    int64_t n;
+} FN(softmax_args);
+
+#define FA_BLOCK 1024
+
 
 /* loops.row_max: the largest entry, NaN ignored (a NaN makes the row NaN through the sums); a
    reduction the vectorizer takes, unlike row_max's arg-max (4 cycles per element) */
