@@ -268,7 +268,50 @@ def group_max(x, o, c, i):
     return best, where
 
 
+def maxout_forward_flat(x, out, k, start, stop):
+    """maxout_forward_rows for groups of k along the last axis (inner length 1), k a constant
+    where this is inlined: the loop over groups vectorizes (k interleaved loads)."""
+    rows, outs = x.reshape(x.shape[0], x.shape[1] * k), out.reshape(out.shape[0], out.shape[1])
+    for o in range(start, stop):
+        row, dst = rows[o], outs[o]
+        for c in range(dst.size):
+            best = row[c * k]
+            for j in range(1, k):
+                v = row[c * k + j]
+                best = v if registry.maxout_takes_over(v, best) else best
+            dst[c] = best
+
+
+def maxout_backward_flat(dy, x, dx, k, start, stop):
+    """maxout_backward_rows for groups of k along the last axis, as maxout_forward_flat: each
+    group's arg-max into a row of scratch, then dx row by row (k interleaved stores became
+    scatters)."""
+    rows, grads = x.reshape(x.shape[0], x.shape[1] * k), dy.reshape(dy.shape[0], dy.shape[1])
+    outs = dx.reshape(x.shape[0], x.shape[1] * k)
+    where = np.empty(x.shape[1], np.int32)
+    for o in range(start, stop):
+        row, g, d = rows[o], grads[o], outs[o]
+        for c in range(g.size):
+            best, at = row[c * k], 0
+            for j in range(1, k):
+                v = row[c * k + j]
+                if registry.maxout_takes_over(v, best):
+                    best, at = v, j
+            where[c] = at
+        for i in range(d.size):
+            c = i // k
+            d[i] = g[c] if i - c * k == where[c] else 0.0
+
+
 def maxout_forward_rows(x, out, start, stop):
+    if x.shape[3] == 1 and 2 <= x.shape[2] <= 4:  # a constant k per call below
+        if x.shape[2] == 2:
+            maxout_forward_flat(x, out, 2, start, stop)
+        elif x.shape[2] == 3:
+            maxout_forward_flat(x, out, 3, start, stop)
+        else:
+            maxout_forward_flat(x, out, 4, start, stop)
+        return
     for o in range(start, stop):
         for c in range(x.shape[1]):
             for i in range(x.shape[3]):
@@ -277,6 +320,14 @@ def maxout_forward_rows(x, out, start, stop):
 
 def maxout_backward_rows(dy, x, dx, start, stop):
     """dy goes to the first arg-max of each group (the first NaN if any), 0 elsewhere."""
+    if x.shape[3] == 1 and 2 <= x.shape[2] <= 4:
+        if x.shape[2] == 2:
+            maxout_backward_flat(dy, x, dx, 2, start, stop)
+        elif x.shape[2] == 3:
+            maxout_backward_flat(dy, x, dx, 3, start, stop)
+        else:
+            maxout_backward_flat(dy, x, dx, 4, start, stop)
+        return
     for o in range(start, stop):
         for c in range(x.shape[1]):
             for i in range(x.shape[3]):
@@ -300,4 +351,4 @@ ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
 HELPERS = ("prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others", "row_dot",
-           "row_sum", "group_max")
+           "row_sum", "group_max", "maxout_forward_flat", "maxout_backward_flat")
