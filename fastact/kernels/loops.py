@@ -195,8 +195,8 @@ def row_sum(a):
     return total
 
 
-FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc"}, "row_grad_weight": {"reassoc"}, "row_max": {"nnan", "nsz"},
-             "row_sum": {"reassoc"}}
+FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc"}, "row_grad_weight": {"reassoc"},
+            "row_sum": {"reassoc"}, "row_max": {"nnan", "nsz"}}
 
 
 def softmax_rows(x, out, start, stop):
