@@ -103,8 +103,7 @@ def gelu_forward(x):
     """x Phi(x) = x Phi(-|x|) for x < 0, x - x Phi(-|x|) otherwise (no cancellation), with the
     product x Phi(-|x|) formed before the final scaling of exp (accurate where it is subnormal)."""
     q, k, g, xs = m.normal_parts(x)
-    gx = g * xs
-    tail = m.scale_by_pow2_nonpositive(m.fma(gx, q, gx), k)
+    tail = m.times_exp_parts(g * xs, q, k)
     return tail if x < like(x, 0.0) else x - tail
 
 
@@ -114,10 +113,8 @@ def gelu_backward_from_input(dy, x):
     ((1 + q) (g + x/sqrt(2 pi))) 2**k."""
     q, k, g, xs = m.normal_parts(x)
     inv_sqrt_2pi = pick(x, m.INV_SQRT_2PI[0], m.INV_SQRT_2PI[1])
-    below = m.fma(xs, inv_sqrt_2pi, g)
-    above = m.fma(xs, -inv_sqrt_2pi, g)
-    negative = m.scale_by_pow2_nonpositive(m.fma(below, q, below), k)
-    positive = like(x, 1.0) - m.scale_by_pow2_nonpositive(m.fma(above, q, above), k)
+    negative = m.times_exp_parts(m.fma(xs, inv_sqrt_2pi, g), q, k)
+    positive = like(x, 1.0) - m.times_exp_parts(m.fma(xs, -inv_sqrt_2pi, g), q, k)
     return dy * (negative if x < like(x, 0.0) else positive)
 
 
@@ -182,12 +179,11 @@ def mish_backward_from_input(dy, x):
     coefficients reversed (v -> 1/v), picked per lane. With v <= 1 nothing overflows, and in the
     input's own precision the rounding errors stay within the bound (this used float64 registers:
     0.7 Gelem/s per core in float32). For x >= 0 the quotient is a small correction to 1 (3.5 ulp
-    as one quotient); for x < 0, v = (1 + q) 2**k joins unrounded (fma(R, q, R)) and before the
-    final scaling (accurate where subnormal). Only the unavoidable cancellation near the
+    as one quotient); for x < 0, v = (1 + q) 2**k joins unrounded and before the final scaling
+    (math.times_exp_parts). Only the unavoidable cancellation near the
     derivative's zero (x = -1.19) is left."""
     xs = m.clamp(x, pick(x, -118.0, -760.0), pick(x, 20.0, 40.0))  # beyond: 0 / 1 in x's type
-    k, r = m.exp_reduce(-abs(xs))
-    q = m.expm1_reduced(r)
+    q, k = m.exp_parts_q_in_range(-abs(xs), like(x, -0.0))
     v = m.scale_by_pow2_nonpositive(q + like(x, 1.0), k)
     negative = xs < like(x, 0.0)
     one, four, six, eight = like(x, 1.0), like(x, 4.0), like(x, 6.0), like(x, 8.0)
@@ -198,7 +194,7 @@ def mish_backward_from_input(dy, x):
     denominator = m.fma(v, m.fma(v, m.fma(v, m.fma(v, one if negative else four, four if negative else eight),
                                           eight), eight if negative else four), four if negative else one)
     ratio = (below if negative else above) / denominator
-    return dy * (m.scale_by_pow2_nonpositive(m.fma(ratio, q, ratio), k) if negative else one + ratio)
+    return dy * (m.times_exp_parts(ratio, q, k) if negative else one + ratio)
 
 
 @scalar

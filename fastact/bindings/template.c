@@ -82,20 +82,30 @@ static INLINE real FN(scale_by_pow2_nonpositive)(real p, real k) {
     return p * FN(pow2)(k + K(64.0, 600.0)) * K(5.421010862427522e-20, 2.409919865102884e-181);
 }
 
+/* math.exp_parts_q_in_range: exp_parts_q without its clamps (hi already within them) */
+static INLINE real FN(exp_parts_q_in_range)(real hi, real lo, real *k) {
+    real r;
+    *k = FN(exp_reduce)(hi, &r);
+    return FN(expm1_reduced)(r + lo);
+}
+
 /* exp(hi + lo) = (1 + q) * 2**k: returns q (-1 where exp is 0), stores k. */
 static INLINE real FN(exp_parts_q)(real hi, real lo, real *k) {
     real lowest = K(-118.0, -760.0);
     real x = FN(clamp)(hi, lowest, K(176.0, 1418.0));
-    real r;
     lo = x == hi ? lo : L(0.0);
-    *k = FN(exp_reduce)(x, &r);
-    real q = FN(expm1_reduced)(r + lo);
+    real q = FN(exp_parts_q_in_range)(x, lo, k);
     return hi < lowest ? L(-1.0) : q;
 }
 
 /* exp(hi + lo) = p * 2**k: returns p, stores k. */
 static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
     return FN(exp_parts_q)(hi, lo, k) + L(1.0);
+}
+
+/* math.times_exp_parts: v (1 + q) 2**k for k <= 0, 1 + q joining v unrounded, the scaling last */
+static INLINE real FN(times_exp_parts)(real v, real q, real k) {
+    return FN(scale_by_pow2_nonpositive)(FMA(v, q, v), k);
 }
 
 static INLINE real FN(exp_hilo)(real hi, real lo) {
@@ -204,7 +214,7 @@ static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, 
     int positive = hi >= L(0.0);
     real numerator = positive ? FMA(v, one_plus_c + c_lo, one) : one_plus_c + (v + c_lo);
     real ratio = numerator / FMA(v, v + L(2.0), one);
-    return positive ? ratio : FN(scale_by_pow2_nonpositive)(FMA(ratio, q, ratio), k);
+    return positive ? ratio : FN(times_exp_parts)(ratio, q, k);
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -247,10 +257,9 @@ static INLINE real FN(normal_tail_scaled)(real a) {
    Phi(-|xs|) = (1 + q) g 2**k (stores g). */
 static INLINE real FN(normal_parts)(real x, real *q, real *k, real *g) {
     real xs = FN(clamp)(x, -NORMAL_CLAMP, NORMAL_CLAMP);
-    real sq_err, r;
+    real sq_err;
     real sq = FN(two_prod)(xs, xs, &sq_err);
-    *k = FN(exp_reduce)(L(-0.5) * sq, &r);
-    *q = FN(expm1_reduced)(r + L(-0.5) * sq_err);
+    *q = FN(exp_parts_q_in_range)(L(-0.5) * sq, L(-0.5) * sq_err, k);
     *g = FN(normal_tail_scaled)(FABS(xs));
     return xs;
 }
@@ -309,17 +318,15 @@ static INLINE real FN(celu_backward_from_input)(real dy, real x, real alpha) {
 static INLINE real FN(gelu_forward)(real x) {
     real q, k, g;
     real xs = FN(normal_parts)(x, &q, &k, &g);
-    real gx = g * xs;
-    real tail = FN(scale_by_pow2_nonpositive)(FMA(gx, q, gx), k);
+    real tail = FN(times_exp_parts)(g * xs, q, k);
     return x < L(0.0) ? tail : x - tail;
 }
 
 static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
     real q, k, g;
     real xs = FN(normal_parts)(x, &q, &k, &g);
-    real below = FMA(xs, INV_SQRT_2PI, g), above = FMA(xs, -INV_SQRT_2PI, g);
-    real negative = FN(scale_by_pow2_nonpositive)(FMA(below, q, below), k);
-    real positive = L(1.0) - FN(scale_by_pow2_nonpositive)(FMA(above, q, above), k);
+    real negative = FN(times_exp_parts)(FMA(xs, INV_SQRT_2PI, g), q, k);
+    real positive = L(1.0) - FN(times_exp_parts)(FMA(xs, -INV_SQRT_2PI, g), q, k);
     return dy * (x < L(0.0) ? negative : positive);
 }
 
@@ -368,10 +375,9 @@ static INLINE real FN(mish_forward)(real x) {
 
 static INLINE real FN(mish_backward_from_input)(real dy, real x) {
     /* over one denominator in v = e^-|x| (registry.py): coefficients reversed per sign */
-    real r;
+    real k;
     real xs = FN(clamp)(x, K(-118.0, -760.0), K(20.0, 40.0));
-    real k = FN(exp_reduce)(-FABS(xs), &r);
-    real q = FN(expm1_reduced)(r);
+    real q = FN(exp_parts_q_in_range)(-FABS(xs), L(-0.0), &k);
     real v = FN(scale_by_pow2_nonpositive)(q + L(1.0), k);
     int negative = xs < L(0.0);
     real four_x = L(4.0) * xs;
@@ -380,7 +386,7 @@ static INLINE real FN(mish_backward_from_input)(real dy, real x) {
     real denominator = FMA(v, FMA(v, FMA(v, FMA(v, negative ? L(1.0) : L(4.0), negative ? L(4.0) : L(8.0)),
                                          L(8.0)), negative ? L(8.0) : L(4.0)), negative ? L(4.0) : L(1.0));
     real ratio = (negative ? below : above) / denominator;
-    return dy * (negative ? FN(scale_by_pow2_nonpositive)(FMA(ratio, q, ratio), k) : L(1.0) + ratio);
+    return dy * (negative ? FN(times_exp_parts)(ratio, q, k) : L(1.0) + ratio);
 }
 
 static INLINE real FN(softplus_forward)(real x, real beta, real threshold) {

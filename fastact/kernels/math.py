@@ -248,9 +248,24 @@ def exp_parts_q(hi, lo):
     lowest = pick(hi, -118.0, -760.0)  # exp is 0 below, even times a factor up to 2**20
     x = clamp(hi, lowest, pick(hi, 176.0, 1418.0))  # inf above, even times a factor down to 2**-80
     lo = lo if x == hi else like(hi, 0.0)  # beyond the clamp lo is meaningless (and can be huge)
-    k, r = exp_reduce(x)
-    q = expm1_reduced(r + lo)
+    q, k = exp_parts_q_in_range(x, lo)
     return (like(hi, -1.0) if hi < lowest else q), k
+
+
+@scalar
+def exp_parts_q_in_range(hi, lo):
+    """exp_parts_q without its clamps, for a caller whose argument is already within
+    [-118, 176] (f32) / [-760, 1418] (f64) or NaN (the clamps cost 4 vector operations).
+    lo = -0.0 where there is none: adding it is no operation at all once compiled."""
+    k, r = exp_reduce(hi)
+    return expm1_reduced(r + lo), k
+
+
+@scalar
+def times_exp_parts(v, q, k):
+    """v (1 + q) 2**k for k <= 0 (the parts of exp_parts_q): 1 + q joins v unrounded, fma(v, q, v),
+    and the power of two comes last, so the product is accurate where it is subnormal."""
+    return scale_by_pow2_nonpositive(fma(v, q, v), k)
 
 
 @scalar
@@ -417,7 +432,7 @@ def sigmoid_plus_scaled_derivative(hi, lo, c, c_lo):
     positive = hi >= like(hi, 0.0)
     numerator = fma(v, one_plus_c + c_lo, one) if positive else one_plus_c + (v + c_lo)
     ratio = numerator / fma(v, v + like(hi, 2.0), one)
-    return ratio if positive else scale_by_pow2_nonpositive(fma(ratio, q, ratio), k)
+    return ratio if positive else times_exp_parts(ratio, q, k)
 
 
 @scalar
@@ -502,11 +517,9 @@ def normal_parts(x):
     x Phi(-|x|) and x phi(x) underflow to 0, exp(-xs^2/2) = (1 + q) 2**k and Phi(-|xs|) =
     (1 + q) g 2**k (Phi the standard normal CDF, g = normal_tail_scaled(|xs|)). xs^2 is carried
     exactly as a double-word pair (an error in x^2 is multiplied by x^2/2), and 1 + q is left to
-    the caller unrounded: v (1 + q) = fma(v, q, v) for its factor v, one rounding fewer (rounding
-    1 + q alone costs up to 1 ulp). Callers scale by 2**k last (scale_by_pow2_nonpositive), so x
-    Phi(x) is accurate where it is subnormal. NaN stays NaN; +-inf become +-16 / 38.75."""
+    the caller unrounded: times_exp_parts(v, q, k) for its factor v, one rounding fewer (rounding
+    1 + q alone costs up to 1 ulp), and accurate where x Phi(x) is subnormal. NaN stays NaN; +-inf become +-16 / 38.75."""
     xs = clamp(x, pick(x, -16.0, -38.75), pick(x, 16.0, 38.75))
     sq, sq_err = two_prod(xs, xs)
-    k, r = exp_reduce(like(x, -0.5) * sq)
-    q = expm1_reduced(r + like(x, -0.5) * sq_err)
+    q, k = exp_parts_q_in_range(like(x, -0.5) * sq, like(x, -0.5) * sq_err)
     return q, k, normal_tail_scaled(abs(xs)), xs
