@@ -70,7 +70,7 @@ def test_long_rows_are_parallel_and_exact(cpu_backend):
         [fa.softmax(many[i:i + 1000]) for i in range(0, len(many), 1000)]))
 
 
-@pytest.mark.parametrize("pieces,axis", [(2, 1), (3, -1), (1, 0), (4, 2)])
+@pytest.mark.parametrize("pieces,axis", [(2, 1), (3, -1), (1, 0), (4, 2), (2, -1), (6, -1)])
 def test_maxout(pieces, axis, dtype, cpu_backend):
     shape = [4, 6, 8]
     shape[axis] = 12
