@@ -181,10 +181,11 @@ def row_grad_weight(dy, x):
     return total
 
 
-def row_dot(a, b):
+def row_dot(dy, y):
+    """softmax backward's row sum of dy y in float64 (registry.softmax_backward_term)."""
     total = 0.0
-    for j in range(a.size):
-        total += np.float64(a[j]) * np.float64(b[j])
+    for j in range(y.size):
+        total += registry.softmax_backward_term(dy[j], y[j])
     return total
 
 
