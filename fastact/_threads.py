@@ -11,9 +11,9 @@ import os
 import threading
 
 # Below this much work (elements, or rows x row length) one thread does the whole call. Measured on
-# 2 cores, float32, 1 vs 2 threads (fastact/bench/NOTES.md): handing a chunk to a worker costs
-# about 9 us a call (20 us with concurrent.futures), which 2^16 elements of even the cheapest
-# kernel (relu, ~8 us at 8 Gelem/s) repays.
+# 2 cores, float32, 1 vs 2 threads (fastact/bench/NOTES.md): a split call costs ~7 us more than
+# its chunks (9 us with the hand-off in Python, 20 us with concurrent.futures), which 2^16
+# elements of even the cheapest kernel (relu, ~8 us at 8 Gelem/s) nearly repay.
 PARALLEL_THRESHOLD = 1 << 16
 _CHUNK_ALIGN = 64  # elements; keeps chunk edges on cache lines
 
@@ -39,15 +39,29 @@ def get_num_threads():
 # virtual CPU): the worker started ~50 us after the caller's chunk and the caller learned ~55 us
 # late that it had finished, 100 us of a 330 us call at 2^20 elements (fastact/bench/NOTES.md).
 # So a worker spins for a while after each chunk, waiting for the next, and the caller spins
-# while it waits for the workers, both in native code with the GIL released, and both block in
-# the locks once the budget is spent (an idle pool sleeps; OpenMP's default spins longer). The
-# locks alone keep the hand-off correct; the spinning only decides when to take them.
-# spin(state, index, want, ticks) -> True once state[index] >= want, False after ~ticks of the
-# CPU's time-stamp counter; a backend registers its native one (set_spinner).
+# while it waits for the workers, both in native code with the GIL released, and both block
+# once the budget is spent (an idle pool sleeps; OpenMP's default spins longer). Neither may need
+# the GIL while the other holds it, since a thread that waits for the GIL sleeps too: so the
+# caller tells its workers to go from inside its compiled chunk (the GIL released), and a worker
+# reports its chunk done and spins for the next one from inside its own (kernels/loops.py,
+# pool_enter). The locks and the condition alone keep the hand-off correct, for kernels that do
+# none of this too (plain Python ones in the tests); the spinning only decides when to take them.
+# spin(pool, index, want, ticks) -> True once the pool state's int64 at index is >= want, False
+# after ~ticks of the CPU's time-stamp counter; a backend registers its native one (set_spinner).
 IDLE_SPIN_TICKS = 130_000  # after a chunk, for the next one: ~50 us at 2.6 GHz
 WAIT_SPIN_TICKS = 6_000_000  # the caller, for its workers: ~2 ms, then it blocks
 _spin = None
 _spin_provider = None
+
+# The pool state, an int64 array that native code gets as its address: [0] the workers of the
+# current call, [1] IDLE_SPIN_TICKS, then per worker slot w >= 1 its go counter at
+# POOL_STRIDE * w and its done counter 8 further (their own cache lines). A call's number (_seq)
+# only grows: a worker goes once its go counter passes the last call it ran, and a call is done
+# once every worker's done counter reaches its number.
+POOL_STRIDE = 16
+_pool = None  # (array, address)
+_retired = []  # earlier pool states, kept alive: a retired worker may still touch its own
+_seq = 0
 
 
 def set_spinner(provider):
@@ -70,58 +84,73 @@ def _load_spinner():
             _spin = None
 
 
-class _Worker:
-    """One persistent thread, handed a chunk through a pair of locks (a lock release wakes it and
-    back in ~9 us a call, where concurrent.futures' submit and result took ~20 us on 2 cores), and
-    a pair of counters in state (chunks handed out, chunks done) that the spinning watches."""
+def _new_pool(slots):
+    """A zeroed pool state for workers 1..slots, 64-byte aligned; the old one is kept alive."""
+    global _pool
+    import numpy as np
+    if _pool is not None:
+        _retired.append(_pool)
+    raw = np.zeros(POOL_STRIDE * (slots + 1) + 8, np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    array = raw[skip:skip + POOL_STRIDE * (slots + 1)]
+    array[1] = IDLE_SPIN_TICKS
+    _pool = (array, array.ctypes.data)
 
-    def __init__(self):
-        import numpy as np
-        self._go, self._done = threading.Lock(), threading.Lock()
+
+class _Worker:
+    """One persistent thread with a slot in the pool state. A chunk is handed over by a lock that
+    the caller releases once per chunk and the worker takes once per chunk (after spinning for
+    its go counter, it finds the lock released at once); the caller waits for the done counter,
+    spinning, then in a condition that the worker notifies when someone waits there."""
+
+    def __init__(self, slot, pool):
+        self.slot, self._pool = slot, pool
+        self._go = threading.Lock()
         self._go.acquire()
-        self._done.acquire()
+        self._finished = threading.Condition(threading.Lock())
+        self._waiting = False
         self._task = self._error = None
-        self._state = np.zeros(16, np.int64)  # [0] handed out, [1] done; a cache line of its own
-        self._handed = 0
         threading.Thread(target=self._loop, name="fastact", daemon=True).start()
 
     def _loop(self):
-        done = 0
+        state, address = self._pool
+        done = POOL_STRIDE * self.slot + 8
         while True:
-            spin = _spin
-            if spin is not None:
-                spin(self._state, 0, done + 1, IDLE_SPIN_TICKS)
             self._go.acquire()
-            kernel, args, lo, hi = self._task
-            try:
-                kernel(*args, lo, hi)
-            except BaseException as e:  # handed to the caller by wait()
+            (kernel, args, lo, hi, seq), self._task = self._task, None  # before the next start()
+            try:  # a native kernel marks its chunk done, then spins for the next go
+                kernel(*args, lo, hi, address, self.slot, seq)
+            except BaseException as e:  # noqa: BLE001  handed to the caller by wait()
                 self._error = e
-            self._task = None
-            done += 1
-            self._state[1] = done
-            self._done.release()
+            if state[done] < seq:  # a kernel without the hand-off (or one that raised)
+                state[done] = seq
+            if self._waiting:
+                with self._finished:
+                    self._finished.notify()
 
-    def start(self, kernel, args, lo, hi):
-        self._task = (kernel, args, lo, hi)
-        self._handed += 1
-        self._state[0] = self._handed
+    def start(self, kernel, args, lo, hi, seq):
+        self._task = (kernel, args, lo, hi, seq)
         self._go.release()
 
-    def wait(self):
-        """Block until the chunk is done; its exception, if it raised one."""
+    def wait(self, seq):
+        """Until the chunk of call seq is done; its exception, if it raised one."""
+        state, address = self._pool
+        done = POOL_STRIDE * self.slot + 8
         spin = _spin
-        if spin is not None:
-            spin(self._state, 1, self._handed, WAIT_SPIN_TICKS)
-        self._done.acquire()
+        if spin is None or not spin(address, done, seq, WAIT_SPIN_TICKS):
+            with self._finished:
+                self._waiting = True
+                while state[done] < seq:
+                    self._finished.wait()
+                self._waiting = False
         error, self._error = self._error, None
         return error
 
 
 def _forget_pool_after_fork():
     """A forked child has none of the parent's worker threads: start new ones when needed."""
-    global _workers, _lock, _busy
-    _workers, _lock, _busy = [], threading.Lock(), threading.Lock()
+    global _workers, _lock, _busy, _pool
+    _workers, _lock, _busy, _pool = [], threading.Lock(), threading.Lock(), None
 
 
 if hasattr(os, "register_at_fork"):
@@ -129,40 +158,49 @@ if hasattr(os, "register_at_fork"):
 
 
 def _get_workers(count):
+    """The first count workers and the pool state they use."""
     with _lock:
         _load_spinner()
+        if _pool is None or len(_pool[0]) < POOL_STRIDE * (count + 1):
+            _new_pool(max(count, 2 * (os.cpu_count() or 1)))
+            _workers.clear()  # the old ones keep (and block on) their own state
         while len(_workers) < count:
-            _workers.append(_Worker())
-        return _workers[:count]
+            _workers.append(_Worker(len(_workers) + 1, _pool))
+        return _workers[:count], _pool
 
 
 def run(kernel, args, n, cost=1):
-    """kernel(*args, start, stop) over [0, n), split over threads when n * cost is large. A call
-    made while another Python thread's call holds the workers runs whole on its own thread (the
-    cores are busy anyway; nothing queues behind anything)."""
+    """kernel(*args, start, stop, pool, slot, seq) over [0, n), split over threads when n * cost
+    is large (pool, slot, seq: the hand-off, kernels/loops.py; a call on one thread passes
+    slot -1). A call made while another Python thread's call holds the workers runs whole on its
+    own thread (the cores are busy anyway; nothing queues behind anything)."""
+    global _seq
     threads = min(_num_threads, max(1, (n * cost) // PARALLEL_THRESHOLD))
     if threads <= 1 or not _busy.acquire(blocking=False):
-        kernel(*args, 0, n)
+        kernel(*args, 0, n, 0, -1, 0)
         return
     try:
         step = -(-n // threads)
         if cost == 1:
             step = -(-step // _CHUNK_ALIGN) * _CHUNK_ALIGN
         bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
-        workers = _get_workers(len(bounds) - 1)
+        workers, (state, address) = _get_workers(len(bounds) - 1)
+        _seq += 1
+        seq = _seq
+        state[0] = len(workers)
         for worker, (lo, hi) in zip(workers, bounds[1:]):
-            worker.start(kernel, args, lo, hi)
+            worker.start(kernel, args, lo, hi, seq)
         error = None
         try:
-            kernel(*args, *bounds[0])
+            kernel(*args, *bounds[0], address, 0, seq)  # tells the workers to go, then computes
         except BaseException as e:  # still wait for the others: they write into the same arrays
             error = e
         try:
             for worker in workers:
-                failed = worker.wait()
+                failed = worker.wait(seq)
                 error = error or failed
         except BaseException:  # interrupted (Ctrl-C) while a worker may still be computing:
-            _discard(workers)  # never hand it another chunk; new workers replace it
+            _discard()  # never hand it another chunk; new workers replace it
             raise
         if error is not None:
             raise error
@@ -170,6 +208,12 @@ def run(kernel, args, n, cost=1):
         _busy.release()
 
 
-def _discard(workers):
+def _discard():
+    """Start over with new workers in a new pool state (the old workers may still be running,
+    and would write to the slots of the new ones)."""
+    global _pool
     with _lock:
-        _workers[:] = [w for w in _workers if w not in workers]
+        _workers.clear()
+        if _pool is not None:
+            _retired.append(_pool)
+            _pool = None

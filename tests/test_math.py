@@ -119,9 +119,9 @@ def test_python_mode_is_bitwise_the_compiled_code(dtype):
         out = np.empty_like(x)
         params = tuple(dtype(a) for a in args)
         if n == 2:
-            kernel(np.ones_like(x), x, out, params, 0, x.size)
+            kernel(np.ones_like(x), x, out, params, 0, x.size, 0, -1, 0)
         else:
-            kernel(x, out, params, 0, x.size)
+            kernel(x, out, params, 0, x.size, 0, -1, 0)
         np.testing.assert_array_equal(python, out, err_msg=fn.__name__)
 
 
@@ -150,7 +150,8 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
     exec(cpu.map_source(fn, n_arrays).replace("cache=True", "cache=False"), namespace)
     loop = namespace["kernel"]
     x = np.ones(64, dtype)
-    loop(*[x] * n_arrays, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)), 0, 64)
+    loop(*[x] * n_arrays, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)), 0, 64,
+         0, -1, 0)  # one thread: no pool
     asm = "\n".join(loop.inspect_asm().values())
     llvm = "\n".join(loop.inspect_llvm().values())
     suffix = "ps" if dtype == np.float32 else "pd"

@@ -106,12 +106,12 @@ def test_pool_splits_the_range_and_hands_back_a_chunks_exception():
         n = 3 * _threads.PARALLEL_THRESHOLD + 5
         hits = np.zeros(n, np.int64)
 
-        def mark(array, lo, hi):
+        def mark(array, lo, hi, *hand_off):
             array[lo:hi] += 1
         _threads.run(mark, (hits,), n)
         assert (hits == 1).all()
 
-        def fail_above(limit, lo, hi):
+        def fail_above(limit, lo, hi, *hand_off):
             if lo >= limit:
                 raise RuntimeError(f"chunk at {lo}")
         with pytest.raises(RuntimeError, match="chunk at"):
@@ -136,7 +136,7 @@ def test_pool_survives_an_interrupt_while_waiting_for_a_worker():
     fa.set_num_threads(2)
     release = threading.Event()
 
-    def slow_second_chunk(lo, hi):
+    def slow_second_chunk(lo, hi, *hand_off):
         if lo > 0:
             release.wait(5)
 
@@ -149,13 +149,13 @@ def test_pool_survives_an_interrupt_while_waiting_for_a_worker():
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.2)
         with pytest.raises(Interrupted):
-            _threads.run(lambda lo, hi: slow_second_chunk(lo, hi), (), 4 * _threads.PARALLEL_THRESHOLD)
+            _threads.run(slow_second_chunk, (), 4 * _threads.PARALLEL_THRESHOLD)
         release.set()
         time.sleep(0.05)
         n = 4 * _threads.PARALLEL_THRESHOLD
         hits = np.zeros(n, np.int64)
 
-        def mark(lo, hi):
+        def mark(lo, hi, *hand_off):
             hits[lo:hi] += 1
         _threads.run(mark, (), n)
         assert (hits == 1).all()
@@ -185,13 +185,14 @@ def test_pool_spin_wait_sees_another_threads_store_and_gives_up_after_its_budget
     import time
     spin = _spin_function(backend)
     state = np.zeros(16, np.int64)
+    address = state.ctypes.data  # the pool state goes to native code as its address
     state[1] = 7
-    assert spin(state, 1, 7, 0)
+    assert spin(address, 1, 7, 0)
     started = time.perf_counter()
-    assert not spin(state, 0, 1, 3_000_000)  # ~1 ms of a GHz time-stamp counter
+    assert not spin(address, 0, 1, 3_000_000)  # ~1 ms of a GHz time-stamp counter
     assert time.perf_counter() - started < 1.0
     result = []
-    waiter = threading.Thread(target=lambda: result.append(spin(state, 0, 1, 30_000_000_000)))
+    waiter = threading.Thread(target=lambda: result.append(spin(address, 0, 1, 30_000_000_000)))
     waiter.start()
     time.sleep(0.05)
     state[0] = 1
@@ -211,7 +212,7 @@ def test_pool_waits_for_a_chunk_slower_than_the_spin_budget():
         n = 4 * _threads.PARALLEL_THRESHOLD
         hits = np.zeros(n, np.int64)
 
-        def slow_mark(lo, hi):
+        def slow_mark(lo, hi, *hand_off):
             if lo > 0:
                 time.sleep(0.05)
             hits[lo:hi] += 1
@@ -220,3 +221,76 @@ def test_pool_waits_for_a_chunk_slower_than_the_spin_budget():
         assert (hits == 3).all()
     finally:
         fa.set_num_threads(before)
+
+
+def _backend_or_skip(name):
+    loaded = _backends._load(name)
+    if loaded is None:
+        pytest.skip(f"{name} backend unavailable: {_backends.backends()[name][1]}")
+    return loaded
+
+
+@pytest.mark.parametrize("backend", ["cpu", "c"])
+def test_back_to_back_parallel_calls_are_correct(backend):
+    """Parallel calls in a tight loop, where a worker that has marked its chunk done is still
+    spinning (in native code) for the next one when it comes, on 2 and 3 threads: every result
+    equals the one-thread result (elementwise, two-input and row kernels)."""
+    _backend_or_skip(backend)
+    from fastact import _threads
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(4 * _threads.PARALLEL_THRESHOLD + 37) * 4).astype(np.float32)
+    dy = rng.standard_normal(x.size).astype(np.float32)
+    rows = rng.standard_normal((300, 1000)).astype(np.float32)
+    jobs = [lambda: fa.relu(x), lambda: fa.tanh.backward(dy, x), lambda: fa.gelu(x),
+            lambda: fa.softmax(rows), lambda: fa.silu.backward(dy, x)]
+    before = fa.get_num_threads()
+    try:
+        with fa.backend(backend):
+            fa.set_num_threads(1)
+            expected = [job() for job in jobs]
+            order = [i % len(jobs) for i in range(100)] + [0] * 100  # mixed, then one kernel
+            for threads in (2, 3):
+                fa.set_num_threads(threads)
+                results = [jobs[k]() for k in order]  # checked after: no pause between calls
+                for k, result in zip(order, results):
+                    np.testing.assert_array_equal(result, expected[k])
+    finally:
+        fa.set_num_threads(before)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "c"])
+def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
+    """A compiled kernel called as a split call's caller (slot 0) sets the go counter of each of
+    the call's workers before it returns; called as worker 1 it sets its done counter and waits,
+    spinning, for its next go (returning at once when that is there, after the idle budget when
+    not); called alone (slot -1, no pool) it touches no pool. Python code never writes the go
+    counters, so these come from the kernel (fastact/_threads.py, kernels/loops.py)."""
+    import time
+    _backend_or_skip(backend)
+    from fastact import _threads
+    calls = []
+    monkeypatch.setattr(_threads, "run", lambda kernel, args, n, cost=1: calls.append((kernel, args)))
+    x = np.linspace(-3, 3, 1000, dtype=np.float32)
+    out = np.full_like(x, np.nan)
+    with fa.backend(backend):
+        fa.relu(x, out=out)
+    (kernel, args), = calls
+    raw = np.zeros(16 * 4 + 8, np.int64)
+    state = raw[(-raw.ctypes.data % 64) // 8:][:16 * 4]
+    address = state.ctypes.data
+    state[0], state[1] = 2, 1000  # two workers; a short idle spin
+    kernel(*args, 0, 100, address, 0, 5)
+    assert state[16] == 5 and state[32] == 5 and state[48] == 0  # workers 1 and 2 told to go
+    assert state[24] == state[40] == 0  # nobody's done counter
+    np.testing.assert_array_equal(out[:100], np.maximum(x[:100], 0))
+    assert np.isnan(out[100:]).all()
+    kernel(*args, 100, 500, address, 1, 5)  # worker 1: done, no go for call 6 within 1000 ticks
+    assert state[24] == 5 and state[16] == 5
+    state[16] = 9  # the next go already there
+    started = time.perf_counter()
+    kernel(*args, 500, 1000, address, 1, 8)
+    assert state[24] == 8 and time.perf_counter() - started < 1.0
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    before = state.copy()
+    kernel(*args, 0, 1000, 0, -1, 0)  # alone: address 0 is never touched
+    np.testing.assert_array_equal(state, before)

@@ -35,15 +35,11 @@ class Backend:
         _threads.set_spinner(self._spin_function)
 
     def _spin_function(self):
-        """fa_spin_until for the pool's int64 state arrays (each worker keeps its array for its
-        lifetime; the pointer is looked up once per array)."""
-        spin_until, pointers, cast = self.lib.fa_spin_until, {}, self.ffi.cast
+        """fa_spin_until: the pool's spin-wait (fastact/_threads.py)."""
+        spin_until = self.lib.fa_spin_until
 
-        def spin(state, index, want, ticks):
-            pointer = pointers.get(id(state))
-            if pointer is None:
-                pointer = pointers[id(state)] = cast("int64_t *", state.ctypes.data), state
-            return bool(spin_until(pointer[0], index, want, ticks))
+        def spin(pool, index, want, ticks):
+            return bool(spin_until(pool, index, want, ticks))
         return spin
 
     def _map_function(self, scalar_fn, arrays, dtype):

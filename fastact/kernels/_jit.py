@@ -132,13 +132,23 @@ def _store_fence(typingctx):
     return types.none(), codegen
 
 
+def _int64_at(builder, address, index):
+    return builder.gep(builder.inttoptr(address, ir.IntType(64).as_pointer()), [index])
+
+
 @intrinsic
-def _load_acquire(typingctx, array, index):
+def _atomic_load(typingctx, address, index):
     def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        pointer = builder.gep(arr.data, [args[1]])
-        return builder.load_atomic(pointer, "acquire", signature.args[0].dtype.bitwidth // 8)
-    return array.dtype(array, index), codegen
+        return builder.load_atomic(_int64_at(builder, *args), "acquire", 8)
+    return types.int64(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _atomic_store(typingctx, address, index, value):
+    def codegen(context, builder, signature, args):
+        builder.store_atomic(args[2], _int64_at(builder, args[0], args[1]), "release", 8)
+        return context.get_dummy_value()
+    return types.none(types.int64, types.int64, types.int64), codegen
 
 
 @intrinsic
@@ -201,10 +211,13 @@ def _register():
     def _store_fence_impl():
         return lambda: _store_fence()
 
-    @overload(m.load_acquire, inline="always")
-    def _load_acquire_impl(array, index):
-        if isinstance(array, types.Array) and isinstance(array.dtype, types.Integer):
-            return lambda array, index: _load_acquire(array, index)
+    @overload(m.atomic_load, inline="always")
+    def _atomic_load_impl(address, index):
+        return lambda address, index: _atomic_load(address, index)
+
+    @overload(m.atomic_store, inline="always")
+    def _atomic_store_impl(address, index, value):
+        return lambda address, index, value: _atomic_store(address, index, value)
 
     @overload(m.cycle_counter, inline="always")
     def _cycle_counter_impl():

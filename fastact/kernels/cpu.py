@@ -73,15 +73,30 @@ def _loop_name(scalar_fn, n_arrays):
     return f"map_{n_arrays}"
 
 
+_LOOP_JIT = '@njit(nogil=True, error_model="numpy", boundscheck=False)\n'
+
+
+def _helpers(names, decorator):
+    return "".join(f"\n\n{decorator}\n" + inspect.getsource(getattr(loops, name)) for name in names)
+
+
+def _pooled(loop, name):
+    """Source of the entry point ``name`` that runs ``loop`` as a chunk of fastact's thread pool:
+    name(*loop's arguments, pool, slot, seq) (kernels/loops.py, pool_enter)."""
+    params = ", ".join(inspect.signature(getattr(loops, loop)).parameters)
+    return loops.POOLED.format(jit=_JIT, name=name, params=params, loop=loop)
+
+
 def map_source(scalar_fn, n_arrays):
-    """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params)."""
+    """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params), called
+    as kernel(*arrays, out, params, start, stop, pool, slot, seq)."""
     loop = _loop_name(scalar_fn, n_arrays)
     source = _HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n"
-    for helper in loops.INLINED.get(loop, ()):  # inlined by Numba, into the kernel's vector loop
-        source += ("\n\n@njit(inline='always', error_model='numpy')\n"
-                   + inspect.getsource(getattr(loops, helper)))
-    return (source + "\n\n" + _JIT
-            + inspect.getsource(getattr(loops, loop)).replace(f"def {loop}(", "def kernel("))
+    # inlined by Numba, into the kernel's vector loop
+    source += _helpers(loops.INLINED.get(loop, ()) + loops.POOL_HELPERS,
+                       "@njit(inline='always', error_model='numpy')")
+    return (source + "\n\n" + _LOOP_JIT + inspect.getsource(getattr(loops, loop))
+            + "\n" + _pooled(loop, "kernel"))
 
 
 def map_kernel(scalar_fn, n_arrays):
@@ -90,8 +105,9 @@ def map_kernel(scalar_fn, n_arrays):
 
 
 def row_kernel(name):
-    """A compiled loop of kernels/loops.py that works on rows (prelu, softmax, maxout)."""
-    return getattr(_rows_module(), name)
+    """A compiled loop of kernels/loops.py that works on rows (prelu, softmax, maxout), called
+    as kernel(*arguments, start, stop, pool, slot, seq)."""
+    return getattr(_rows_module(), name + "_pooled")
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,13 +117,15 @@ def _rows_module():
         flags = loops.FASTMATH.get(helper, False)
         parts.append(f"\n\n@njit(forceinline=True, error_model='numpy', fastmath={flags!r})\n"
                      + inspect.getsource(getattr(loops, helper)))
+    parts.append(_helpers(loops.POOL_HELPERS, "@njit(inline='always', error_model='numpy')"))
     for kernel in loops.ROW_KERNELS:
-        parts.append("\n\n" + _JIT + inspect.getsource(getattr(loops, kernel)))
+        parts.append("\n\n" + _LOOP_JIT + inspect.getsource(getattr(loops, kernel)))
+        parts.append(_pooled(kernel, kernel + "_pooled"))
     return _load("rows", "".join(parts))
 
 
 def spin_function():
-    """loops.spin_until, compiled (nogil, cached) for int64 state arrays: the pool's spin-wait."""
+    """loops.spin_until, compiled (nogil, cached): the pool's spin-wait."""
     source = _HEADER + "\n\n" + _JIT + inspect.getsource(loops.spin_until)
     return _load("pool", source).spin_until
 
@@ -125,7 +143,7 @@ def _compile_interleaved_once(kernel, args):
     with global_compiler_lock:
         llvm.set_option("fastact", "-force-vector-interleave=1")
         try:
-            kernel(*args, 0, 0)
+            kernel(*args, 0, 0, 0, -1, 0)
         finally:
             llvm.set_option("fastact", "-force-vector-interleave=0")  # 0: the cost model's choice
 

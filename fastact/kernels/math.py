@@ -85,10 +85,20 @@ def store_fence():
     compiled; they are weakly ordered)."""
 
 
-def load_acquire(array, index):
-    """array[index] read afresh each time (an atomic load with acquire order when compiled: a
-    plain load in a waiting loop may be hoisted out of it)."""
-    return array[index]
+def atomic_load(address, index):
+    """The int64 at address + 8 * index, read afresh each time (an atomic load with acquire order
+    when compiled: a plain load in a waiting loop may be hoisted out of it). The thread pool's
+    state (fastact/_threads.py) is passed to native code as an address, one integer type for
+    both backends and for every call."""
+    import ctypes
+    return ctypes.c_int64.from_address(address + 8 * index).value
+
+
+def atomic_store(address, index, value):
+    """Store value to the int64 at address + 8 * index, with release order when compiled: the
+    stores before it (a chunk's output) are visible to a thread that sees it."""
+    import ctypes
+    ctypes.c_int64.from_address(address + 8 * index).value = value
 
 
 def cycle_counter():
