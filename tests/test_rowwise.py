@@ -61,6 +61,48 @@ def test_softmax_layouts_and_shapes(cpu_backend):
         fa.softmax(x, out=np.empty(x.shape))
 
 
+def test_softmax_backward_rows_near_the_float32_range(cpu_backend):
+    """softmax's float32 backward works in float32 on the row's dot split in two; rows where
+    dy - dot could overflow float32 (|dy| summing to 2^126 or more) take the float64 formula:
+    here dot is -6e37 and dy - dot 3.6e38 (inf in float32), while y (dy - dot) is finite. Inf and NaN in dy give
+    what the float64 formula gives."""
+    dy = np.array([[3e38, -3e38, 1.0, 2.0],
+                   [np.inf, 1.0, 2.0, 3.0],
+                   [np.nan, 1.0, 2.0, 3.0],
+                   [1e-30, -2e-30, 3e-45, 0.0]], np.float32)
+    y = np.array([[0.1, 0.3, 0.3, 0.3],
+                  [0.2, 0.3, 0.4, 0.1],
+                  [0.2, 0.3, 0.4, 0.1],
+                  [0.5, 0.25, 0.25, 0.0]], np.float32)
+    dx = fa.softmax.backward(dy, y)
+    with np.errstate(all="ignore"):
+        ref = reference.backward("softmax", dy.astype(np.float64), y.astype(np.float64))
+    assert np.isfinite(dx[0]).all() and np.isfinite(ref[0]).all()
+    assert_close(dx, ref, np.float32)
+
+
+def test_row_calls_with_an_overlapping_or_foreign_out(cpu_backend):
+    """The short path for C-contiguous rows along the last axis takes only an out exactly like
+    the input (or the input itself); a partly overlapping out, a strided one and a wrong one go
+    the general way (correct result, or the error before anything is written)."""
+    x = np.random.default_rng(5).standard_normal((6, 40)).astype(np.float32)
+    dy = np.random.default_rng(6).standard_normal(x.shape).astype(np.float32)
+    want, want_dx = fa.softmax(x), fa.softmax.backward(dy, fa.softmax(x))
+    buffer = np.concatenate([x.ravel(), np.zeros(40, np.float32)])
+    shifted_in, shifted_out = buffer[:240].reshape(6, 40), buffer[40:].reshape(6, 40)
+    fa.softmax(shifted_in, out=shifted_out)  # out overlaps the input one row later
+    np.testing.assert_array_equal(shifted_out, want)
+    strided = np.zeros((6, 80), np.float32)[:, ::2]
+    assert fa.softmax.backward(dy, want, out=strided) is strided
+    np.testing.assert_array_equal(strided, want_dx)
+    bad = np.full((6, 40), 7.0)
+    with pytest.raises(TypeError, match="out has dtype"):
+        fa.softmax.backward(dy, want, out=bad)
+    assert (bad == 7.0).all()
+    with pytest.raises(ValueError, match="out has shape"):
+        fa.softmax(x, out=np.empty((6, 41), np.float32))
+
+
 def test_long_rows_are_parallel_and_exact(cpu_backend):
     x = np.random.default_rng(3).standard_normal((3, 200_000)).astype(np.float32)
     y = fa.log_softmax(x)

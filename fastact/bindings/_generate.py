@@ -210,13 +210,13 @@ FA_WIDE void fa_log_softmax_rows_{s}(const void *x, void *out, int64_t n, {chunk
     fa_range(log_softmax_range_{s}, &a, start, stop, pool, slot, seq);
 }}
 
-void fa_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
+FA_WIDE void fa_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
                                   {chunk}) {{
     softmax_args_{s} a = {{dy, y, dx, n}};
     fa_range(softmax_backward_range_{s}, &a, start, stop, pool, slot, seq);
 }}
 
-void fa_log_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
+FA_WIDE void fa_log_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,
                                       {chunk}) {{
     softmax_args_{s} a = {{dy, y, dx, n}};
     fa_range(log_softmax_backward_range_{s}, &a, start, stop, pool, slot, seq);

@@ -655,9 +655,13 @@ static INLINE void FN(prefetch_row)(const real *row, int64_t n) {
     for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(real)) __builtin_prefetch(row + j, 0, 3);
 }
 
-/* registry.softmax_backward_element / log_softmax_backward_element */
+/* registry.softmax_backward_element / _split / log_softmax_backward_element */
 static INLINE real FN(softmax_backward_element)(real dy, real y, double dot) {
     return (real)((double)y * ((double)dy - dot));
+}
+
+static INLINE real FN(softmax_backward_element_split)(real dy, real y, real hi, real lo) {
+    return y * ((dy - hi) - lo);
 }
 
 static INLINE real FN(log_softmax_backward_element)(real dy, real y, double total) {
@@ -671,28 +675,40 @@ static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t 
     for (int64_t r = lo; r < hi; r++) {
         const real *dy = a->x + r * n, *y = a->y + r * n;
         real *dx = a->out + r * n;
-        if (r + 1 < hi) {
+        if (log && r + 1 < hi) {  /* (softmax's loads keep up without it: loops.py) */
             FN(prefetch_row)(dy + n, n);
             FN(prefetch_row)(y + n, n);
         }
-        double total = 0.0;
-#pragma omp simd reduction(+:total)
-        for (int64_t j = 0; j < n; j++) total += log ? (double)dy[j] : (double)dy[j] * (double)y[j];
+        double total = 0.0, size = 0.0;
         if (log) {
+#pragma omp simd reduction(+:total)
+            for (int64_t j = 0; j < n; j++) total += (double)dy[j];
 #pragma omp simd
             for (int64_t j = 0; j < n; j++) dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
-        } else {
+        } else {  /* loops.softmax_backward_rows: in real, the dot split in two, where in range */
+#pragma omp simd reduction(+:total, size)
+            for (int64_t j = 0; j < n; j++) {
+                total += (double)dy[j] * (double)y[j];
+                size += __builtin_fabs((double)dy[j]);
+            }
+            if (size < 0x1p126 && __builtin_fabs(total) < 0x1p126) {
+                real hi = (real)total, lo = (real)(total - (double)hi);
 #pragma omp simd
-            for (int64_t j = 0; j < n; j++) dx[j] = FN(softmax_backward_element)(dy[j], y[j], total);
+                for (int64_t j = 0; j < n; j++)
+                    dx[j] = FN(softmax_backward_element_split)(dy[j], y[j], hi, lo);
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < n; j++) dx[j] = FN(softmax_backward_element)(dy[j], y[j], total);
+            }
         }
     }
 }
 
-static void FN(softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
+FA_WIDE static void FN(softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
     FN(softmax_backward_rows)(args, lo, hi, 0);
 }
 
-static void FN(log_softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
+FA_WIDE static void FN(log_softmax_backward_range)(const void *args, int64_t lo, int64_t hi) {
     FN(softmax_backward_rows)(args, lo, hi, 1);
 }
 
