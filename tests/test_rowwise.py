@@ -113,13 +113,17 @@ def test_long_rows_are_parallel_and_exact(cpu_backend):
 
 
 @pytest.mark.parametrize("pieces,axis", [(2, 1), (3, -1), (1, 0), (4, 2), (2, -1), (6, -1)])
-def test_maxout(pieces, axis, dtype, cpu_backend):
-    shape = [4, 6, 8]
+@pytest.mark.parametrize("inner", [8, 600], ids=["short", "long"])
+def test_maxout(pieces, axis, inner, dtype, cpu_backend):
+    """Against the reference, with ties, NaN and inf; "long": 600 elements after the pieces' axis
+    where it is not the last (the C loops go over those in blocks of 256)."""
+    shape = [4, 6, inner]
     shape[axis] = 12
     x = np.random.default_rng(5).standard_normal(shape).astype(dtype)
     x.flat[::17] = 0.5  # ties
     x.flat[5] = np.nan
     x.flat[7] = np.inf
+    x.flat[x.size // 2 + 3::997] = np.nan  # more NaNs, past the first block
     y = fa.maxout(x, pieces, axis=axis)
     ref = reference.forward("maxout", x.astype(np.float64), pieces=pieces, axis=axis)
     np.testing.assert_array_equal(y, ref.astype(dtype))
