@@ -773,8 +773,8 @@ static void FN(maxout_forward_range)(const void *args, int64_t lo, int64_t hi) {
         }
         return;
     }
-    /* inner > 1: a piece at a time over a block of inner (loops over i that vectorize; with the
-       loop over the pieces inside, GCC saw "control flow in loop") */
+    /* inner > 1: a piece at a time along inner (loops over i that vectorize; with the loop over
+       the pieces inside, GCC saw "control flow in loop") */
     for (int64_t o = lo; o < hi; o++) {
         for (int64_t c = 0; c < C; c++) {
             const real *x = a->x + (o * C + c) * P * I;

@@ -201,8 +201,8 @@ def row_sum(a):
     return total
 
 
-FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc", "contract"}, "row_grad_weight": {"reassoc"},
-            "row_sum": {"reassoc"}, "row_max": {"nnan", "nsz"}}
+FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc", "contract"},
+            "row_grad_weight": {"reassoc"}, "row_sum": {"reassoc"}, "row_max": {"nnan", "nsz"}}
 
 
 def softmax_rows(x, out, start, stop):
@@ -243,11 +243,11 @@ def prefetch_row(a, r):
 
 
 # The softmax backward computes in y's type, with the row's float64 dot split into a pair
-# (registry.softmax_backward_element_split), where no |dy| and not |dot| reach 2^126, so that
-# dy - hi cannot overflow; in float64 on other rows. In cache, one core: 3.2 -> 4.7 Gelem/s
-# (NOTES.md), without prefetching the next row (3.7 with it; log_softmax's backward keeps it: its
-# exps do not overlap their loads otherwise). Both on 512-bit vectors: log_softmax's exp loop
-# 1.8 -> 2.2 Gelem/s.
+# (registry.softmax_backward_element_split), on rows where neither the sum of |dy| nor |dot|
+# reaches 2^126, so that dy - hi cannot overflow; in float64 on other rows. In cache, one core:
+# 3.1 -> 4.4 Gelem/s (NOTES.md), without prefetching the next row (which cost 20% in cache;
+# log_softmax's backward keeps it: its exps do not overlap their loads otherwise). Both on
+# 512-bit vectors: log_softmax's exp loop 1.8 -> 2.2 Gelem/s.
 
 def softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
