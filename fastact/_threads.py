@@ -55,10 +55,12 @@ _spin_provider = None
 
 # The pool state, an int64 array that native code gets as its address: [0] the workers of the
 # current call, [1] IDLE_SPIN_TICKS, then per worker slot w >= 1 its go counter at
-# POOL_STRIDE * w and its done counter 8 further (their own cache lines). A call's number (_seq)
-# only grows: a worker goes once its go counter passes the last call it ran, and a call is done
-# once every worker's done counter reaches its number.
+# POOL_STRIDE * w and its done counter at POOL_STRIDE * w + POOL_DONE (their own cache lines).
+# The kernels read this layout from here (kernels/loops.py, bindings/_generate.py). A call's
+# number (_seq) only grows: a worker goes once its go counter passes the last call it ran, and a
+# call is done once every worker's done counter reaches its number.
 POOL_STRIDE = 16
+POOL_DONE = 8
 _pool = None  # (array, address)
 _retired = []  # earlier pool states, kept alive: a retired worker may still touch its own
 _seq = 0
@@ -90,7 +92,7 @@ def _new_pool(slots):
     import numpy as np
     if _pool is not None:
         _retired.append(_pool)
-    raw = np.zeros(POOL_STRIDE * (slots + 1) + 8, np.int64)
+    raw = np.zeros(POOL_STRIDE * (slots + 1) + 8, np.int64)  # + 64 bytes to align
     skip = (-raw.ctypes.data % 64) // 8
     array = raw[skip:skip + POOL_STRIDE * (slots + 1)]
     array[1] = IDLE_SPIN_TICKS
@@ -105,6 +107,7 @@ class _Worker:
 
     def __init__(self, slot, pool):
         self.slot, self._pool = slot, pool
+        self._done_index = POOL_STRIDE * slot + POOL_DONE
         self._go = threading.Lock()
         self._go.acquire()
         self._finished = threading.Condition(threading.Lock())
@@ -113,8 +116,7 @@ class _Worker:
         threading.Thread(target=self._loop, name="fastact", daemon=True).start()
 
     def _loop(self):
-        state, address = self._pool
-        done = POOL_STRIDE * self.slot + 8
+        (state, address), done = self._pool, self._done_index
         while True:
             self._go.acquire()
             (kernel, args, lo, hi, seq), self._task = self._task, None  # before the next start()
@@ -134,8 +136,7 @@ class _Worker:
 
     def wait(self, seq):
         """Until the chunk of call seq is done; its exception, if it raised one."""
-        state, address = self._pool
-        done = POOL_STRIDE * self.slot + 8
+        (state, address), done = self._pool, self._done_index
         spin = _spin
         if spin is None or not spin(address, done, seq, WAIT_SPIN_TICKS):
             with self._finished:

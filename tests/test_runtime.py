@@ -251,7 +251,16 @@ def test_back_to_back_parallel_calls_are_correct(backend):
             order = [i % len(jobs) for i in range(100)] + [0] * 100  # mixed, then one kernel
             for threads in (2, 3):
                 fa.set_num_threads(threads)
-                results = [jobs[k]() for k in order]  # checked after: no pause between calls
+                results = []  # checked after: no pause between calls
+
+                def calls():  # in a thread of its own, so that a lost hand-off fails, not hangs
+                    with fa.backend(backend):  # (a new thread starts in the default backend)
+                        results.extend(jobs[k]() for k in order)
+                caller = threading.Thread(target=calls, daemon=True)
+                caller.start()
+                caller.join(120)
+                assert not caller.is_alive(), f"{threads} threads: the calls did not finish"
+                assert len(results) == len(order)
                 for k, result in zip(order, results):
                     np.testing.assert_array_equal(result, expected[k])
     finally:
@@ -275,21 +284,23 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     with fa.backend(backend):
         fa.relu(x, out=out)
     (kernel, args), = calls
-    raw = np.zeros(16 * 4 + 8, np.int64)
-    state = raw[(-raw.ctypes.data % 64) // 8:][:16 * 4]
+    stride, done = _threads.POOL_STRIDE, _threads.POOL_DONE
+    raw = np.zeros(stride * 4 + 8, np.int64)
+    state = raw[(-raw.ctypes.data % 64) // 8:][:stride * 4]
     address = state.ctypes.data
     state[0], state[1] = 2, 1000  # two workers; a short idle spin
     kernel(*args, 0, 100, address, 0, 5)
-    assert state[16] == 5 and state[32] == 5 and state[48] == 0  # workers 1 and 2 told to go
-    assert state[24] == state[40] == 0  # nobody's done counter
+    assert state[stride] == 5 and state[2 * stride] == 5  # workers 1 and 2 told to go
+    assert state[3 * stride] == 0  # worker 3 is not in this call
+    assert state[stride + done] == state[2 * stride + done] == 0  # nobody's done counter
     np.testing.assert_array_equal(out[:100], np.maximum(x[:100], 0))
     assert np.isnan(out[100:]).all()
     kernel(*args, 100, 500, address, 1, 5)  # worker 1: done, no go for call 6 within 1000 ticks
-    assert state[24] == 5 and state[16] == 5
-    state[16] = 9  # the next go already there
+    assert state[stride + done] == 5 and state[stride] == 5
+    state[stride] = 9  # the next go already there
     started = time.perf_counter()
     kernel(*args, 500, 1000, address, 1, 8)
-    assert state[24] == 8 and time.perf_counter() - started < 1.0
+    assert state[stride + done] == 8 and time.perf_counter() - started < 1.0
     np.testing.assert_array_equal(out, np.maximum(x, 0))
     before = state.copy()
     kernel(*args, 0, 1000, 0, -1, 0)  # alone: address 0 is never touched

@@ -12,6 +12,7 @@ import re
 import struct
 
 from fastact import registry
+from fastact._threads import POOL_DONE, POOL_STRIDE
 from fastact.kernels import math as m
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -146,11 +147,11 @@ static void fa_range(fa_range_fn fn, const void *args, int64_t start, int64_t st
     int64_t *state = (int64_t *)pool;
     if (slot == 0)
         for (int64_t w = 1; w <= __atomic_load_n(state, __ATOMIC_ACQUIRE); w++)
-            __atomic_store_n(state + 16 * w, seq, __ATOMIC_RELEASE);
+            __atomic_store_n(state + FA_POOL_STRIDE * w, seq, __ATOMIC_RELEASE);
     if (stop > start) fn(args, start, stop);
     if (slot > 0) {
-        __atomic_store_n(state + 16 * slot + 8, seq, __ATOMIC_RELEASE);
-        fa_spin_until(pool, 16 * slot, seq + 1, __atomic_load_n(state + 1, __ATOMIC_ACQUIRE));
+        __atomic_store_n(state + FA_POOL_STRIDE * slot + FA_POOL_DONE, seq, __ATOMIC_RELEASE);
+        fa_spin_until(pool, FA_POOL_STRIDE * slot, seq + 1, __atomic_load_n(state + 1, __ATOMIC_ACQUIRE));
     }
 }
 
@@ -405,7 +406,8 @@ def source(dtype):
     check_coverage()
     with open(TEMPLATE) as f:
         template = f.read()
-    parts = [PRELUDE]
+    first, rest = PRELUDE.split("\n", 1)  # the pool state's layout from fastact/_threads.py
+    parts = [f"{first}\n#define FA_POOL_STRIDE {POOL_STRIDE}\n#define FA_POOL_DONE {POOL_DONE}\n{rest}"]
     for dt in ("float64", "float32"):
         define, undef = _dtype_header(dt)
         parts += [f"\n/* ===== {dt} ===== */\n", define, template, "\n"]

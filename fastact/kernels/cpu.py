@@ -29,7 +29,8 @@ def _source_hash():
     digest = hashlib.sha256()
     for path in (os.path.join(here, "math.py"), os.path.join(here, "loops.py"),
                  os.path.join(here, "_jit.py"), os.path.join(here, "cpu.py"),
-                 os.path.join(os.path.dirname(here), "registry.py")):
+                 os.path.join(os.path.dirname(here), "registry.py"),
+                 os.path.join(os.path.dirname(here), "_threads.py")):
         with open(path, "rb") as f:
             digest.update(f.read())
     import numba
@@ -49,6 +50,7 @@ import numpy as np
 from numba import njit
 import fastact.kernels._jit  # teaches Numba the scalar functions
 from fastact import registry
+from fastact._threads import POOL_DONE, POOL_STRIDE
 from fastact.kernels import math as m
 '''
 _JIT = '@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)\n'
@@ -73,11 +75,17 @@ def _loop_name(scalar_fn, n_arrays):
     return f"map_{n_arrays}"
 
 
-_LOOP_JIT = '@njit(nogil=True, error_model="numpy", boundscheck=False)\n'
+_LOOP_JIT = '@njit(nogil=True, error_model="numpy", boundscheck=False)'  # called by the entry point
+_INLINE = "@njit(inline='always', error_model='numpy')"  # inlined by Numba, before LLVM vectorizes
+# inlined by LLVM (forceinline), which keeps each instruction's fastmath flags (loops.FASTMATH)
+_FORCEINLINE = "@njit(forceinline=True, error_model='numpy', fastmath={flags!r})"
 
 
 def _helpers(names, decorator):
-    return "".join(f"\n\n{decorator}\n" + inspect.getsource(getattr(loops, name)) for name in names)
+    """The sources of these functions of kernels/loops.py under decorator ({flags}: the
+    function's loops.FASTMATH flags)."""
+    return "".join(f"\n\n{decorator.format(flags=loops.FASTMATH.get(name, False))}\n"
+                   + inspect.getsource(getattr(loops, name)) for name in names)
 
 
 def _pooled(loop, name):
@@ -92,11 +100,8 @@ def map_source(scalar_fn, n_arrays):
     as kernel(*arrays, out, params, start, stop, pool, slot, seq)."""
     loop = _loop_name(scalar_fn, n_arrays)
     source = _HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n"
-    # inlined by Numba, into the kernel's vector loop
-    source += _helpers(loops.INLINED.get(loop, ()) + loops.POOL_HELPERS,
-                       "@njit(inline='always', error_model='numpy')")
-    return (source + "\n\n" + _LOOP_JIT + inspect.getsource(getattr(loops, loop))
-            + "\n" + _pooled(loop, "kernel"))
+    source += _helpers(loops.INLINED.get(loop, ()) + loops.POOL_HELPERS, _INLINE)
+    return source + _helpers((loop,), _LOOP_JIT) + _pooled(loop, "kernel")
 
 
 def map_kernel(scalar_fn, n_arrays):
@@ -112,15 +117,9 @@ def row_kernel(name):
 
 @functools.lru_cache(maxsize=None)
 def _rows_module():
-    parts = [_HEADER]
-    for helper in loops.HELPERS:  # inlined by LLVM (forceinline), which keeps their fastmath flags
-        flags = loops.FASTMATH.get(helper, False)
-        parts.append(f"\n\n@njit(forceinline=True, error_model='numpy', fastmath={flags!r})\n"
-                     + inspect.getsource(getattr(loops, helper)))
-    parts.append(_helpers(loops.POOL_HELPERS, "@njit(inline='always', error_model='numpy')"))
+    parts = [_HEADER, _helpers(loops.HELPERS, _FORCEINLINE), _helpers(loops.POOL_HELPERS, _INLINE)]
     for kernel in loops.ROW_KERNELS:
-        parts.append("\n\n" + _LOOP_JIT + inspect.getsource(getattr(loops, kernel)))
-        parts.append(_pooled(kernel, kernel + "_pooled"))
+        parts += [_helpers((kernel,), _LOOP_JIT), _pooled(kernel, kernel + "_pooled")]
     return _load("rows", "".join(parts))
 
 

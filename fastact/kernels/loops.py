@@ -8,6 +8,7 @@ caller can split one call over threads. Accumulations are float64 whatever the d
 import numpy as np
 
 from fastact import registry
+from fastact._threads import POOL_DONE, POOL_STRIDE
 from fastact.kernels import math as m
 
 scalar = None  # bound per generated module
@@ -361,29 +362,29 @@ def spin_until(pool, index, want, ticks):
 # --- the thread pool's hand-off, in native code (fastact/_threads.py) ---------------------------------
 # Every kernel is called as kernel(*args, start, stop, pool, slot, seq): pool_enter before the loop,
 # pool_leave after it. The pool state (pool: its address) holds [0] the number of workers of this
-# call and [1] a worker's idle-spin budget; worker w's "go" counter is at 16 w and its "done"
-# counter at 16 w + 8 (cache lines of their own). A call's caller (slot 0) tells its workers to go
+# call and [1] a worker's idle-spin budget; worker w's "go" counter is at POOL_STRIDE w and its
+# "done" counter POOL_DONE further (fastact/_threads.py). A call's caller (slot 0) tells its workers to go
 # from inside its compiled kernel, i.e. once it has released the GIL: a worker that saw the go
 # while the caller still held the GIL slept in the GIL's wait, and a sleeping core of this VM took
 # ~50 us to wake (2^20 relu backward: 2 threads took 340 us where either half alone took 230).
 # A worker (slot >= 1) marks its chunk done and spins, still in native code, for its next go:
 # the caller, which waits for the done, then finds the GIL free. Direct calls pass slot -1.
-# (Literal offsets: this source is copied into the generated modules.)
 
 def pool_enter(pool, slot, seq):
     if slot == 0:
         for worker in range(1, m.atomic_load(pool, 0) + 1):
-            m.atomic_store(pool, 16 * worker, seq)
+            m.atomic_store(pool, POOL_STRIDE * worker, seq)
 
 
 def pool_leave(pool, slot, seq):
     if slot > 0:
-        m.atomic_store(pool, 16 * slot + 8, seq)
-        spin_until(pool, 16 * slot, seq + 1, m.atomic_load(pool, 1))
+        m.atomic_store(pool, POOL_STRIDE * slot + POOL_DONE, seq)
+        spin_until(pool, POOL_STRIDE * slot, seq + 1, m.atomic_load(pool, 1))
 
 
 POOL_HELPERS = ("spin_until", "pool_enter", "pool_leave")
 POOLED = """
+
 {jit}def {name}({params}, pool, slot, seq):
     pool_enter(pool, slot, seq)
     {loop}({params})
