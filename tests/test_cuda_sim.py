@@ -19,6 +19,12 @@ def _env(**extra):
     return env
 
 
+def _python(code, timeout=300, **env):
+    """Run code in a fresh interpreter with this checkout first on its path."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env=_env(**env), timeout=timeout)
+
+
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install numba-cuda)")
 def test_cuda_kernels_under_the_simulator():
     workers = []
@@ -35,8 +41,7 @@ def test_cuda_kernels_under_the_simulator():
 def test_without_a_gpu_the_backend_says_why():
     code = ("import fastact as fa, sys; ok, why = fa.backends()['cuda']; print(why); "
             "sys.exit(0 if ok else 3)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, env=_env(NUMBA_ENABLE_CUDASIM="0"), timeout=300)
+    result = _python(code, NUMBA_ENABLE_CUDASIM="0")
     if result.returncode == 0:
         pytest.skip("a CUDA device is present")
     assert result.returncode == 3, result.stderr
@@ -46,3 +51,71 @@ def test_without_a_gpu_the_backend_says_why():
                            timeout=300)
     assert check.returncode == 2 and "no CUDA device" in check.stdout, check.stdout + check.stderr
     assert "Traceback" not in check.stderr
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install numba-cuda)")
+def test_a_numba_cuda_that_cannot_load_with_this_numpy_is_reported():
+    # numba-cuda 0.30.4 fails inside its first compile under NumPy 2.5 (np.row_stack removed);
+    # the backend probes for it and says so instead of raising from deep inside a launch
+    code = ("import numpy as np; del np.row_stack; import fastact as fa; "
+            "print(fa.backends()['cuda'])")
+    result = _python(code, NUMBA_ENABLE_CUDASIM="0")
+    assert result.returncode == 0, result.stderr
+    assert "(False," in result.stdout and "row_stack" in result.stdout, result.stdout
+    assert "numpy<2.5" in result.stdout
+
+
+# Run in a fresh process: the CPU backend compiles gelu first (the order that miscompiled on an
+# H100), then the CUDA target's view of every function of kernels/_jit.py is inspected and, where
+# NVVM is installed, gelu's CUDA kernel is compiled to PTX.
+_SEPARATE_TARGETS = r'''
+import re, sys
+import numpy as np
+import fastact as fa
+from fastact import registry
+from fastact.kernels import _jit, _cuda_jit, math as m
+with fa.backend("cpu"):
+    fa.gelu(np.linspace(-12, 3, 64, dtype=np.float32), approximate="tanh")
+from numba.cuda.descriptor import cuda_target
+from numba.core.registry import cpu_target
+typing = cuda_target.typing_context
+typing.refresh()
+cpu_target.typing_context.refresh()
+functions = [fn for fn, _ in _jit._OVERLOADS] + _jit._JITABLE
+assert len(functions) > 80, len(functions)
+for fn in functions:
+    for context, target in ((typing, "cuda"), (cpu_target.typing_context, "cpu")):
+        templates = context._lookup_global(fn).templates
+        found = {getattr(t, "metadata", {}).get("target") for t in templates}
+        assert found == {target}, (fn.__name__, target, found)
+import numba.cuda.dispatcher as d
+class Device:
+    compute_capability = (9, 0)
+d.get_current_device = lambda: Device()  # no GPU: numba-cuda asks it for the target
+from numba import cuda, types
+from fastact.kernels import cuda as kc
+kernel = kc._elementwise_kernel(registry.gelu_forward, "f32", 1, "f32", 0)
+array = types.Array(types.float32, 1, "C")
+try:
+    ptx, _ = cuda.compile_ptx(kernel.py_func, (array, array, types.int64), cc=(9, 0))
+except Exception as e:
+    if "nvvm" in str(e).lower() or "nvrtc" in str(e).lower():
+        print("NO-NVVM", e)
+        sys.exit(0)
+    raise
+zero_operand = [l for l in ptx.splitlines() if re.search(r"fma\.rn\.f32\s+%f\d+, [^;]*0f00000000", l)]
+assert not zero_operand, zero_operand[:3]
+assert ptx.count("fma.rn.f32") > 40, ptx.count("fma.rn.f32")
+print("PTX-CHECKED")
+'''
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install numba-cuda)")
+def test_cuda_and_cpu_targets_keep_separate_registrations(tmp_path):
+    # numba-cuda 0.30 merged numba.extending's (CPU) registrations of these functions into its own
+    # and, after a CPU compile in the same process, compiled gelu on the GPU with an operand of
+    # normal_tail_scaled's last FMA replaced by 0 (16.8M ulp at x = -11.2 on an H100)
+    result = _python(_SEPARATE_TARGETS, timeout=600, NUMBA_ENABLE_CUDASIM="0",
+                     FASTACT_CACHE_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "PTX-CHECKED" in result.stdout or "NO-NVVM" in result.stdout, result.stdout

@@ -2,15 +2,23 @@
 rule of the row-wise kernels, the partial (max, index, sum) of a softmax row and how two combine,
 and a counter-based random number generator for rrelu.
 
-Plain Python, like kernels/math.py: the CUDA simulator runs them as written, and
-``register_jitable`` makes the same source callable from numba-cuda device code. The
-bit-level primitives of math.py need no CUDA-specific lowering: their LLVM IR (llvm.fma and
-bitcasts) is target-independent and NVVM accepts it (checked by compiling every kernel to PTX).
+Plain Python, like kernels/math.py: the CUDA simulator runs them as written, and numba-cuda's
+``register_jitable`` (its own registry, not numba.extending's: kernels/_jit.py) makes the same
+source callable from device code. The bit-level primitives of math.py need no CUDA-specific
+lowering: their LLVM IR (llvm.fma and bitcasts) is target-independent and NVVM accepts it (checked
+by compiling every kernel to PTX, and on an H100).
 """
 import numpy as np
-from numba.extending import register_jitable
+from numba.core import config as _numba_config
 
-from . import math as m
+from . import _jit, math as m
+
+if _numba_config.ENABLE_CUDASIM:
+    def register_jitable(fn):
+        return fn
+else:
+    from numba.cuda.extending import register_jitable  # numba-cuda's registry only (_jit.py)
+    _jit.register_cuda()
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 

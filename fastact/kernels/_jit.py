@@ -10,7 +10,7 @@ import struct
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.extending import intrinsic, overload, register_jitable
+from numba.extending import intrinsic, overload
 
 from . import math as m
 from .. import registry  # noqa: F401  (defines @scalar functions registered below)
@@ -172,87 +172,149 @@ def _spin_pause(typingctx):
     return types.none(), codegen
 
 
+# Numba's CPU target and numba-cuda both read numba.extending's registrations (target "generic").
+# Shared, they miscompiled on the GPU (numba 0.68, numba-cuda 0.30.4; the PTX showed it): once the
+# CPU backend had compiled gelu in the process, numba-cuda compiled normal_tail_scaled's
+# fma(t, p, (t * dl) * p) as fma(0, p, ...), and an overload inlined in Numba's IR (inline="always")
+# lost an argument even alone: expm1_reduced's fma(r * r, q, r) became fma(r * r, q, 0), the
+# caller's r deleted (which zero-fills it) before the inlined body read it. So every function is
+# registered for the CPU target here, and for numba-cuda's own registry by register_cuda, without
+# IR inlining there (NVVM inlines these small functions).
+_OVERLOADS = []  # (function of kernels/math.py, implementation)
+_JITABLE = []  # functions compiled from their own source (kernels/math.py, registry.py)
+_JITABLE_OPTIONS = {"forceinline": True}
+
+
+def _overload(fn):
+    """Implement fn for Numba's CPU target, inlined at the level of Numba's IR (so that constant
+    selections such as is_single fold away before LLVM sees them), and remember it for CUDA."""
+    def decorate(impl):
+        _OVERLOADS.append((fn, impl))
+        return overload(fn, inline="always", target="cpu")(impl)
+    return decorate
+
+
+def _as_itself(fn):
+    def implementation(*args, **kwargs):
+        return fn
+    return implementation
+
+
+def _jitable(fn):
+    """numba.extending.register_jitable(forceinline=True, error_model="numpy") for the CPU target
+    only. error_model="numpy": no ZeroDivisionError check on each / (it made calls that could
+    raise, which LLVM neither inlined nor vectorized); forceinline: no call left in a loop."""
+    _JITABLE.append(fn)
+    overload(fn, jit_options={**_JITABLE_OPTIONS, "error_model": "numpy"}, strict=False,
+             target="cpu")(_as_itself(fn))
+
+
+_cuda_registered = False
+
+
+def register_cuda():
+    """The same functions for numba-cuda (called by kernels/_cuda_jit.py when it is imported)."""
+    global _cuda_registered
+    if _cuda_registered:
+        return
+    from numba.cuda.descriptor import cuda_target
+    from numba.cuda.extending import overload as cuda_overload
+    # numba-cuda also takes in numba.extending's registrations of global functions whatever their
+    # target (the CPU ones above), merging them with its own; take them in now and drop ours
+    typing = cuda_target.typing_context
+    typing.refresh()
+    for fn in [fn for fn, _ in _OVERLOADS] + _JITABLE:
+        if typing._lookup_global(fn) is not None:
+            typing._remove_global(fn)
+    for fn, impl in _OVERLOADS:
+        cuda_overload(fn, target="cuda")(impl)
+    for fn in _JITABLE:
+        cuda_overload(fn, jit_options=_JITABLE_OPTIONS, strict=False, target="cuda")(
+            _as_itself(fn))
+    _cuda_registered = True
+
+
 def _register():
-    @overload(m.fma, inline="always")
+    @_overload(m.fma)
     def _fma_impl(a, b, c):
         if isinstance(a, types.Float):
             return lambda a, b, c: _fma(a, b, c)
 
-    @overload(m.fmax, inline="always")
+    @_overload(m.fmax)
     def _fmax_impl(a, b):
         if isinstance(a, types.Float) and a == b:
             return lambda a, b: _fmax(a, b)
 
-    @overload(m.pow2, inline="always")
+    @_overload(m.pow2)
     def _pow2_impl(k):
         if isinstance(k, types.Float):
             return lambda k: _pow2(k)
 
-    @overload(m.exponent_of, inline="always")
+    @_overload(m.exponent_of)
     def _exponent_impl(u):
         if isinstance(u, types.Float):
             return lambda u: _exponent_of(u)
 
-    @overload(m.mantissa_of, inline="always")
+    @_overload(m.mantissa_of)
     def _mantissa_impl(u):
         if isinstance(u, types.Float):
             return lambda u: _mantissa_of(u)
 
-    @overload(m.prefetch, inline="always")
+    @_overload(m.prefetch)
     def _prefetch_impl(array, index):
         return lambda array, index: _prefetch(array, index)
 
-    @overload(m.stream_line, inline="always")
+    @_overload(m.stream_line)
     def _stream_line_impl(dst, i, src, j):
         if isinstance(dst, types.Array) and isinstance(src, types.Array) and dst.dtype == src.dtype:
             return lambda dst, i, src, j: _stream_line(dst, i, src, j)
 
-    @overload(m.store_fence, inline="always")
+    @_overload(m.store_fence)
     def _store_fence_impl():
         return lambda: _store_fence()
 
-    @overload(m.atomic_load, inline="always")
+    @_overload(m.atomic_load)
     def _atomic_load_impl(address, index):
         return lambda address, index: _atomic_load(address, index)
 
-    @overload(m.atomic_store, inline="always")
+    @_overload(m.atomic_store)
     def _atomic_store_impl(address, index, value):
         return lambda address, index, value: _atomic_store(address, index, value)
 
-    @overload(m.cycle_counter, inline="always")
+    @_overload(m.cycle_counter)
     def _cycle_counter_impl():
         return lambda: _cycle_counter()
 
-    @overload(m.spin_pause, inline="always")
+    @_overload(m.spin_pause)
     def _spin_pause_impl():
         return lambda: _spin_pause()
 
-    register_jitable(forceinline=True, error_model="numpy")(m.aligned_head)
-    register_jitable(forceinline=True, error_model="numpy")(m.stream_block)
+    _jitable(m.aligned_head)
+    _jitable(m.stream_block)
 
-    @overload(m.wide_vectors, inline="always")
+    @_overload(m.wide_vectors)
     def _wide_vectors_impl():
         return lambda: _wide_vectors()
 
-    @overload(m.is_single, inline="always")
+    @_overload(m.is_single)
     def _is_single(x):
         if x == types.float32:
             return lambda x: True
         return lambda x: False
 
-    @overload(m.like, inline="always")
+    @_overload(m.like)
     def _like(x, c):
         if x == types.float32:
             return lambda x, c: np.float32(c)
         return lambda x, c: np.float64(c)
 
-    @overload(m.pick, inline="always")
+    @_overload(m.pick)
     def _pick(x, c32, c64):
         if x == types.float32:
             return lambda x, c32, c64: np.float32(c32)
         return lambda x, c32, c64: np.float64(c64)
 
-    @overload(m.horner, inline="always")
+    @_overload(m.horner)
     def _horner(x, coefficients):
         # Straight-line FMAs: a loop over the tuple is only unrolled by LLVM for short tuples,
         # and a loop left in the body stops the vectorizer (float64 gelu backward stayed scalar).
@@ -268,9 +330,7 @@ def _register():
 
     for fn in m._SCALAR_FUNCTIONS:
         if fn is not m.horner:
-            # error_model="numpy": no ZeroDivisionError check on each / (it made calls that could
-            # raise, which LLVM neither inlined nor vectorized); forceinline: no call left in a loop
-            register_jitable(forceinline=True, error_model="numpy")(fn)
+            _jitable(fn)
 
 
 _register()

@@ -228,9 +228,24 @@ def _flat(array, first, count, dtype=None):
         import ctypes
         buffer = (ctypes.c_char * (count * dtype.itemsize)).from_address(ptr)
         return np.frombuffer(buffer, dtype=dtype, count=count)
-    desc = {"shape": (count,), "strides": None, "typestr": dtype.str, "data": (ptr, False),
-            "version": 3}
-    return cuda.from_cuda_array_interface(desc, owner=array.obj, sync=False)
+    key = (ptr, count, dtype.str, array.device)
+    view = _views.get(key)
+    if view is None:
+        # No owner: the view is only (pointer, length, dtype), valid for whatever allocation is
+        # there while the caller holds it; kept so that a repeated call skips building it (tens
+        # of microseconds in numba-cuda)
+        desc = {"shape": (count,), "strides": None, "typestr": dtype.str, "data": (ptr, False),
+                "version": 3}
+        view = cuda.from_cuda_array_interface(desc, owner=None, sync=False)
+        with _lock:
+            if len(_views) >= _VIEWS_KEPT:
+                _views.pop(next(iter(_views)))
+            _views[key] = view
+    return view
+
+
+_views = {}  # (pointer, count, dtype, device) -> a Numba device array over it, oldest first
+_VIEWS_KEPT = 256
 
 
 def _strided_operand(array, shape, strides):
@@ -373,6 +388,13 @@ def kernel_name(scalar_fn, tag, n_inputs=None):
 def _params_of(scalar_fn, n_inputs):
     import inspect
     return len(inspect.signature(scalar_fn).parameters) - n_inputs if scalar_fn else 0
+
+
+@functools.lru_cache(maxsize=None)
+def _elementwise_kernel(scalar_fn, tag, n_inputs, work, ndim):
+    """The elementwise kernel (contiguous for ndim 0, else strided over ndim dimensions)."""
+    name = kernel_name(scalar_fn, tag, n_inputs) + (f"_nd{ndim}" if ndim else "")
+    return _load(name, _elementwise_source(name, scalar_fn, n_inputs, work, ndim))
 
 
 def _elementwise_source(name, scalar_fn, n_inputs, work, ndim):
@@ -875,6 +897,12 @@ class Backend:
             raise Unavailable("numba-cuda not installed (this is Numba's deprecated built-in "
                               "CUDA target): pip install numba-cuda")
         if not SIMULATOR:
+            try:  # loaded by numba-cuda at its first compile; probed here for a clear reason
+                import numba.cuda.np.arrayobj  # noqa: F401
+            except Exception as e:  # numba-cuda 0.30.4 with NumPy 2.5: np.row_stack is gone
+                hint = "; numba-cuda 0.30 needs numpy<2.5" if "row_stack" in str(e) else ""
+                raise Unavailable(f"numba-cuda does not work with NumPy {np.__version__} "
+                                  f"({type(e).__name__}: {e}){hint}") from None
             try:
                 available = cuda.is_available()
             except Exception as e:  # a broken driver install
@@ -931,15 +959,12 @@ class Backend:
         values = [wtype(p) for p in params]
         orders = [o for o in ("C", "F") if all(a.is_contiguous(o) for a in (*inputs, target))]
         if orders:
-            name = kernel_name(scalar_fn, tag, len(inputs))
-            kernel = _load(name, _elementwise_source(name, scalar_fn, len(inputs), work, 0))
+            kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, 0)
             args = [_flat(a, 0, n) for a in (*inputs, target)] + [n] + values
             blocks = self._blocks(device, n, BLOCK * UNROLL)
         else:
             shape, strides = _collapse(target.shape, [a.strides for a in (*inputs, target)])
-            name = kernel_name(scalar_fn, tag, len(inputs)) + f"_nd{len(shape)}"
-            kernel = _load(name, _elementwise_source(name, scalar_fn, len(inputs), work,
-                                                     len(shape)))
+            kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, len(shape))
             args = []
             for a, st in zip((*inputs, target), strides):
                 args += _strided_operand(a, shape, st)

@@ -4,7 +4,8 @@ Numba >= 0.62 compiles ``np.exp`` in a loop to a scalar libm call that LLVM cann
 kernels use these instead: branch-free FMA code (selects, no data-dependent branches) that the loop
 vectorizer turns into AVX2/AVX-512 instructions. Every function here is plain Python: it runs in
 the interpreter (and in numba-cuda's simulator) as written, and ``fastact.kernels._jit`` registers
-it with Numba (``register_jitable``) on first use, so importing fastact does not import Numba.
+it with Numba's CPU target and, separately, with numba-cuda's on first use, so importing fastact
+does not import Numba.
 
 Dtype-generic code: a literal like ``0.5`` is float64 in Numba and would silently promote a
 float32 computation, so constants go through ``like(x, c)`` / ``pick(x, c32, c64)``, which compile
