@@ -380,27 +380,48 @@ def torch_peers(torch):
     }
 
 
+def _torch_views(lib):
+    """(torch module, view) where view(array) is a torch CUDA tensor on the same memory, or
+    (None, None) without PyTorch: the peer runs on the very arrays fastact is timed on."""
+    if lib.name == "torch":
+        return lib.m, lambda t: t
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return None, None
+    except ImportError:
+        return None, None
+    return torch, lambda t: torch.as_tensor(t, device="cuda")
+
+
+def _best(lib, fn, reps, rounds):
+    return min(lib.time(fn, reps) for _ in range(rounds))
+
+
 def benchmark(lib, log2, names):
+    """Per op: fastact forward and backward (out= given) and PyTorch's eager op on the same
+    arrays, interleaved (fastact, torch, fastact, torch, ...; the best of the rounds), and the host
+    time per call at 2^10 elements."""
     import numpy as np
     import fastact as fa
     from fastact import registry
     n = 1 << log2
     rng = np.random.default_rng(0)
     host = rng.standard_normal(1 << 20).astype(np.float32)
-    x = lib.empty(n, np.float32)
+    host_dy = rng.standard_normal(1 << 20).astype(np.float32)
+    x, y, dy, dx = (lib.empty(n, np.float32) for _ in range(4))
     for i in range(0, n, host.size):  # fill without a 2**28 host array
         fa.tanh(lib.to_device(host), out=x[i:i + host.size])  # any kernel writes the values
-    a, b, c = x, lib.empty(n, np.float32), lib.empty(n, np.float32)
-    reps = 20
-    copy_s = lib.time(lambda: _copy(lib, b, a), reps)
-    add_s = lib.time(lambda: _add(lib, a, b, c), reps)
+        fa.tanh(lib.to_device(host_dy), out=dy[i:i + host.size])
+    reps, rounds = 20, 3
+    copy_s = _best(lib, lambda: _copy(lib, y, x), reps, rounds)
+    add_s = _best(lib, lambda: _add(lib, x, dy, dx), reps, rounds)
     copy_bw, add_bw = 2 * n * 4 / copy_s, 3 * n * 4 / add_s
-    torch = None
-    if lib.name == "torch":
-        torch = lib.m
+    torch, view = _torch_views(lib)
     peers = torch_peers(torch) if torch is not None else {}
     table = []
     row_n = 4096
+    small, small_out = lib.to_device(host[:1024]), lib.to_device(host[:1024])
     for spec in registry.SPECS.values():
         name = spec.name
         if (names and name not in names) or spec.kind in ("prelu", "rrelu", "maxout"):
@@ -409,32 +430,38 @@ def benchmark(lib, log2, names):
         params = PARAM_CASES.get(name, [{}])[0]
         shaped = (lambda t: t.reshape(n // row_n, row_n)) if spec.kind != "elementwise" else (
             lambda t: t)
-        xs, ys, dxs = shaped(a), shaped(b), shaped(c)
-        fwd = lib.time(lambda: act(xs, out=ys, **params), reps)
+        xs, ys, dys, dxs = shaped(x), shaped(y), shaped(dy), shaped(dx)
         saved = ys if act.saves_for(**params) == "output" else xs
-        bwd = lib.time(lambda: act.backward(xs, saved, out=dxs, **params), reps)
-        t_fwd = t_bwd = None
-        if name in peers:
-            f, bk = peers[name]
+
+        def fwd():
+            act(xs, out=ys, **params)
+
+        def bwd():
+            act.backward(dys, saved, out=dxs, **params)
+        fwd()
+        peer = forward, backward = peers.get(name, (None, None))
+        t_fwd, t_bwd, p_fwd, p_bwd = [], [], [], []
+        if forward is not None:
+            xt, dyt, yt = view(xs), view(dys), forward(view(xs))
+        for _ in range(rounds):
+            t_fwd.append(lib.time(fwd, reps))
+            t_bwd.append(lib.time(bwd, reps))
             try:
-                t_fwd = lib.time(lambda: f(xs), reps)
-                if bk is not None:
-                    yt = f(xs)
-                    t_bwd = lib.time(lambda: bk(xs, xs, yt), reps)
+                if forward is not None:
+                    p_fwd.append(lib.time(lambda: forward(xt), reps))
+                if backward is not None:
+                    p_bwd.append(lib.time(lambda: backward(dyt, xt, yt), reps))
             except Exception as e:
                 print(f"torch peer for {name} failed: {type(e).__name__}: {e}")
-        small = lib.to_device(host[:1024])
-        small_out = lib.to_device(host[:1024])
+                forward = backward = None
         overhead = _overhead(lib, lambda: act(small, out=small_out, **params))
         torch_overhead = None
-        if name in peers:
-            try:
-                f = peers[name][0]
-                torch_overhead = _overhead(lib, lambda: f(small))
-            except Exception:
-                pass
-        table.append((name, 2 * n * 4 / fwd, t_fwd and 2 * n * 4 / t_fwd, 3 * n * 4 / bwd,
-                      t_bwd and 3 * n * 4 / t_bwd, overhead, torch_overhead))
+        if peer[0] is not None:
+            small_t = view(small)
+            torch_overhead = _overhead(lib, lambda: peer[0](small_t))
+        table.append((name, 2 * n * 4 / min(t_fwd), 2 * n * 4 / min(p_fwd) if p_fwd else None,
+                      3 * n * 4 / min(t_bwd), 3 * n * 4 / min(p_bwd) if p_bwd else None,
+                      overhead, torch_overhead))
     return copy_bw, add_bw, table
 
 
