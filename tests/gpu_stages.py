@@ -1,0 +1,45 @@
+"""A developer's check for a GPU, not collected by pytest: gelu(approximate="tanh")'s stages on the
+GPU against the same functions run by the interpreter, for the inputs where the H100 run of
+2026-11-22 was 40 ulp off (fastact/bench/NOTES.md, "Measured on an NVIDIA H100").
+    python tests/gpu_stages.py        (prints the stages that differ)
+"""
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from numba import cuda  # noqa: E402
+
+import fastact.kernels._jit  # noqa: E402,F401  (the CPU registrations first, as the backends do)
+import fastact.kernels._cuda_jit  # noqa: E402,F401
+from fastact import registry as r  # noqa: E402
+from fastact.kernels import math as m  # noqa: E402
+
+NAMES = ("hi", "lo", "a", "tail", "sigmoid_times", "gelu_tanh", "x*x", "x*x error")
+
+
+@cuda.jit
+def stages(x, out):
+    v = x[cuda.grid(1)]
+    row = out[cuda.grid(1)]
+    hi, lo, a, tail = r.gelu_tanh_argument(v)
+    row[0], row[1], row[2], row[3] = hi, lo, a, tail
+    row[4] = m.sigmoid_times(hi, lo, v)
+    row[5] = r.gelu_tanh_forward(v)
+    row[6], row[7] = m.two_prod(v, v)
+
+
+def host(v):
+    hi, lo, a, tail = r.gelu_tanh_argument(v)
+    return [hi, lo, a, tail, m.sigmoid_times(hi, lo, v), r.gelu_tanh_forward(v), *m.two_prod(v, v)]
+
+
+x = np.array([-10.040965, -10.012965, -9.9, -3.0, 1.7], np.float32)
+out = cuda.to_device(np.zeros((x.size, len(NAMES)), np.float32))
+stages[1, x.size](cuda.to_device(x), out)
+got = out.copy_to_host()
+for i, v in enumerate(x):
+    want = np.array(host(v), np.float32)
+    differ = [f"{n}: gpu {g!r} host {w!r}" for n, g, w in zip(NAMES, got[i], want) if g != w]
+    print(f"x = {v!r}: " + ("; ".join(differ) if differ else "all stages agree"))
