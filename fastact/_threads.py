@@ -86,15 +86,20 @@ def _load_spinner():
             _spin = None
 
 
-def _new_pool(slots):
-    """A zeroed pool state for workers 1..slots, 64-byte aligned; the old one is kept alive."""
-    global _pool
+def pool_state(slots):
+    """A zeroed, 64-byte aligned pool state for workers 1..slots (layout above)."""
     import numpy as np
-    if _pool is not None:
-        _retired.append(_pool)
     raw = np.zeros(POOL_STRIDE * (slots + 1) + 8, np.int64)  # + 64 bytes to align
     skip = (-raw.ctypes.data % 64) // 8
-    array = raw[skip:skip + POOL_STRIDE * (slots + 1)]
+    return raw[skip:skip + POOL_STRIDE * (slots + 1)]
+
+
+def _new_pool(slots):
+    """A new pool state for workers 1..slots; the old one is kept alive."""
+    global _pool
+    if _pool is not None:
+        _retired.append(_pool)
+    array = pool_state(slots)
     array[1] = IDLE_SPIN_TICKS
     _pool = (array, array.ctypes.data)
 

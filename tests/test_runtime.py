@@ -285,8 +285,7 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
         fa.relu(x, out=out)
     (kernel, args), = calls
     stride, done = _threads.POOL_STRIDE, _threads.POOL_DONE
-    raw = np.zeros(stride * 4 + 8, np.int64)
-    state = raw[(-raw.ctypes.data % 64) // 8:][:stride * 4]
+    state = _threads.pool_state(3)
     address = state.ctypes.data
     state[0], state[1] = 2, 1000  # two workers; a short idle spin
     kernel(*args, 0, 100, address, 0, 5)

@@ -35,12 +35,8 @@ class Backend:
         _threads.set_spinner(self._spin_function)
 
     def _spin_function(self):
-        """fa_spin_until: the pool's spin-wait (fastact/_threads.py)."""
-        spin_until = self.lib.fa_spin_until
-
-        def spin(pool, index, want, ticks):
-            return bool(spin_until(pool, index, want, ticks))
-        return spin
+        """fa_spin_until: the pool's spin-wait (fastact/_threads.py; it returns 1 or 0)."""
+        return self.lib.fa_spin_until
 
     def _map_function(self, scalar_fn, arrays, dtype):
         key = (scalar_fn.__name__, arrays, dtype)
