@@ -153,6 +153,19 @@ def test_maxout(pieces, axis, inner, dtype, cpu_backend):
     np.testing.assert_array_equal(fa.maxout(np.asfortranarray(x), pieces, axis=axis), y)
 
 
+@pytest.mark.parametrize("width", [256, 36])
+def test_maxout_large_input(width, cpu_backend):
+    """Inputs of 4 MiB and more are prefetched ahead of the loop (rows of 1 KiB, and rows that
+    do not divide a page), with NaN, inf and ties spread over the whole array."""
+    x = np.random.default_rng(7).standard_normal(((1 << 20) // width + 3, width)).astype(np.float32)
+    x.flat[::4099] = np.nan
+    x.flat[1::5003] = -np.inf
+    x.flat[2::13] = 0.5
+    y = fa.maxout(x, 4, axis=1)
+    ref = reference.forward("maxout", x.astype(np.float64), pieces=4, axis=1)
+    np.testing.assert_array_equal(y, ref.astype(np.float32))
+
+
 def test_maxout_errors():
     x = np.ones((2, 6, 3), np.float32)
     with pytest.raises(ValueError, match="multiple of pieces"):

@@ -315,8 +315,23 @@ def group_max(row, base, stride, k):
     return best, where
 
 
+def prefetch_ahead(rows, o, ahead):
+    """Hint the cache lines ``ahead`` elements past row o of a C-contiguous 2-D array (a row's
+    worth of them, one per line), as if its rows were one flat array."""
+    flat = rows.reshape(-1)
+    first = o * rows.shape[1] + ahead
+    for j in range(first, first + rows.shape[1], 64 // flat.itemsize):
+        m.prefetch(flat, j)
+
+
 def maxout_forward_groups(x, out, k, inner, start, stop):
+    """Inputs beyond the caches are prefetched 4 KiB ahead: the hardware prefetcher stops at each
+    4 KiB page, and this loop, faster than memory, then waited on every page's first lines (2^26
+    float32, 2 threads: 21.7 -> 27.5 GB/s; in L2 it cost 7%, hence only from 4 MiB up)."""
+    ahead = 4096 // x.itemsize if x.size * x.itemsize >= (1 << 22) else 0
     for o in range(start, stop):
+        if ahead:
+            prefetch_ahead(x, o, ahead)
         row, dst = x[o], out[o]
         for c in range(dst.size // inner):
             for i in range(inner):
@@ -415,5 +430,5 @@ POOLED = """
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others", "row_dot",
+HELPERS = ("prefetch_ahead", "prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others", "row_dot",
            "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
