@@ -25,6 +25,13 @@ static INLINE real FN(clamp)(real x, real lo, real hi) {
     return x > hi ? hi : x;
 }
 
+/* take ? v : best on the bits: GCC cannot turn it back into a branch and if-convert each arm
+   (a select whose arms divide became two divisions: mish) */
+static INLINE real FN(pick_bits)(int take, real v, real best) {  /* take ? v : best, no branch */
+    ireal mask = -(ireal)take;
+    return FN(from_bits)((FN(bits)(v) & mask) | (FN(bits)(best) & ~mask));
+}
+
 static INLINE real FN(two_prod)(real a, real b, real *err) {
     real p = a * b;
     *err = FMA(a, b, -p);
@@ -235,7 +242,7 @@ static INLINE real FN(mish_times_x)(real x) {
     real p = FN(exp_parts)(xs, L(0.0), &k);
     real e = FN(scale_by_pow2)(p, k);
     int negative = xs < L(0.0);
-    real numerator = negative ? FMA(e, e, e) : L(2.0);
+    real numerator = FN(pick_bits)(negative, FMA(e, e, e), L(2.0));  /* one division, not two */
     real v = L(1.0) - numerator / FMA(e, e + L(2.0), L(2.0));
     return negative ? FN(scale_by_pow2)(p * xs * v, k) : xs * v;
 }
@@ -733,11 +740,6 @@ static INLINE int FN(maxout_takes_over)(real v, real best) {
    group of 1-long vectors: 2.5 GB/s at 2^26). GCC does not vectorize these loops either (the
    groups of 3 and 4 interleave: "complicated access pattern"); scalar and without branches
    (a branch on which piece wins mispredicts on data like the benchmark's). */
-static INLINE real FN(pick_bits)(int take, real v, real best) {  /* take ? v : best, no branch */
-    ireal mask = -(ireal)take;
-    return FN(from_bits)((FN(bits)(v) & mask) | (FN(bits)(best) & ~mask));
-}
-
 static INLINE void FN(maxout_forward_groups)(const real *x, real *out, int64_t groups, int64_t P) {
     for (int64_t g = 0; g < groups; g++) {
         const real *p = x + g * P;
