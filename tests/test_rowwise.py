@@ -153,6 +153,22 @@ def test_maxout(pieces, axis, inner, dtype, cpu_backend):
     np.testing.assert_array_equal(fa.maxout(np.asfortranarray(x), pieces, axis=axis), y)
 
 
+def test_softmax_backward_large_output(cpu_backend):
+    """Outputs of 4 MiB and more take the path that prefetches the next output row."""
+    x = np.random.default_rng(8).standard_normal((1100, 1024)).astype(np.float32) * 4
+    y = fa.softmax(x)
+    dy = np.random.default_rng(9).standard_normal(x.shape).astype(np.float32)
+    dy[5, 7] = np.nan
+    dx = fa.softmax.backward(dy, y)
+    with np.errstate(all="ignore"):
+        ref = reference.backward("softmax", dy.astype(np.float64), y.astype(np.float64))
+        scale = reference.condition_scale("softmax", "backward", x.astype(np.float64),
+                                          grad_output=dy.astype(np.float64))
+    assert np.isnan(dx[5]).all() and not np.isnan(np.delete(dx, 5, axis=0)).any()
+    assert_close(np.delete(dx, 5, axis=0), np.delete(ref, 5, axis=0), np.float32,
+                 scale=np.delete(scale, 5, axis=0))
+
+
 @pytest.mark.parametrize("width", [256, 36])
 def test_maxout_large_input(width, cpu_backend):
     """Inputs of 4 MiB and more are prefetched ahead of the loop (rows of 1 KiB, and rows that

@@ -256,7 +256,10 @@ def log_softmax_rows(x, out, start, stop):
 
 def prefetch_row(a, r):
     """Hint the cache lines of row r of a, if a has that row (a prefetch never faults, but taking
-    the row's view needs r in bounds)."""
+    the row's view needs r in bounds). softmax's backward prefetches the next row of its output
+    when it is 4 MiB or more: its last pass, with little arithmetic, otherwise waits for each
+    line it writes (write-allocate). 2^26, 2 threads: 27.2 -> 33.8 GB/s; in L2 it cost 5%.
+    log_softmax's backward, which prefetches its inputs' next rows, lost 15% with it (NOTES.md)."""
     if r < a.shape[0]:
         row = a[r]
         for j in range(0, row.size, 64 // row.itemsize):
@@ -272,7 +275,10 @@ def prefetch_row(a, r):
 
 def softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
+    ahead = dx.size * dx.itemsize >= (1 << 22)  # outputs beyond the caches: see prefetch_row
     for r in range(start, stop):
+        if ahead:
+            prefetch_row(dx, r + 1)
         g, s, d = dy[r], y[r], dx[r]
         dot, size = row_dot(g, s)
         if size < 2.0 ** 126 and abs(dot) < 2.0 ** 126:
