@@ -27,7 +27,7 @@ static INLINE real FN(clamp)(real x, real lo, real hi) {
 
 /* take ? v : best on the bits: GCC cannot turn it back into a branch and if-convert each arm
    (a select whose arms divide became two divisions: mish) */
-static INLINE real FN(pick_bits)(int take, real v, real best) {  /* take ? v : best, no branch */
+static INLINE real FN(pick_bits)(int take, real v, real best) {
     ireal mask = -(ireal)take;
     return FN(from_bits)((FN(bits)(v) & mask) | (FN(bits)(best) & ~mask));
 }
@@ -626,10 +626,10 @@ static INLINE double FN(row_others)(const real *x, real best, int64_t n, real *b
     return others + (double)(ones - 1);
 }
 
-/* x - max - log1p(sum of the other terms); the exps go to the output row (loops.log_softmax_rows:
-   its lines then arrive while the exps compute), or to a block buffer when out is x. float32:
-   1 + the others as one float64 sum, unless they are small. 2^26, one thread: 0.84 -> 1.2
-   Gelem/s. */
+/* x - max - log1p(sum of the other terms). float32 (loops.log_softmax_rows): the exps go to the
+   output row (its lines then arrive while the exps compute; 2^26, one thread: 0.84 -> 1.2
+   Gelem/s), or to a block buffer when out is x, and 1 + the others is one float64 sum unless
+   they are small; float64 sums the others block by block (row_others). */
 FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(softmax_args) *a = args;
     int64_t n = a->n;

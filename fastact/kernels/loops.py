@@ -436,5 +436,5 @@ POOLED = """
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("prefetch_ahead", "prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others", "row_dot",
-           "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
+HELPERS = ("prefetch_ahead", "prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others",
+           "row_dot", "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
