@@ -661,7 +661,7 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
     }
 }
 
-/* loops.prefetch_row: the next row's cache lines, while this one computes */
+/* loops.prefetch_ahead with ahead = n: the next row's cache lines, while this one computes */
 static INLINE void FN(prefetch_row)(const real *row, int64_t n) {
     for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(real)) __builtin_prefetch(row + j, 0, 3);
 }

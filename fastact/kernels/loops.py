@@ -254,16 +254,18 @@ def log_softmax_rows(x, out, start, stop):
                 dst[j] = (row[j] - best) - log_sum
 
 
-def prefetch_row(a, r):
-    """Hint the cache lines of row r of a, if a has that row (a prefetch never faults, but taking
-    the row's view needs r in bounds). softmax's backward prefetches the next row of its output
-    when it is 4 MiB or more: its last pass, with little arithmetic, otherwise waits for each
-    line it writes (write-allocate). 2^26, 2 threads: 27.2 -> 33.8 GB/s; in L2 it cost 5%.
-    log_softmax's backward, which prefetches its inputs' next rows, lost 15% with it (NOTES.md)."""
-    if r < a.shape[0]:
-        row = a[r]
-        for j in range(0, row.size, 64 // row.itemsize):
-            m.prefetch(row, j)
+def prefetch_ahead(rows, r, ahead):
+    """Hint the cache lines ``ahead`` elements past the start of row r of a C-contiguous 2-D
+    array, a row's worth of them (one per line), as if its rows were one flat array: ahead =
+    rows.shape[1] is the next row. Past the end is harmless (a prefetch never faults).
+    softmax's backward prefetches its output's next row from PREFETCH_BYTES up: its last pass,
+    with little arithmetic, otherwise waits for each line it writes (write-allocate; 2^26, 2
+    threads: 27.2 -> 33.8 GB/s). log_softmax's backward, which prefetches its inputs' next rows,
+    lost 15% with that one too (NOTES.md)."""
+    flat = rows.reshape(-1)
+    first = r * rows.shape[1] + ahead
+    for j in range(first, first + rows.shape[1], 64 // flat.itemsize):
+        m.prefetch(flat, j)
 
 
 # The softmax backward computes in y's type, with the row's float64 dot split into a pair
@@ -275,10 +277,10 @@ def prefetch_row(a, r):
 
 def softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
-    ahead = dx.size * dx.itemsize >= (1 << 22)  # outputs beyond the caches: see prefetch_row
+    ahead = dx.size * dx.itemsize >= m.PREFETCH_BYTES  # see prefetch_ahead
     for r in range(start, stop):
         if ahead:
-            prefetch_row(dx, r + 1)
+            prefetch_ahead(dx, r, dx.shape[1])
         g, s, d = dy[r], y[r], dx[r]
         dot, size = row_dot(g, s)
         if size < 2.0 ** 126 and abs(dot) < 2.0 ** 126:
@@ -294,8 +296,8 @@ def softmax_backward_rows(dy, y, dx, start, stop):
 def log_softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
     for r in range(start, stop):
-        prefetch_row(dy, r + 1)
-        prefetch_row(y, r + 1)
+        prefetch_ahead(dy, r, dy.shape[1])
+        prefetch_ahead(y, r, y.shape[1])
         g, s, d = dy[r], y[r], dx[r]
         total = row_sum(g)
         for j in range(d.size):
@@ -321,20 +323,11 @@ def group_max(row, base, stride, k):
     return best, where
 
 
-def prefetch_ahead(rows, o, ahead):
-    """Hint the cache lines ``ahead`` elements past row o of a C-contiguous 2-D array (a row's
-    worth of them, one per line), as if its rows were one flat array."""
-    flat = rows.reshape(-1)
-    first = o * rows.shape[1] + ahead
-    for j in range(first, first + rows.shape[1], 64 // flat.itemsize):
-        m.prefetch(flat, j)
-
-
 def maxout_forward_groups(x, out, k, inner, start, stop):
     """Inputs beyond the caches are prefetched 4 KiB ahead: the hardware prefetcher stops at each
     4 KiB page, and this loop, faster than memory, then waited on every page's first lines (2^26
-    float32, 2 threads: 21.7 -> 27.5 GB/s; in L2 it cost 7%, hence only from 4 MiB up)."""
-    ahead = 4096 // x.itemsize if x.size * x.itemsize >= (1 << 22) else 0
+    float32, 2 threads: 21.7 -> 27.5 GB/s; in L2 it cost 7%, hence only from PREFETCH_BYTES)."""
+    ahead = 4096 // x.itemsize if x.size * x.itemsize >= m.PREFETCH_BYTES else 0
     for o in range(start, stop):
         if ahead:
             prefetch_ahead(x, o, ahead)
@@ -436,5 +429,5 @@ POOLED = """
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("prefetch_ahead", "prefetch_row", "row_grad_weight", "row_max", "row_exp", "row_others",
+HELPERS = ("prefetch_ahead", "row_grad_weight", "row_max", "row_exp", "row_others",
            "row_dot", "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
