@@ -136,6 +136,35 @@ def test_non_contiguous_inputs(view):
     np.testing.assert_array_equal(dx, host(fa.silu.backward(dev(dy), dev(np.ascontiguousarray(x)))))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_aligned_and_unaligned_contiguous_paths_agree(dtype):
+    """16-byte-aligned contiguous arrays of one dtype take the vector kernel (4 float32 or 2
+    float64 per access, then a scalar tail); one element further on (unaligned) they take the
+    scalar kernel. Both give the CPU's bits, at lengths that end mid-vector, on hostile values."""
+    lanes = 16 // np.dtype(dtype).itemsize
+    values = small(hostile(dtype, kinks("silu", {})), kinks("silu", {}))
+    dy_all = _grid(values.size, dtype, seed=2)
+    before = set(fcuda._modules)
+    for n in (1, lanes - 1, lanes + 1, 3 * lanes, values.size - lanes - 1):
+        for offset in (0, 1, lanes):
+            d, dyd = dev(values), dev(dy_all)
+            x, gx, gdy = values[offset:offset + n], d[offset:offset + n], dyd[offset:offset + n]
+            aligned = offset % lanes == 0
+            assert (gx.__cuda_array_interface__["data"][0] % 16 == 0) == aligned
+            with fa.backend("cpu"):
+                want = fa.silu(x), fa.sigmoid.backward(dy_all[offset:offset + n], x)
+            np.testing.assert_array_equal(host(fa.silu(gx)), want[0], err_msg=f"{n} {offset}")
+            np.testing.assert_array_equal(host(fa.sigmoid.backward(gdy, gx)), want[1],
+                                          err_msg=f"{n} {offset}")
+            out = dev(np.full(n, 7.0, dtype))  # into a separate (aligned) out
+            fa.silu(gx, out=out)
+            np.testing.assert_array_equal(host(out), want[0])
+    tag = "f32" if dtype == np.float32 else "f64"
+    built = set(fcuda._modules) | before
+    assert f"fastact_silu_fwd_{tag}_v{lanes}" in built and f"fastact_silu_fwd_{tag}" in built
+    assert f"fastact_sigmoid_bwd_from_output_{tag}_v{lanes}" in built
+
+
 def test_fortran_inputs_give_fortran_output():
     x = np.asfortranarray(_grid((6, 7)))
     y = fa.tanh(dev(x))

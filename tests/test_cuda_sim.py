@@ -67,7 +67,8 @@ def test_a_numba_cuda_that_cannot_load_with_this_numpy_is_reported():
 
 # Run in a fresh process: the CPU backend compiles gelu first (the order that miscompiled on an
 # H100), then the CUDA target's view of every function of kernels/_jit.py is inspected and, where
-# NVVM is installed, gelu's CUDA kernel is compiled to PTX.
+# NVVM is installed, gelu's CUDA kernel is compiled to PTX, and gelu-tanh's through the kernel
+# dispatcher's path.
 _SEPARATE_TARGETS = r'''
 import re, sys
 import numpy as np
@@ -106,6 +107,16 @@ except Exception as e:
 zero_operand = [l for l in ptx.splitlines() if re.search(r"fma\.rn\.f32\s+%f\d+, [^;]*0f00000000", l)]
 assert not zero_operand, zero_operand[:3]
 assert ptx.count("fma.rn.f32") > 40, ptx.count("fma.rn.f32")
+# the kernel dispatcher's own compile (kc._exact_arithmetic's -fma=0): every product and sum of
+# gelu-tanh rounded where written; a bare mul.f32/add.f32 is one ptxas may fuse into an FMA (it did
+# on an H100: 40 ulp)
+kernel = kc._elementwise_kernel(registry.gelu_tanh_forward, "f32", 1, "f32", 0)
+cres = d.compile_cuda(kernel.py_func, types.void, (array, array, types.int64), fastmath=False,
+                      nvvm_options={"fastmath": False, "opt": 3}, cc=(9, 0))
+ptx = cres.library.get_asm_str(cc=(9, 0))
+bare = [l for l in ptx.splitlines() if re.search(r"\b(add|sub|mul)\.f(32|64)\b", l)]
+assert not bare, bare[:3]
+assert ptx.count("add.rn.f32") > 20 and ptx.count("mul.rn.f32") > 20, ptx
 print("PTX-CHECKED")
 '''
 

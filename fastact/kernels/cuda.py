@@ -9,12 +9,19 @@ synchronization added.
 
 Kernels are generated from templates (the source is shown by ``kernel_source``), one per scalar
 function, dtype and layout, and named for profilers: ``fastact_gelu_fwd_f32``,
-``fastact_sigmoid_bwd_from_output_f16``, ``fastact_softmax_fwd_rows_f32`` ... Elementwise kernels are
-grid-stride loops with 64-bit indices, unrolled four times on contiguous data (four loads in
-flight per thread); arrays that are not contiguous in one common order go through a strided
-kernel over the dimensions that remain after merging. No ``fastmath``: it flushes subnormals to
+``fastact_sigmoid_bwd_from_output_f16``, ``fastact_softmax_fwd_rows_f32`` ... Elementwise kernels use
+64-bit indices. Contiguous float32/float64 arrays of one dtype whose pointers are 16-byte aligned
+(what CuPy and PyTorch allocate) take the vector kernel (``fastact_gelu_fwd_f32_v4``): each thread
+loads two 16-byte vectors (h.load_vector, ld.global.v4.f32) before it computes, the grid covers
+the array (one block per 512 vectors), and the last n % 4 elements follow one per thread; at 2^28
+float32 on an H100 this runs at the copy's bandwidth, where 4-byte accesses in a grid-stride
+grid of two waves ran at 83-90% (NOTES). Other contiguous arrays (float16, mixed dtypes, an
+offset view) take a grid-stride loop unrolled four times; arrays that are not contiguous in one
+common order go through a strided kernel over the dimensions that remain after merging. No ``fastmath``: it flushes subnormals to
 zero and approximates division, and the error bounds of kernels/math.py (tails down into the
-subnormals) would not hold.
+subnormals) would not hold. No contraction either (NVVM's ``-fma=0``, _exact_arithmetic): every
+product and sum is rounded where the source writes it, as on the CPU, and FMA only where it
+calls ``fma``.
 
 Row-wise softmax / log_softmax: one block per row with the row held in shared memory and tree
 reductions in shared memory when it fits (SMEM_ROW_BYTES); longer rows take a two-pass path (per
@@ -49,6 +56,7 @@ SIMULATOR = bool(cuda is not None and _numba_config.ENABLE_CUDASIM)
 BLOCK = 8 if SIMULATOR else 256           # threads per block, elementwise kernels
 ROW_BLOCK = 8 if SIMULATOR else 256       # threads per block, row kernels (a power of two)
 UNROLL = 4                                # elements in flight per thread, contiguous kernels
+VECTOR_UNROLL = 2                         # 16-byte vectors in flight per thread, aligned kernels
 GRID_WAVES = 1 if SIMULATOR else 2        # grid-stride grids: this many times the resident blocks
 SMEM_ROW_BYTES = 256 if SIMULATOR else 32768  # softmax rows up to this size stay in shared memory
 CHUNK = 64 if SIMULATOR else 16384        # elements per block in the long-row path
@@ -352,6 +360,59 @@ _modules = {}
 _sources = {}
 
 
+def _exact_arithmetic():
+    """Compile fastact's kernels (named ``fastact_*``) with NVVM's ``-fma=0``.
+
+    numba-cuda compiles kernels with NVVM's default ``-fma=1``: NVVM, and then ptxas on every
+    ``mul.f32``/``add.f32`` without a rounding modifier, fuse a product and a later sum into one
+    FMA wherever they like. The double-word arithmetic of kernels/math.py needs each product
+    rounded where it is written, as the CPU compiles it: on an H100, ptxas had fused
+    ``a = k3 * x*x`` into ``b = k1 + a`` in gelu_tanh_argument, so two_sum's error term no longer
+    matched the rounded ``a`` and gelu(approximate="tanh") was 40 ulp off near x = -10 (SASS
+    ``FFMA R28, R30, 0.0713..., R29`` for a ``mul.f32`` and an ``add.f32``). With ``-fma=0``
+    every add/sub/mul in the PTX is ``.rn``, which ptxas keeps; explicit ``fma`` calls stay FMAs.
+    numba-cuda's kernel dispatcher passes NVVM no option but ``opt`` and ``fastmath``, so its
+    ``compile_cuda`` is wrapped, for fastact's kernels only (other kernels in the process keep
+    numba-cuda's defaults)."""
+    import numba.cuda.dispatcher as dispatcher
+    original = dispatcher.compile_cuda
+    if getattr(original, "fastact_exact", False):
+        return
+
+    def compile_cuda(pyfunc, *args, nvvm_options=None, **kwargs):
+        if getattr(pyfunc, "__name__", "").startswith("fastact_") and nvvm_options is not None:
+            nvvm_options = dict(nvvm_options, fma=False)
+        return original(pyfunc, *args, nvvm_options=nvvm_options, **kwargs)
+    compile_cuda.fastact_exact = True
+    dispatcher.compile_cuda = compile_cuda
+
+    # NVVM's -fma=0 makes the PTX's adds and products .rn, but nvJitLink's ptxas still fused them
+    # on the H100 (CUDA 13.0: FFMA for a mul.rn.f32 and an add.rn.f32; gelu-tanh unchanged, 40
+    # ulp): the link of such a library also gets ptxas's --fmad=false
+    import dataclasses
+    from numba.cuda import codegen
+    from numba.cuda.cudadrv import driver
+    linking = threading.local()
+    get_cubin, linker_options = codegen.CUDACodeLibrary.get_cubin, driver._Linker._get_linker_options
+
+    def exact_get_cubin(self, cc=None):
+        if (getattr(self, "_nvvm_options", None) or {}).get("fma") is not False:
+            return get_cubin(self, cc)
+        linking.exact = True
+        try:
+            return get_cubin(self, cc)
+        finally:
+            linking.exact = False
+
+    def exact_linker_options(self, ptx):
+        options = linker_options(self, ptx)
+        if getattr(linking, "exact", False):
+            options = dataclasses.replace(options, ptxas_options=["--fmad=false"])
+        return options
+    codegen.CUDACodeLibrary.get_cubin = exact_get_cubin
+    driver._Linker._get_linker_options = exact_linker_options
+
+
 def _load_module(name, source):
     """The module ``source`` (written to the cache directory as NAME.py and imported: numba-cuda's
     disk cache needs a real file)."""
@@ -359,6 +420,8 @@ def _load_module(name, source):
         module = _modules.get(name)
         if module is not None:
             return module
+        if not SIMULATOR:
+            _exact_arithmetic()
         text = _HEADER + source
         _sources[name] = text
         module = import_source(cache_dir(), "fastact._cuda_generated", name, text)
@@ -391,10 +454,56 @@ def _params_of(scalar_fn, n_inputs):
 
 
 @functools.lru_cache(maxsize=None)
-def _elementwise_kernel(scalar_fn, tag, n_inputs, work, ndim):
-    """The elementwise kernel (contiguous for ndim 0, else strided over ndim dimensions)."""
-    name = kernel_name(scalar_fn, tag, n_inputs) + (f"_nd{ndim}" if ndim else "")
+def _elementwise_kernel(scalar_fn, tag, n_inputs, work, ndim, lanes=0):
+    """The elementwise kernel: contiguous for ndim 0 (with 16-byte accesses of ``lanes`` elements
+    where lanes is given), else strided over ndim dimensions."""
+    name = kernel_name(scalar_fn, tag, n_inputs) + (f"_nd{ndim}" if ndim else "") + (
+        f"_v{lanes}" if lanes else "")
+    if lanes:
+        return _load(name, _vector_source(name, scalar_fn, n_inputs, work, lanes))
     return _load(name, _elementwise_source(name, scalar_fn, n_inputs, work, ndim))
+
+
+def _vector_source(name, scalar_fn, n_inputs, work, lanes):
+    """out[i] = scalar(a0[i], ..., p0, ...) on contiguous 16-byte-aligned arrays of one dtype: each
+    thread loads VECTOR_UNROLL vectors of ``lanes`` elements (h.load_vector) before it computes,
+    then stores them whole; the last n % lanes elements, one per thread, after."""
+    w = _WORK[work][0]
+    params = [f"p{k}" for k in range(_params_of(scalar_fn, n_inputs))]
+    ins = [f"a{k}" for k in range(n_inputs)]
+
+    def call(values):
+        if scalar_fn is None:
+            return values[0]
+        return f"registry.{scalar_fn.__name__}({', '.join(values + params)})"
+
+    def body(indent, unroll):
+        lines = []
+        for u in range(unroll):
+            at = "i" if u == 0 else f"i + {u} * stride"
+            lines += [f"{indent}v{k}_{u} = h.load_vector({a}, {at})" for k, a in enumerate(ins)]
+        for u in range(unroll):
+            at = "i" if u == 0 else f"i + {u} * stride"
+            lanes_out = ", ".join(call([f"{w}(v{k}_{u}[{j}])" for k in range(n_inputs)])
+                                  for j in range(lanes))
+            lines.append(f"{indent}h.store_vector(out, {at}, ({lanes_out},))")
+        return lines
+
+    args = ", ".join(ins + ["out", "n"] + params)
+    lines = [f"def {name}({args}):",
+             "    i = cuda.grid(1)",
+             "    stride = cuda.gridsize(1)",
+             f"    vectors = n // {lanes}",
+             f"    while i + {VECTOR_UNROLL - 1} * stride < vectors:",
+             *body("        ", VECTOR_UNROLL),
+             f"        i += {VECTOR_UNROLL} * stride",
+             "    while i < vectors:",
+             *body("        ", 1),
+             "        i += stride",
+             f"    j = vectors * {lanes} + cuda.grid(1)",
+             "    if j < n:",
+             f"        out[j] = {call([f'{w}({a}[j])' for a in ins])}"]
+    return _JIT + "\n".join(lines) + "\n"
 
 
 def _elementwise_source(name, scalar_fn, n_inputs, work, ndim):
@@ -958,7 +1067,18 @@ class Backend:
         wtype = np.float32 if work == "f32" else np.float64
         values = [wtype(p) for p in params]
         orders = [o for o in ("C", "F") if all(a.is_contiguous(o) for a in (*inputs, target))]
-        if orders:
+        from ._cuda_jit import lanes as vector_lanes
+        lanes = vector_lanes(target.dtype)
+        if orders and lanes and all(a.dtype == target.dtype and a.ptr % 16 == 0
+                                    for a in (*inputs, target)) and work == _TAGS.get(
+                                        str(target.dtype)):
+            kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, 0, lanes)
+            args = [_flat(a, 0, n) for a in (*inputs, target)] + [n] + values
+            # one block per BLOCK * VECTOR_UNROLL vectors, not a grid-stride grid of a few waves:
+            # at 2^28 float32 on an H100 this took the forwards from 89-94% of the copy (2 waves)
+            # to 99-100% (NOTES)
+            blocks = min(-(-n // (lanes * BLOCK * VECTOR_UNROLL)), 2 ** 31 - 1)
+        elif orders:
             kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, 0)
             args = [_flat(a, 0, n) for a in (*inputs, target)] + [n] + values
             blocks = self._blocks(device, n, BLOCK * UNROLL)
