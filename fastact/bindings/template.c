@@ -205,7 +205,9 @@ static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
     real k;
     real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
     real d = L(1.0) + FN(scale_by_pow2_nonpositive)(p, k);
-    return hi >= L(0.0) ? c / d : FN(scale_by_pow2_nonpositive)(p * c / d, k);
+    int positive = hi >= L(0.0);
+    real q = FN(pick_bits)(positive, c, p * c) / d;  /* one division, not one in each arm */
+    return positive ? q : FN(scale_by_pow2_nonpositive)(q, k);
 }
 
 /* sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo, c in float64, over one denominator in

@@ -427,7 +427,9 @@ def sigmoid_times(hi, lo, c):
     (whose rounding error c would multiply). Error: 2 ulp / 2 ulp."""
     p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
     d = like(hi, 1.0) + scale_by_pow2_nonpositive(p, k)
-    return c / d if hi >= like(hi, 0.0) else scale_by_pow2_nonpositive(p * c / d, k)
+    positive = hi >= like(hi, 0.0)
+    q = (c if positive else p * c) / d  # one division: a select of two quotients computed both
+    return q if positive else scale_by_pow2_nonpositive(q, k)
 
 
 @scalar
