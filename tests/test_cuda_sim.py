@@ -117,6 +117,32 @@ ptx = cres.library.get_asm_str(cc=(9, 0))
 bare = [l for l in ptx.splitlines() if re.search(r"\b(add|sub|mul)\.f(32|64)\b", l)]
 assert not bare, bare[:3]
 assert ptx.count("add.rn.f32") > 20 and ptx.count("mul.rn.f32") > 20, ptx
+# and its link gets ptxas's --fmad=false (CUDA 13.0's ptxas fused mul.rn/add.rn without it); a
+# kernel that is not fastact's keeps numba-cuda's defaults
+from numba.cuda.cudadrv import driver
+seen = []
+patched = driver._Linker._get_linker_options
+def spy(self, ptx):
+    options = patched(self, ptx)
+    seen.append(options.ptxas_options)
+    return options
+driver._Linker._get_linker_options = spy
+def other_kernel(a):
+    a[0] = a[0] * 2.0 + 1.0
+other = d.compile_cuda(other_kernel, types.void, (array,), fastmath=False,
+                       nvvm_options={"fastmath": False, "opt": 3}, cc=(9, 0))
+for result in (cres, other):
+    d.kernel_fixup(result.library.get_function(result.fndesc.llvm_func_name), False)
+    result.library._entry_name = result.fndesc.llvm_func_name
+try:
+    cres.library.get_cubin(cc=(9, 0))
+    other.library.get_cubin(cc=(9, 0))
+except Exception as e:
+    if "nvjitlink" not in (type(e).__module__ + str(e)).lower():
+        raise
+    print("NO-NVJITLINK", e)
+else:
+    assert seen == [["--fmad=false"], None], seen
 print("PTX-CHECKED")
 '''
 

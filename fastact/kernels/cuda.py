@@ -361,39 +361,42 @@ _sources = {}
 
 
 def _exact_arithmetic():
-    """Compile fastact's kernels (named ``fastact_*``) with NVVM's ``-fma=0``.
+    """Compile and link fastact's kernels (named ``fastact_*``) without contraction: NVVM's
+    ``-fma=0`` and ptxas's ``--fmad=false``. Other kernels in the process keep numba-cuda's
+    defaults.
 
-    numba-cuda compiles kernels with NVVM's default ``-fma=1``: NVVM, and then ptxas on every
-    ``mul.f32``/``add.f32`` without a rounding modifier, fuse a product and a later sum into one
-    FMA wherever they like. The double-word arithmetic of kernels/math.py needs each product
-    rounded where it is written, as the CPU compiles it: on an H100, ptxas had fused
-    ``a = k3 * x*x`` into ``b = k1 + a`` in gelu_tanh_argument, so two_sum's error term no longer
-    matched the rounded ``a`` and gelu(approximate="tanh") was 40 ulp off near x = -10 (SASS
-    ``FFMA R28, R30, 0.0713..., R29`` for a ``mul.f32`` and an ``add.f32``). With ``-fma=0``
-    every add/sub/mul in the PTX is ``.rn``, which ptxas keeps; explicit ``fma`` calls stay FMAs.
-    numba-cuda's kernel dispatcher passes NVVM no option but ``opt`` and ``fastmath``, so its
-    ``compile_cuda`` is wrapped, for fastact's kernels only (other kernels in the process keep
-    numba-cuda's defaults)."""
+    numba-cuda compiles with NVVM's default ``-fma=1`` and links through nvJitLink with ptxas's
+    default ``--fmad=true``: products and later sums are fused into FMAs wherever the compilers
+    like. The double-word arithmetic of kernels/math.py needs each product rounded where it is
+    written, as the CPU compiles it. On an H100 (CUDA 13.0), ptxas fused ``a = k3 * x*x`` into
+    ``b = k1 + a`` in gelu_tanh_argument, so two_sum's error term no longer matched the rounded
+    ``a``: gelu(approximate="tanh") 40 ulp off near x = -10. ``-fma=0`` alone (every add and
+    product ``.rn`` in the PTX) did not stop that ptxas; with ``--fmad=false`` too all 198 checks
+    of gpu_check passed. numba-cuda's kernel dispatcher passes NVVM no option but ``opt`` and
+    ``fastmath`` and its linker none for ptxas, so ``compile_cuda``, the code library's
+    ``get_cubin`` and the linker's options are wrapped. If this numba-cuda lacks them, a
+    RuntimeWarning says so and the kernels compile as numba-cuda does by default."""
+    import dataclasses
     import numba.cuda.dispatcher as dispatcher
-    original = dispatcher.compile_cuda
+    try:
+        from numba.cuda import codegen
+        from numba.cuda.cudadrv import driver
+        original = dispatcher.compile_cuda
+        get_cubin = codegen.CUDACodeLibrary.get_cubin
+        linker_options = driver._Linker._get_linker_options
+    except (AttributeError, ImportError) as e:
+        import warnings
+        warnings.warn(f"fastact: cannot switch off FMA contraction in this numba-cuda ({e}); "
+                      "CUDA results may exceed the stated error bounds", RuntimeWarning)
+        return
     if getattr(original, "fastact_exact", False):
         return
+    linking = threading.local()
 
     def compile_cuda(pyfunc, *args, nvvm_options=None, **kwargs):
         if getattr(pyfunc, "__name__", "").startswith("fastact_") and nvvm_options is not None:
             nvvm_options = dict(nvvm_options, fma=False)
         return original(pyfunc, *args, nvvm_options=nvvm_options, **kwargs)
-    compile_cuda.fastact_exact = True
-    dispatcher.compile_cuda = compile_cuda
-
-    # NVVM's -fma=0 makes the PTX's adds and products .rn, but nvJitLink's ptxas still fused them
-    # on the H100 (CUDA 13.0: FFMA for a mul.rn.f32 and an add.rn.f32; gelu-tanh unchanged, 40
-    # ulp): the link of such a library also gets ptxas's --fmad=false
-    import dataclasses
-    from numba.cuda import codegen
-    from numba.cuda.cudadrv import driver
-    linking = threading.local()
-    get_cubin, linker_options = codegen.CUDACodeLibrary.get_cubin, driver._Linker._get_linker_options
 
     def exact_get_cubin(self, cc=None):
         if (getattr(self, "_nvvm_options", None) or {}).get("fma") is not False:
@@ -406,9 +409,11 @@ def _exact_arithmetic():
 
     def exact_linker_options(self, ptx):
         options = linker_options(self, ptx)
-        if getattr(linking, "exact", False):
+        if getattr(linking, "exact", False):  # a fastact library's link (exact_get_cubin)
             options = dataclasses.replace(options, ptxas_options=["--fmad=false"])
         return options
+    compile_cuda.fastact_exact = True
+    dispatcher.compile_cuda = compile_cuda
     codegen.CUDACodeLibrary.get_cubin = exact_get_cubin
     driver._Linker._get_linker_options = exact_linker_options
 
