@@ -105,6 +105,19 @@ static INLINE real FN(exp_parts_q)(real hi, real lo, real *k) {
     return hi < lowest ? L(-1.0) : q;
 }
 
+/* math.exp_parts_q_nonpositive: exp_parts_q for hi <= 0 (or NaN), without the upper clamp */
+static INLINE real FN(exp_parts_q_nonpositive)(real hi, real lo, real *k) {
+    real lowest = K(-118.0, -760.0);
+    real x = hi < lowest ? lowest : hi;
+    lo = x == hi ? lo : L(0.0);
+    real q = FN(exp_parts_q_in_range)(x, lo, k);
+    return hi < lowest ? L(-1.0) : q;
+}
+
+static INLINE real FN(exp_parts_nonpositive)(real hi, real lo, real *k) {
+    return FN(exp_parts_q_nonpositive)(hi, lo, k) + L(1.0);
+}
+
 /* exp(hi + lo) = p * 2**k: returns p, stores k. */
 static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
     return FN(exp_parts_q)(hi, lo, k) + L(1.0);
@@ -131,7 +144,7 @@ static INLINE real FN(exp)(real x) { return FN(exp_hilo)(x, L(0.0)); }
 
 static INLINE real FN(exp_nonpositive)(real x) {
     real k;
-    real p = FN(exp_parts)(x, L(0.0), &k);
+    real p = FN(exp_parts_nonpositive)(x, L(0.0), &k);
     return FN(scale_by_pow2_nonpositive)(p, k);
 }
 
@@ -143,16 +156,18 @@ static INLINE real FN(exp_difference)(real v, real best) {
     return FN(scale_by_pow2_nonpositive)(p, k);
 }
 
-static INLINE real FN(expm1_times)(real x, real c) {
+/* math.expm1_times_in_range: x already within the clamp of expm1_times (or NaN) */
+static INLINE real FN(expm1_times_in_range)(real x, real c) {
     real r;
-    x = FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0));
     real k = FN(exp_reduce)(x, &r);
     real k2 = FN(round_to_integer)(k * L(0.5));
     real s1 = FN(pow2)(k - k2);
     return (FMA(s1, FN(expm1_reduced)(r), s1 - FN(pow2)(-k2)) * c) * FN(pow2)(k2);
 }
 
-static INLINE real FN(expm1)(real x) { return FN(expm1_times)(x, L(1.0)); }
+static INLINE real FN(expm1_times)(real x, real c) {
+    return FN(expm1_times_in_range)(FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0)), c);
+}
 
 /* --- log1p ------------------------------------------------------------------------------------- */
 
@@ -227,8 +242,9 @@ static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, 
 }
 
 static INLINE real FN(tanh)(real x) {
-    real a = FN(clamp)(FABS(x), L(0.0), K(9.0, 19.1));
-    real e = FN(expm1)(a + a);
+    real a = FABS(x);
+    a = a > K(9.0, 19.1) ? K(9.0, 19.1) : a;  /* NaN passes */
+    real e = FN(expm1_times_in_range)(a + a, L(1.0));
     return COPYSIGN(e / (e + L(2.0)), x);
 }
 
