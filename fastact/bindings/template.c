@@ -105,8 +105,8 @@ static INLINE real FN(exp_parts_q)(real hi, real lo, real *k) {
     return hi < lowest ? L(-1.0) : q;
 }
 
-/* math.exp_parts_q_nonpositive: exp_parts_q for hi <= 0 (or NaN), without the upper clamp */
-static INLINE real FN(exp_parts_q_nonpositive)(real hi, real lo, real *k) {
+/* math.exp_parts_q_bounded_above: exp_parts_q without the upper clamp, for hi that cannot reach it */
+static INLINE real FN(exp_parts_q_bounded_above)(real hi, real lo, real *k) {
     real lowest = K(-118.0, -760.0);
     real x = hi < lowest ? lowest : hi;
     lo = x == hi ? lo : L(0.0);
@@ -114,8 +114,8 @@ static INLINE real FN(exp_parts_q_nonpositive)(real hi, real lo, real *k) {
     return hi < lowest ? L(-1.0) : q;
 }
 
-static INLINE real FN(exp_parts_nonpositive)(real hi, real lo, real *k) {
-    return FN(exp_parts_q_nonpositive)(hi, lo, k) + L(1.0);
+static INLINE real FN(exp_parts_bounded_above)(real hi, real lo, real *k) {
+    return FN(exp_parts_q_bounded_above)(hi, lo, k) + L(1.0);
 }
 
 /* exp(hi + lo) = p * 2**k: returns p, stores k. */
@@ -144,7 +144,7 @@ static INLINE real FN(exp)(real x) { return FN(exp_hilo)(x, L(0.0)); }
 
 static INLINE real FN(exp_nonpositive)(real x) {
     real k;
-    real p = FN(exp_parts_nonpositive)(x, L(0.0), &k);
+    real p = FN(exp_parts_bounded_above)(x, L(0.0), &k);
     return FN(scale_by_pow2_nonpositive)(p, k);
 }
 
@@ -257,7 +257,7 @@ static INLINE real FN(softplus)(real x) {
 static INLINE real FN(mish_times_x)(real x) {
     real k;
     real xs = FN(clamp)(x, K(-200.0, -1000.0), K(20.0, 40.0));
-    real p = FN(exp_parts)(xs, L(0.0), &k);
+    real p = FN(exp_parts_bounded_above)(xs, L(0.0), &k);  /* xs <= 20: GCC kept the upper clamp */
     real e = FN(scale_by_pow2)(p, k);
     int negative = xs < L(0.0);
     real numerator = FN(pick_bits)(negative, FMA(e, e, e), L(2.0));  /* one division, not two */
