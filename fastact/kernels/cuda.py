@@ -17,11 +17,11 @@ the array (one block per 512 vectors), and the last n % 4 elements follow one pe
 float32 on an H100 this runs at the copy's bandwidth, where 4-byte accesses in a grid-stride
 grid of two waves ran at 83-90% (NOTES). Other contiguous arrays (float16, mixed dtypes, an
 offset view) take a grid-stride loop unrolled four times; arrays that are not contiguous in one
-common order go through a strided kernel over the dimensions that remain after merging. No ``fastmath``: it flushes subnormals to
-zero and approximates division, and the error bounds of kernels/math.py (tails down into the
-subnormals) would not hold. No contraction either (NVVM's ``-fma=0``, _exact_arithmetic): every
-product and sum is rounded where the source writes it, as on the CPU, and FMA only where it
-calls ``fma``.
+common order go through a strided kernel over the dimensions that remain after merging. No
+``fastmath``: it flushes subnormals to zero and approximates division, and the error bounds of
+kernels/math.py (tails down into the subnormals) would not hold. No contraction either (NVVM's
+``-fma=0`` and ptxas's ``--fmad=false``, _exact_arithmetic): every product and sum is rounded
+where the source writes it, as on the CPU, and FMA only where it calls ``fma``.
 
 Row-wise softmax / log_softmax: one block per row with the row held in shared memory and tree
 reductions in shared memory when it fits (SMEM_ROW_BYTES); longer rows take a two-pass path (per
