@@ -315,11 +315,14 @@ int fa_spin_until(intptr_t pool, int64_t index, int64_t want, int64_t ticks) {
 """
 
 
-# Backwards bound by arithmetic that take the streamed loop on 512-bit vectors, as all of them do
-# in the Numba backend (kernels/loops.py, map_2_wide). GCC's streamed loop won for these two, whose
-# arithmetic is one sigmoid (2^26, 2 threads: softplus 24 -> 30, logsigmoid 25 -> 33 GB/s), and
-# lost for the heavier ones against the prefetched loop (gelu 16 -> 10, mish 12 -> 9, silu
-# 20 -> 17; the prefetch added to the streamed loop: gelu 15, softplus 25).
+# Backwards bound by arithmetic that take the streamed loop on 512-bit vectors at every size (not
+# the prefetched loop below 32 MiB outputs). GCC's streamed loop won for these two, whose
+# arithmetic is one sigmoid (2^26, 2 threads: softplus 24 -> 30, logsigmoid 25 -> 33 GB/s). For
+# the heavier ones the streamed loop lost against the prefetched one (gelu 16 -> 10, mish 12 -> 9,
+# silu 20 -> 17; an every-line prefetch added to it: gelu 15) until its blocks prefetched one
+# line per input 8 KiB ahead, as map_2_wide does (`paged` below): from 32 MiB outputs up every
+# wide backward now streams that way (2^26, 2 threads: gelu 21 -> 24.5-24.9, mish 20.2-20.5 ->
+# 23.8, silu 22 -> 26.3-27.1, gelu-tanh 14.8 -> 15.9-16.9, softplus 28 -> 30 GB/s).
 STREAMED_WIDE = {"softplus_backward_from_input", "logsigmoid_backward_from_input"}
 
 
@@ -368,14 +371,19 @@ def _map_loop(name, arrays, n_args, dtype):
 #pragma omp simd
         for (int64_t i = b; i < e; i++) out[i] = {call("i")};
     }}"""
-    elif arrays <= 2:
+    # as map_2_wide: the streamed blocks of the backwards bound by arithmetic prefetch one line of
+    # each input 8 KiB ahead (the page walk the hardware prefetcher does not make)
+    paged = wide and arrays == 2
+    if arrays <= 2 and (paged or not prefetched):
+        page = "".join(f"                if (i + 2048 < hi) __builtin_prefetch(a{k} + i + 2048, 0, 3);\n"
+                       for k in range(arrays)) if paged else ""
         streamed = f"""if (a->stream) {{
         int64_t i = lo;
         for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i")};
         if (((uintptr_t)(out + i) & 63) == 0) {{
             {real} buffer[512] __attribute__((aligned(64)));
             for (; i + 512 <= hi; i += 512) {{
-#pragma omp simd
+{page}#pragma omp simd
                 for (int64_t j = 0; j < 512; j++) buffer[j] = {call("i + j")};
                 fa_stream(out + i, buffer, (int64_t)sizeof buffer);
             }}
