@@ -1,6 +1,8 @@
 """A developer's check for a GPU, not collected by pytest: gelu(approximate="tanh")'s stages on the
 GPU against the same functions run by the interpreter, for the inputs where the H100 run of
-2026-11-22 was 40 ulp off (fastact/bench/NOTES.md, "Measured on an NVIDIA H100").
+2026-11-22 was 40 ulp off (fastact/bench/NOTES.md, "Measured on an NVIDIA H100"; found to be
+ptxas fusing products into sums, fixed by kernels/cuda.py _exact_arithmetic, which this kernel
+gets too through its fastact_ name).
     python tests/gpu_stages.py        (prints the stages that differ)
 """
 import os

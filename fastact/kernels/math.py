@@ -274,7 +274,9 @@ def exp_parts_q_bounded_above(hi, lo):
     and blends in GCC's). Used by exp_nonpositive (softplus and logsigmoid forwards, +5% Numba,
     +9-14% C in cache) and by C's mish (+8-16%; Numba's was 3% slower with it). At the sigmoid
     family's -|z| sites GCC if-converted their selects differently with it and duplicated
-    divisions (C sigmoid forward -35%): those keep exp_parts."""
+    divisions (C sigmoid forward -35%): those keep exp_parts. It repeats exp_parts_q's lines on
+    purpose: exp_parts_q as its upper clamp followed by this function compiled worse (sigmoid
+    forward 64 -> 74 instructions a vector in Numba, 67 -> 87 in C; review, 19:00 UTC)."""
     lowest = pick(hi, -118.0, -760.0)
     x = lowest if hi < lowest else hi
     lo = lo if x == hi else like(hi, 0.0)
