@@ -574,15 +574,58 @@ def _tree(combine):
     return _TREE.replace("{combine}", "\n".join("                " + c for c in combine))
 
 
+WARP = 4 if SIMULATOR else 32  # lanes of a warp-level reduction (simulated: 2 warps a block)
+
+
+def _block_reduce(values, partials, combine):
+    """Source that reduces per-thread ``values`` (names) over the block, every thread ending with
+    the result: within each warp by shuffles (log2 WARP steps, no barrier), then each thread
+    combines the warps' results from the shared arrays ``partials`` in warp order (one barrier),
+    so all threads get the same bits. ``combine(a, b)`` is the source line that sets a's names
+    from a's and b's (lists of names). The simulator has no shuffles: there they go through the
+    partials array (size ROW_BLOCK) with barriers, the same steps otherwise. Needs ``t``, ``lane``
+    and ``warp``, and a barrier before the partials are written again (the row loop's)."""
+    other = [f"o_{v}" for v in values]
+    lines = [f"off = {WARP // 2}", "while off > 0:"]
+    for v, o, part in zip(values, other, partials):
+        if SIMULATOR:
+            lines += ["    cuda.syncthreads()", f"    {part}[t] = {v}", "    cuda.syncthreads()",
+                      f"    {o} = {part}[t + off] if lane + off < {WARP} else {v}"]
+        else:
+            lines.append(f"    {o} = cuda.shfl_down_sync(0xFFFFFFFF, {v}, off)")
+    lines += ["    " + combine(values, other), "    off //= 2"]
+    if SIMULATOR:
+        lines.append("cuda.syncthreads()")
+    lines.append("if lane == 0:")
+    lines += [f"    {part}[warp] = {v}" for v, part in zip(values, partials)]
+    lines.append("cuda.syncthreads()")
+    lines += [f"{v} = {part}[0]" for v, part in zip(values, partials)]
+    lines += ["k = 1", f"while k < {ROW_BLOCK // WARP}:"]
+    lines += [f"    {o} = {part}[k]" for o, part in zip(other, partials)]
+    lines += ["    " + combine(values, other), "    k += 1"]
+    return "\n".join("        " + line for line in lines) + "\n"
+
+
+def _max_first_combine(a, b):
+    return f"{a[0]}, {a[1]} = h.max_first({a[0]}, {a[1]}, {b[0]}, {b[1]})"
+
+
+def _sum_combine(a, b):
+    return f"{a[0]} += {b[0]}"
+
+
 _ROWS_SOURCE = '''
 @cuda.jit(cache=True)
 def fastact_{op}_fwd_rows_{T}(x, out, rows, n):
-    """One block per row, the row held in (dynamic) shared memory."""
+    """One block per row, the row held in (dynamic) shared memory; block reductions by warp
+    shuffles (_block_reduce). softmax keeps each e^(x - max) in the row for the last pass."""
     row = cuda.shared.array(0, {WT})
     red_v = cuda.shared.array({B}, {WT})
     red_i = cuda.shared.array({B}, types.int64)
     red_s = cuda.shared.array({B}, types.float64)
     t = cuda.threadIdx.x
+    lane = t % {WARP}
+    warp = t // {WARP}
     r = np.int64(cuda.blockIdx.x)
     while r < rows:
         base = r * n
@@ -594,27 +637,23 @@ def fastact_{op}_fwd_rows_{T}(x, out, rows, n):
             row[j] = v
             best, where = h.max_first(best, where, v, j)
             j += {B}
-        red_v[t] = best
-        red_i[t] = where
-        cuda.syncthreads()
-''' + _tree(["red_v[t], red_i[t] = h.max_first(red_v[t], red_i[t], red_v[t + s], red_i[t + s])"]) + '''
-        best = red_v[0]
-        where = red_i[0]
+''' + _block_reduce(["best", "where"], ["red_v", "red_i"], _max_first_combine) + '''
         total = 0.0
         j = np.int64(t)
         while j < n:
-            if {LOG} == 0 or j != where:
+            if {LOG} == 0:
+                e = m.exp_difference(row[j], best)
+                row[j] = e
+                total += np.float64(e)
+            elif j != where:
                 total += np.float64(m.exp_difference(row[j], best))
             j += {B}
-        red_s[t] = total
-        cuda.syncthreads()
-''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
-        total = red_s[0]
+''' + _block_reduce(["total"], ["red_s"], _sum_combine) + '''
         j = np.int64(t)
         if {LOG} == 0:
             denominator = {W}(total)
             while j < n:
-                out[base + j] = m.exp_difference(row[j], best) / denominator
+                out[base + j] = row[j] / denominator
                 j += {B}
         else:
             log_sum = m.log1p(total)
@@ -747,6 +786,8 @@ def fastact_{op}_bwd_rows_{T}(dy, y, dx, rows, n):
     """One block per row: softmax dx = y (dy - sum(dy y)); log_softmax dx = dy - e^y sum(dy)."""
     red_s = cuda.shared.array({B}, types.float64)
     t = cuda.threadIdx.x
+    lane = t % {WARP}
+    warp = t // {WARP}
     r = np.int64(cuda.blockIdx.x)
     while r < rows:
         base = r * n
@@ -755,10 +796,7 @@ def fastact_{op}_bwd_rows_{T}(dy, y, dx, rows, n):
         while j < n:
             total += registry.{op}_backward_term(dy[base + j], y[base + j])
             j += {B}
-        red_s[t] = total
-        cuda.syncthreads()
-''' + _tree(["red_s[t] += red_s[t + s]"]) + '''
-        total = red_s[0]
+''' + _block_reduce(["total"], ["red_s"], _sum_combine) + '''
         j = np.int64(t)
         while j < n:
             dx[base + j] = registry.{op}_backward_element(dy[base + j], y[base + j], total)
@@ -945,7 +983,7 @@ def _row_kernels(op, work):
     w, wt = _WORK[work]
     template = _ROWS_SOURCE if op != "other" else _OTHER_ROWS_SOURCE
     source = (template.replace("{op}", op).replace("{T}", work).replace("{WT}", wt)
-              .replace("{W}", w).replace("{B}", str(ROW_BLOCK))
+              .replace("{W}", w).replace("{B}", str(ROW_BLOCK)).replace("{WARP}", str(WARP))
               .replace("{LOG}", "1" if op == "log_softmax" else "0"))
     module = _load_module(f"fastact_{op}_kernels_{work}", source)
     return {k[len("fastact_"):].replace(f"{op}_", "").rsplit("_", 1)[0]: getattr(module, k)

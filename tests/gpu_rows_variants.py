@@ -1,0 +1,23 @@
+"""Row kernel variants on a GPU (ROW_BLOCK), for the branch gpu-softmax-shuffles: python tests/gpu_rows_variants.py 256"""
+import os, sys
+block = int(sys.argv[1])
+os.environ["FASTACT_CACHE_DIR"] = f"/tmp/fr_{block}"
+import numpy as np
+import fastact as fa
+from fastact.kernels import cuda as kc
+from fastact.bench import gpu_check as g
+kc.ROW_BLOCK = block
+lib = g.pick_library("cupy", False)
+with fa.backend("cuda"):
+    import cupy as cp
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((64, 4096)) * 5).astype(np.float32)
+    x[3, 7] = np.nan
+    with fa.backend("cpu"):
+        want = fa.softmax(x), fa.log_softmax(x)
+    got = cp.asnumpy(fa.softmax(cp.asarray(x))), cp.asnumpy(fa.log_softmax(cp.asarray(x)))
+    err = [float(np.nanmax(np.abs(a - b) / np.maximum(np.abs(b), 1e-30))) for a, b in zip(got, want)]
+    print("rel err vs cpu", err, [bool(np.isnan(a[3]).all()) for a in got])
+    copy_bw, add_bw, table = g.benchmark(lib, 28, {"softmax", "log_softmax"})
+print(f"ROW_BLOCK {block}: copy {copy_bw/1e9:.0f} add {add_bw/1e9:.0f} | " + "  ".join(
+    f"{r[0]} {r[1]/1e9:.0f}/{(r[2] or 0)/1e9:.0f} {r[3]/1e9:.0f}/{(r[4] or 0)/1e9:.0f}" for r in table), flush=True)
