@@ -60,6 +60,22 @@ def test_float32_accuracy_on_a_dense_random_sample(case, cpu_backend):
     assert_close(dx, ref_dx, np.float32, scale=scale, context=f"{name}{params} backward")
 
 
+def test_reference_gelu_backward_in_the_subnormal_tail():
+    """gelu'(x) dy near x = -38, where the result is subnormal, against mpmath: the reference folds
+    dy and the bracket into the exponent (an H100 gpu_check failed on the old reference by 17
+    steps of 2^-1074, which the kernels had right). Within 4 steps here; the old one was off 62."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 60
+    rng = np.random.default_rng(4)
+    x = np.concatenate([np.linspace(-38.7, -37.0, 171), np.linspace(-36, -20, 17)])
+    dy = rng.uniform(-2, 2, x.size)
+    got = reference.backward("gelu", dy, x)
+    for xv, dv, g in zip(x, dy, got):
+        xm = mp.mpf(float(xv))
+        exact = float(mp.mpf(float(dv)) * (mp.ncdf(xm) + xm * mp.npdf(xm)))
+        unit = max(abs(exact) * 2.0 ** -52, 2.0 ** -1074)
+        assert abs(g - exact) <= 4 * unit, (xv, dv, g, exact)
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_reference_backward_is_the_derivative(case):
     """Central differences of the reference forward confirm the reference derivatives (away from
