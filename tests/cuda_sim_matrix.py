@@ -300,6 +300,58 @@ def test_softmax_paths(name, path, dtype):
                  context=f"{name} {path} backward")
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_block_rows_vector_and_scalar_kernels(name, dtype, monkeypatch):
+    """Block-per-row rows of a multiple of the vector's lanes in 16-byte-aligned arrays take
+    fwd_rowsv / bwd_rowsv (16-byte accesses); one element further on, or a row one longer, the
+    scalar fwd_rows / bwd_rows. With the simulator's blocks (8 forward, 4 backward threads) rows
+    of 10 or 15 vectors take the forward's pair loop and remainder and the backward's loop, rows
+    of 6 vectors the backward's registers (two vectors in some threads, one in others). All
+    against the reference, with -inf and a tied maximum in the row (NaN and inf rows:
+    test_softmax_paths), and the two kernels against each other."""
+    lanes = 16 // np.dtype(dtype).itemsize
+    n = 40 if dtype == np.float32 else 30  # 160 / 240 bytes: in shared memory (SMEM_ROW_BYTES)
+    launched = []
+    launch = fcuda.Backend._launch
+
+    def spy(self, kernel, *args, **kwargs):
+        launched.append(getattr(kernel, "__name__", None) or kernel.py_func.__name__)
+        return launch(self, kernel, *args, **kwargs)
+    monkeypatch.setattr(fcuda.Backend, "_launch", spy)
+    act = getattr(fa, name)
+    tag = "f32" if dtype == np.float32 else "f64"
+    results = {}
+    for length, offset in ((n, 0), (n, 1), (n + 1, 0), (6 * lanes, 0)):
+        row = _rows(length, dtype)
+        row[[3, 9]] = row.max()  # a tied maximum
+        row[5], row[length - 2] = -np.inf, -np.inf
+        x, dy = np.zeros(length + 1, dtype), np.zeros(length + 1, dtype)
+        x[offset:offset + length] = row  # the same row, 16-byte aligned or not on the device
+        dy[offset:offset + length] = _grid(length, dtype, seed=7)
+        gx, gdy = dev(x)[offset:offset + length], dev(dy)[offset:offset + length]
+        assert (gx.__cuda_array_interface__["data"][0] % 16 == 0) == (offset == 0)
+        launched.clear()
+        y = host(act(gx))
+        dx = host(act.backward(gdy, dev(y)))
+        vector = offset == 0 and length % lanes == 0
+        kind = "v" if vector else ""
+        assert launched == [f"fastact_{name}_fwd_rows{kind}_{tag}",
+                            f"fastact_{name}_bwd_rows{kind}_{tag}"], (length, offset, launched)
+        x64, dy64 = x[offset:offset + length].astype(np.float64), dy[offset:offset + length]
+        assert_close(y, reference.forward(name, x64), dtype, context=f"{name} {length} {offset}")
+        with np.errstate(all="ignore"):
+            ref = reference.backward(name, dy64.astype(np.float64), y.astype(np.float64))
+            scale = reference.condition_scale(name, "backward", x64, dy64.astype(np.float64))
+        assert_close(dx, ref, dtype, scale=np.where(np.isfinite(scale), scale, 0),
+                     context=f"{name} backward {length} {offset}")
+        results[(length, offset)] = y, dx
+    (y, dx), (y1, dx1) = results[(n, 0)], results[(n, 1)]  # the same row and dy, both kernels
+    eps = np.finfo(dtype).eps  # they sum in different orders: a rounding or two apart
+    np.testing.assert_allclose(y, y1, rtol=4 * eps, atol=0)
+    np.testing.assert_allclose(dx, dx1, rtol=0, atol=8 * eps * 4)  # |dx| error ~ eps max |dy|
+
 def test_softmax_long_rows_are_accurate():
     """The two-pass path combines chunk partials; against the reference on a wide range."""
     x = np.random.default_rng(5).uniform(-80, 80, (3, 300)).astype(np.float32)

@@ -83,11 +83,13 @@ for k, job in enumerate(jobs):
             w = T[work]; a = w[::1]; i64 = types.int64; f64a = types.float64[::1]; i64a = types.int64[::1]
             sigs = {
                 "fwd_rows": (a, a, i64, i64),
+                "fwd_rowsv": (a, a, i64, i64),
                 "fwd_partials": (a, a, i64a, f64a, i64, i64, i64, i64),
                 "fwd_combine": (a, i64a, f64a, a, f64a, i64, i64),
                 "fwd_write": (a, a, a, f64a, i64, i64, i64, i64),
                 "fwd_columns": (a, a, i64, i64, i64),
                 "bwd_rows": (a, a, a, i64, i64),
+                "bwd_rowsv": (a, a, a, i64, i64),
                 "bwd_partials": (a, a, f64a, i64, i64, i64, i64),
                 "bwd_write": (a, a, a, f64a, i64, i64, i64, i64),
                 "bwd_columns": (a, a, a, i64, i64, i64),

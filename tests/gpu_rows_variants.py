@@ -1,12 +1,16 @@
-"""Row kernel variants on a GPU (ROW_BLOCK), for the branch gpu-softmax-shuffles: python tests/gpu_rows_variants.py 256"""
-import os, sys
-block = int(sys.argv[1])
-os.environ["FASTACT_CACHE_DIR"] = f"/tmp/fr_{block}"
-import numpy as np
-import fastact as fa
-from fastact.kernels import cuda as kc
-from fastact.bench import gpu_check as g
-kc.ROW_BLOCK = block
+"""Block sizes of the 16-byte softmax row kernels on a GPU (ROW_BLOCK_VECTOR), rows of 4096
+float32 at 2^28 elements: python tests/gpu_rows_variants.py FORWARD_THREADS BACKWARD_THREADS"""
+import os
+import sys
+
+forward, backward = int(sys.argv[1]), int(sys.argv[2])
+os.environ["FASTACT_CACHE_DIR"] = f"/tmp/fr_{forward}_{backward}"
+import numpy as np  # noqa: E402
+import fastact as fa  # noqa: E402
+from fastact.kernels import cuda as kc  # noqa: E402
+from fastact.bench import gpu_check as g  # noqa: E402
+
+kc.ROW_BLOCK_VECTOR = {"forward": forward, "backward": backward}
 lib = g.pick_library("cupy", False)
 with fa.backend("cuda"):
     import cupy as cp
@@ -19,5 +23,6 @@ with fa.backend("cuda"):
     err = [float(np.nanmax(np.abs(a - b) / np.maximum(np.abs(b), 1e-30))) for a, b in zip(got, want)]
     print("rel err vs cpu", err, [bool(np.isnan(a[3]).all()) for a in got])
     copy_bw, add_bw, table = g.benchmark(lib, 28, {"softmax", "log_softmax"})
-print(f"ROW_BLOCK {block}: copy {copy_bw/1e9:.0f} add {add_bw/1e9:.0f} | " + "  ".join(
-    f"{r[0]} {r[1]/1e9:.0f}/{(r[2] or 0)/1e9:.0f} {r[3]/1e9:.0f}/{(r[4] or 0)/1e9:.0f}" for r in table), flush=True)
+print(f"threads {forward}/{backward}: copy {copy_bw/1e9:.0f} add {add_bw/1e9:.0f} | " + "  ".join(
+    f"{r[0]} {r[1]/1e9:.0f}/{(r[2] or 0)/1e9:.0f} {r[3]/1e9:.0f}/{(r[4] or 0)/1e9:.0f}"
+    for r in table), flush=True)

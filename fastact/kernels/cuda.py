@@ -23,8 +23,11 @@ kernels/math.py (tails down into the subnormals) would not hold. No contraction 
 ``-fma=0`` and ptxas's ``--fmad=false``, _exact_arithmetic): every product and sum is rounded
 where the source writes it, as on the CPU, and FMA only where it calls ``fma``.
 
-Row-wise softmax / log_softmax: one block per row with the row held in shared memory and tree
-reductions in shared memory when it fits (SMEM_ROW_BYTES); longer rows take a two-pass path (per
+Row-wise softmax / log_softmax: one block per row with the row held in shared memory when it fits
+(SMEM_ROW_BYTES), block reductions by warp shuffles, and 16-byte accesses where the rows allow
+(fwd_rowsv / bwd_rowsv: rows of a multiple of 4 float32 or 2 float64, 16-byte-aligned arrays of
+the work type; the backward keeps up to two vectors a thread in registers); longer rows take a
+two-pass path (per
 chunk partial (max, sum) combined online in float64, then a pass that writes); short rows and rows
 along a strided axis take one thread per row. Under NUMBA_ENABLE_CUDASIM=1 (numba-cuda's simulator)
 everything runs as Python, with small blocks so that tests on small arrays reach every path.
@@ -55,6 +58,12 @@ SIMULATOR = bool(cuda is not None and _numba_config.ENABLE_CUDASIM)
 # Launch configuration (the simulator runs every thread as a Python thread: tiny blocks there).
 BLOCK = 8 if SIMULATOR else 256           # threads per block, elementwise kernels
 ROW_BLOCK = 8 if SIMULATOR else 256       # threads per block, row kernels (a power of two)
+# threads per block of the 16-byte softmax row kernels (fwd_rowsv, bwd_rowsv), measured on an H100
+# at rows of 4096 float32 (NOTES): the forward keeps two vectors a thread in flight and is fastest
+# with 128, the backward (dy and y, one vector each) with 512
+ROW_BLOCK_VECTOR = {"forward": 128, "backward": 512}
+if SIMULATOR:  # simulated: the forward's pair loop, the backward's three paths (tests/cuda_sim_matrix)
+    ROW_BLOCK_VECTOR = {"forward": 8, "backward": 4}
 UNROLL = 4                                # elements in flight per thread, contiguous kernels
 VECTOR_UNROLL = 2                         # 16-byte vectors in flight per thread, aligned kernels
 GRID_WAVES = 1 if SIMULATOR else 2        # grid-stride grids: this many times the resident blocks
@@ -577,13 +586,13 @@ def _tree(combine):
 WARP = 4 if SIMULATOR else 32  # lanes of a warp-level reduction (simulated: 2 warps a block)
 
 
-def _block_reduce(values, partials, combine):
+def _block_reduce(values, partials, combine, block=ROW_BLOCK):
     """Source that reduces per-thread ``values`` (names) over the block, every thread ending with
     the result: within each warp by shuffles (log2 WARP steps, no barrier), then each thread
     combines the warps' results from the shared arrays ``partials`` in warp order (one barrier),
     so all threads get the same bits. ``combine(a, b)`` is the source line that sets a's names
     from a's and b's (lists of names). The simulator has no shuffles: there they go through the
-    partials array (size ROW_BLOCK) with barriers, the same steps otherwise. Needs ``t``, ``lane``
+    partials array (size ``block``) with barriers, the same steps otherwise. Needs ``t``, ``lane``
     and ``warp``, and a barrier before the partials are written again (the row loop's)."""
     other = [f"o_{v}" for v in values]
     lines = [f"off = {WARP // 2}", "while off > 0:"]
@@ -600,7 +609,7 @@ def _block_reduce(values, partials, combine):
     lines += [f"    {part}[warp] = {v}" for v, part in zip(values, partials)]
     lines.append("cuda.syncthreads()")
     lines += [f"{v} = {part}[0]" for v, part in zip(values, partials)]
-    lines += ["k = 1", f"while k < {ROW_BLOCK // WARP}:"]
+    lines += ["k = 1", f"while k < {block // WARP}:"]
     lines += [f"    {o} = {part}[k]" for o, part in zip(other, partials)]
     lines += ["    " + combine(values, other), "    k += 1"]
     return "\n".join("        " + line for line in lines) + "\n"
@@ -976,18 +985,164 @@ def fastact_rrelu_fwd_{T}(x, out, noise, n, lower, width, key0, key1):
 '''
 
 
+def _rows_vector_source(lanes, fwd_block, bwd_block):
+    """fwd_rowsv and bwd_rowsv: the block-per-row kernels of _ROWS_SOURCE for rows of a multiple
+    of ``lanes`` elements in 16-byte-aligned arrays of the work type. Every global access is a
+    16-byte vector (h.load_vector); the forward loads two vectors a thread before it uses either
+    and keeps the row in shared memory as vectors (16-byte shared accesses: no bank conflicts).
+    The same arithmetic as the scalar kernels, summed in another order. Blocks of ``fwd_block``
+    and ``bwd_block`` threads (ROW_BLOCK_VECTOR) in place of ROW_BLOCK."""
+    L = lanes
+
+    def each(fmt, v="a", at="j"):
+        return [fmt.format(v=f"{v}[{k}]", i=f"{L} * {at} + {k}") for k in range(L)]
+
+    def vec(items):
+        return "(" + ", ".join(items) + ",)"
+
+    def indent(lines, n):
+        return "".join(" " * n + line + "\n" for line in lines)
+
+    keep = "best, where = h.max_first(best, where, {v}, {i})"
+    load_pair = ["a = h.load_vector(x, base + j)", "b = h.load_vector(x, base + j + {B})",
+                 "h.store_vector(row, j, a)", "h.store_vector(row, j + {B}, b)",
+                 *each(keep), *each(keep, "b", "(j + {B})")]
+    load_one = ["a = h.load_vector(x, base + j)", "h.store_vector(row, j, a)", *each(keep)]
+    skip_where = sum(([f"if {L} * j + {k} != where:",
+                       f"    total += np.float64(m.exp_difference(a[{k}], best))"]
+                      for k in range(L)), [])
+    rows_loop = ("    t = cuda.threadIdx.x\n"  # both kernels: a block's rows, 16-byte vector indices
+                 "    lane = t % {WARP}\n"
+                 "    warp = t // {WARP}\n"
+                 f"    nv = n // {L}\n"
+                 "    r = np.int64(cuda.blockIdx.x)\n"
+                 "    while r < rows:\n"
+                 "        base = r * nv\n")
+    forward = (
+        "\n@cuda.jit(cache=True)\n"
+        "def fastact_{op}_fwd_rowsv_{T}(x, out, rows, n):\n"
+        '    """fwd_rows with 16-byte accesses (_rows_vector_source)."""\n'
+        "    row = cuda.shared.array(0, {WT}{ALIGN})\n"
+        "    red_v = cuda.shared.array({B}, {WT})\n"
+        "    red_i = cuda.shared.array({B}, types.int64)\n"
+        "    red_s = cuda.shared.array({B}, types.float64)\n"
+        + rows_loop +
+        "        best = {W}(-np.inf)\n"
+        "        where = n\n"
+        "        j = np.int64(t)\n"
+        "        while j + {B} < nv:\n"
+        + indent(load_pair, 12) +
+        "            j += 2 * {B}\n"
+        "        if j < nv:\n"
+        + indent(load_one, 12)
+        + _block_reduce(["best", "where"], ["red_v", "red_i"], _max_first_combine, fwd_block) +
+        "        total = 0.0\n"
+        "        j = np.int64(t)\n"
+        "        while j < nv:\n"
+        "            a = h.load_vector(row, j)\n"
+        "            if {LOG} == 0:\n"
+        + indent([f"e{k} = m.exp_difference(a[{k}], best)" for k in range(L)], 16) +
+        f"                h.store_vector(row, j, {vec(f'e{k}' for k in range(L))})\n"
+        f"                total += {' + '.join(f'np.float64(e{k})' for k in range(L))}\n"
+        "            else:\n"
+        + indent(skip_where, 16) +
+        "            j += {B}\n"
+        + _block_reduce(["total"], ["red_s"], _sum_combine, fwd_block) +
+        "        j = np.int64(t)\n"
+        "        if {LOG} == 0:\n"
+        "            denominator = {W}(total)\n"
+        "            while j < nv:\n"
+        "                a = h.load_vector(row, j)\n"
+        f"                h.store_vector(out, base + j, {vec(each('{v} / denominator'))})\n"
+        "                j += {B}\n"
+        "        else:\n"
+        "            log_sum = m.log1p(total)\n"
+        "            while j < nv:\n"
+        "                a = h.load_vector(row, j)\n"
+        "                h.store_vector(out, base + j, "
+        f"{vec(each('(np.float64({v}) - np.float64(best)) - log_sum'))})\n"
+        "                j += {B}\n"
+        "        cuda.syncthreads()\n"
+        "        r += cuda.gridDim.x\n")
+    def term(u, v):
+        return " + ".join(f"registry.{{op}}_backward_term({u}[{k}], {v}[{k}])" for k in range(L))
+
+    def element(u, v):
+        return vec(f"registry.{{op}}_backward_element({u}[{k}], {v}[{k}], total)"
+                   for k in range(L))
+    zero = vec(["{W}(0)"] * L)
+    backward = (
+        "\n@cuda.jit(cache=True)\n"
+        "def fastact_{op}_bwd_rowsv_{T}(dy, y, dx, rows, n):\n"
+        '    """bwd_rows with 16-byte accesses (_rows_vector_source). Rows of up to two vectors a\n'
+        "    thread keep them in registers: dy and y are read once (else twice, the second time\n"
+        '    mostly from the L2)."""\n'
+        "    red_s = cuda.shared.array({B}, types.float64)\n"
+        + rows_loop +
+        "        total = 0.0\n"
+        "        j = np.int64(t)\n"
+        "        j2 = j + {B}\n"
+        f"        a = b = c = d = {zero}\n"
+        "        if nv <= 2 * {B}:\n"
+        "            if j2 < nv:\n"
+        "                a = h.load_vector(dy, base + j)\n"
+        "                b = h.load_vector(y, base + j)\n"
+        "                c = h.load_vector(dy, base + j2)\n"
+        "                d = h.load_vector(y, base + j2)\n"
+        f"                total += ({term('a', 'b')}) + ({term('c', 'd')})\n"
+        "            elif j < nv:\n"
+        "                a = h.load_vector(dy, base + j)\n"
+        "                b = h.load_vector(y, base + j)\n"
+        f"                total += {term('a', 'b')}\n"
+        "        else:\n"
+        "            while j < nv:\n"
+        "                a = h.load_vector(dy, base + j)\n"
+        "                b = h.load_vector(y, base + j)\n"
+        f"                total += {term('a', 'b')}\n"
+        "                j += {B}\n"
+        + _block_reduce(["total"], ["red_s"], _sum_combine, bwd_block) +
+        "        j = np.int64(t)\n"
+        "        if nv <= 2 * {B}:\n"
+        "            if j < nv:\n"
+        f"                h.store_vector(dx, base + j, {element('a', 'b')})\n"
+        "            if j2 < nv:\n"
+        f"                h.store_vector(dx, base + j2, {element('c', 'd')})\n"
+        "        else:\n"
+        "            while j < nv:\n"
+        "                a = h.load_vector(dy, base + j)\n"
+        "                b = h.load_vector(y, base + j)\n"
+        f"                h.store_vector(dx, base + j, {element('a', 'b')})\n"
+        "                j += {B}\n"
+        "        cuda.syncthreads()\n"
+        "        r += cuda.gridDim.x\n")
+    return forward.replace("{B}", str(fwd_block)) + backward.replace("{B}", str(bwd_block))
+
+
 @functools.lru_cache(maxsize=None)
 def _row_kernels(op, work):
     """The kernels of _ROWS_SOURCE for op in softmax, log_softmax (or "other" for
     _OTHER_ROWS_SOURCE) as a dict by short name."""
     w, wt = _WORK[work]
     template = _ROWS_SOURCE if op != "other" else _OTHER_ROWS_SOURCE
+    if op != "other":
+        template += _rows_vector_source(4 if work == "f32" else 2, ROW_BLOCK_VECTOR["forward"],
+                                        ROW_BLOCK_VECTOR["backward"])
     source = (template.replace("{op}", op).replace("{T}", work).replace("{WT}", wt)
               .replace("{W}", w).replace("{B}", str(ROW_BLOCK)).replace("{WARP}", str(WARP))
+              .replace("{ALIGN}", "" if SIMULATOR else ", alignment=16")
               .replace("{LOG}", "1" if op == "log_softmax" else "0"))
     module = _load_module(f"fastact_{op}_kernels_{work}", source)
     return {k[len("fastact_"):].replace(f"{op}_", "").rsplit("_", 1)[0]: getattr(module, k)
             for k in dir(module) if k.startswith("fastact_") and k.endswith("_" + work)}
+
+
+
+def _vector_rows(work, n, *arrays):
+    """Whether the block-per-row kernels can take 16-byte accesses (fwd_rowsv, bwd_rowsv): every
+    array of the work type, 16-byte aligned, rows of a multiple of the vector's lanes."""
+    from ._cuda_jit import lanes
+    wdt = np.dtype(np.float32 if work == "f32" else np.float64)
+    return n % lanes(wdt) == 0 and all(a.dtype == wdt and a.ptr % 16 == 0 for a in arrays)
 
 
 # --- launching ------------------------------------------------------------------------------------
@@ -1075,9 +1230,9 @@ class Backend:
         resident = sms * max(1, threads_per_sm // BLOCK) * GRID_WAVES
         return max(1, min(-(-work // per_block), resident))
 
-    def _row_blocks(self, device, count):
+    def _row_blocks(self, device, count, threads=ROW_BLOCK):
         sms, threads_per_sm = _device_limits(device)
-        return max(1, min(count, sms * max(1, threads_per_sm // ROW_BLOCK) * GRID_WAVES))
+        return max(1, min(count, sms * max(1, threads_per_sm // threads) * GRID_WAVES))
 
     def _arrays(self, name, objs):
         arrays = [None if o is None else _Array(name, o) for o in objs]
@@ -1236,7 +1391,10 @@ class Backend:
             self._launch(k["fwd_columns"], self._blocks(x.device, rows, BLOCK), BLOCK, stream,
                          (xa, ta, outer, n, inner))
         elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
-            self._launch(k["fwd_rows"], self._row_blocks(x.device, rows), ROW_BLOCK, stream,
+            vector = _vector_rows(work, n, x, target)
+            threads = ROW_BLOCK_VECTOR["forward"] if vector else ROW_BLOCK
+            self._launch(k["fwd_rowsv" if vector else "fwd_rows"],
+                         self._row_blocks(x.device, rows, threads), threads, stream,
                          (xa, ta, rows, n), shared=n * (4 if work == "f32" else 8))
         else:
             chunks = -(-n // CHUNK)
@@ -1277,7 +1435,10 @@ class Backend:
             self._launch(k["bwd_columns"], self._blocks(y.device, rows, BLOCK), BLOCK, stream,
                          (*args, outer, n, inner))
         elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
-            self._launch(k["bwd_rows"], self._row_blocks(y.device, rows), ROW_BLOCK, stream,
+            vector = _vector_rows(work, n, dy, y, target)
+            threads = ROW_BLOCK_VECTOR["backward"] if vector else ROW_BLOCK
+            self._launch(k["bwd_rowsv" if vector else "bwd_rows"],
+                         self._row_blocks(y.device, rows, threads), threads, stream,
                          (*args, rows, n))
         else:
             chunks = -(-n // CHUNK)
