@@ -156,3 +156,37 @@ def test_cuda_and_cpu_targets_keep_separate_registrations(tmp_path):
                      FASTACT_CACHE_DIR=str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert "PTX-CHECKED" in result.stdout or "NO-NVVM" in result.stdout, result.stdout
+
+
+_FAST_LAUNCH = r"""
+import numpy as np
+from numba import types
+from numba.cuda import dispatcher
+from fastact.kernels import cuda as kc
+
+class Overload:  # what _Kernel._prepare_args reads from its kernel
+    extensions = []
+    _prepare_args = dispatcher._Kernel._prepare_args
+
+for ty, value in ((types.int64, 7), (types.int64, -3), (types.float32, np.float32(1.5)),
+                  (types.float64, np.float64(-2.25)), (types.UniTuple(types.int64, 3), (4, -5, 6))):
+    ours, theirs = [], []
+    kc._packer(ty)(value, ours)
+    Overload()._prepare_args(ty, value, 0, [], theirs)
+    assert [type(a) for a in ours] == [type(a) for a in theirs], (ty, ours, theirs)
+    assert [a.value for a in ours] == [a.value for a in theirs], (ty, ours, theirs)
+for ty in (types.uint64, types.int32, types.float64[:, ::1], types.UniTuple(types.float64, 2)):
+    assert kc._packer(ty) is None, ty  # left to the dispatcher
+assert kc._kind(3) is int and kc._kind((1, 2)) == (int, int) and kc._kind(np.float32(1)) is np.float32
+assert kc._kind(np.uint64(3)) is None and kc._kind((1, 2.0)) is None and kc._kind(object()) is None
+print("PACKED")
+"""
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install numba-cuda)")
+def test_fast_launch_packs_scalars_as_numba_cuda_does():
+    # after a kernel's first launch, _launch packs the arguments itself and calls cuda.core's
+    # launch (a GPU is needed to run that path: gpu_check compares its results with the first
+    # call's); here the scalar and tuple packers against numba-cuda's own _prepare_args
+    result = _python(_FAST_LAUNCH, NUMBA_ENABLE_CUDASIM="0")
+    assert result.returncode == 0 and "PACKED" in result.stdout, result.stdout + result.stderr

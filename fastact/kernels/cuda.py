@@ -72,7 +72,7 @@ CHUNK = 64 if SIMULATOR else 16384        # elements per block in the long-row p
 THREAD_PER_ROW_MAX = 4 if SIMULATOR else 32  # rows up to this length: one thread per row
 SEGMENT = 16 if SIMULATOR else 8192       # elements per block in prelu's weight reduction
 
-_TAGS = {"float16": "f16", "float32": "f32", "float64": "f64"}
+_TAGS = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 
 def _fail(name, exc, message):
@@ -168,6 +168,7 @@ def _library_of(obj):
     return _NUMBA_LIBRARY
 
 
+@functools.lru_cache(maxsize=4096)
 def _contiguous_strides(shape, itemsize, order="C"):
     strides, step = [0] * len(shape), itemsize
     dims = range(len(shape) - 1, -1, -1) if order == "C" else range(len(shape))
@@ -254,6 +255,9 @@ def _flat(array, first, count, dtype=None):
         desc = {"shape": (count,), "strides": None, "typestr": dtype.str, "data": (ptr, False),
                 "version": 3}
         view = cuda.from_cuda_array_interface(desc, owner=None, sync=False)
+        # what numba-cuda passes a kernel for it (meminfo, parent, size, itemsize, data, shape,
+        # strides in bytes), for _launch's path around the dispatcher
+        view.fastact_packed = (dtype.str, (0, 0, count, dtype.itemsize, ptr, count, dtype.itemsize))
         with _lock:
             if len(_views) >= _VIEWS_KEPT:
                 _views.pop(next(iter(_views)))
@@ -1156,10 +1160,100 @@ def _device_limits(device):
         return d.MULTIPROCESSOR_COUNT, d.MAX_THREADS_PER_MULTIPROCESSOR
 
 
+_local = threading.local()  # .device: the device of the innermost _device_context
+
+
+class _DeviceContext:
+    """numba-cuda's context of ``device`` (cuda.gpus[device]), the device noted for _launch."""
+    __slots__ = ("device", "context", "previous")
+
+    def __init__(self, device):
+        self.device, self.context = device, cuda.gpus[device]
+
+    def __enter__(self):
+        self.previous = getattr(_local, "device", None)
+        _local.device = self.device
+        return self.context.__enter__()
+
+    def __exit__(self, *exc):
+        _local.device = self.previous
+        return self.context.__exit__(*exc)
+
+
 def _device_context(device):
     if SIMULATOR or device is None:
         return contextlib.nullcontext()
-    return cuda.gpus[device]
+    return _DeviceContext(device)
+
+
+# --- launching without numba-cuda's dispatcher --------------------------------------------------
+# A launch through the dispatcher (kernel[grid, block, stream, shared](*args)) types every
+# argument, looks the overload up and converts each argument again (~40% of a call's ~110 us on an
+# H100, NOTES). After a kernel's first launch with some kinds of arguments, later launches with
+# the same kinds on the same device pack the arguments as numba-cuda's _Kernel.launch does and
+# call cuda.core's launch directly. Only what fastact passes: 1-D views from _flat, Python ints
+# (int64), NumPy float32/float64 scalars and tuples of ints; anything else takes the dispatcher.
+
+_fast = {}  # (dispatcher, device, argument kinds) -> (cuda.core kernel, packers) or False
+
+
+def _kind(a):
+    t = type(a)
+    if t is int or t is np.float32 or t is np.float64:
+        return t
+    if t is tuple:
+        return (int,) * len(a) if all(type(v) is int for v in a) else None
+    packed = getattr(a, "fastact_packed", None)  # a _flat view: (dtype, its arguments)
+    return packed[0] if packed is not None else None
+
+
+def _packer(ty):
+    """A function(value, list) that appends what numba-cuda passes for an argument of Numba type
+    ``ty`` (_Kernel._prepare_args), None where fastact does not pack that type itself."""
+    import ctypes
+    from numba import types
+    if isinstance(ty, types.Array) and ty.ndim == 1 and ty.layout in "CA":
+        return lambda a, args: args.extend(a.fastact_packed[1])
+    scalar = {types.int64: ctypes.c_int64, types.float32: ctypes.c_float,
+              types.float64: ctypes.c_double}
+    if ty in scalar:
+        c = scalar[ty]
+        return lambda a, args: args.append(c(a))
+    if isinstance(ty, types.UniTuple) and ty.dtype == types.int64:
+        return lambda a, args: args.extend(ctypes.c_int64(v) for v in a)
+    return None
+
+
+def _fast_entry(kernel, args):
+    """(cuda.core kernel, packers) of the overload that the dispatcher just launched, or False."""
+    try:
+        from numba.cuda import dispatcher
+        overload = kernel.overloads[tuple(kernel.typeof_pyval(a) for a in args)]
+        if overload.debug or overload.cooperative or overload.extensions:
+            return False
+        packers = [_packer(t) for t in overload.argument_types]
+        if None in packers or not hasattr(dispatcher, "launch"):
+            return False
+        return overload._codelibrary.get_cufunc().kernel, packers
+    except Exception:  # another numba-cuda: the dispatcher it is
+        return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_config(blocks, threads, shared):
+    from numba.cuda import dispatcher
+    return dispatcher.LaunchConfig(grid=blocks, block=threads, shmem_size=shared)
+
+
+_core_streams = {}
+
+
+def _core_stream(ptr):
+    stream = _core_streams.get(ptr)
+    if stream is None:
+        from numba.cuda.cudadrv import driver
+        stream = _core_streams[ptr] = driver._to_core_stream(_stream(ptr))
+    return stream
 
 
 _streams = {}
@@ -1223,7 +1317,24 @@ class Backend:
 
     def _launch(self, kernel, blocks, threads, stream, args, shared=0):
         self.last_stream = stream
+        device = None if SIMULATOR else getattr(_local, "device", None)
+        if device is not None:
+            kinds = tuple(_kind(a) for a in args)
+            key = (kernel, device, kinds)
+            entry = _fast.get(key) if None not in kinds else False
+            if entry:
+                from numba.cuda import dispatcher
+                core_kernel, packers = entry
+                packed = []
+                for pack, a in zip(packers, args):
+                    pack(a, packed)
+                dispatcher.launch(_core_stream(stream),
+                                  _launch_config(int(blocks), int(threads), int(shared)),
+                                  core_kernel, *packed)
+                return
         kernel[int(blocks), int(threads), _stream(stream), int(shared)](*args)
+        if device is not None and entry is None:
+            _fast[key] = _fast_entry(kernel, args)
 
     def _blocks(self, device, work, per_block):
         sms, threads_per_sm = _device_limits(device)
@@ -1260,7 +1371,7 @@ class Backend:
         n = target.size
         if n == 0:
             return
-        tag = _TAGS.get(str(inputs[0].dtype), str(inputs[0].dtype)) if len(
+        tag = _TAGS.get(inputs[0].dtype) or inputs[0].dtype.name if len(
             {a.dtype for a in inputs}) == 1 else work
         wtype = np.float32 if work == "f32" else np.float64
         values = [wtype(p) for p in params]
@@ -1269,7 +1380,7 @@ class Backend:
         lanes = vector_lanes(target.dtype)
         if orders and lanes and all(a.dtype == target.dtype and a.ptr % 16 == 0
                                     for a in (*inputs, target)) and work == _TAGS.get(
-                                        str(target.dtype)):
+                                        target.dtype):
             kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, 0, lanes)
             args = [_flat(a, 0, n) for a in (*inputs, target)] + [n] + values
             # one block per BLOCK * VECTOR_UNROLL vectors, not a grid-stride grid of a few waves:
