@@ -179,6 +179,7 @@ for ty in (types.uint64, types.int32, types.float64[:, ::1], types.UniTuple(type
     assert kc._packer(ty) is None, ty  # left to the dispatcher
 assert kc._kind(3) is int and kc._kind((1, 2)) == (int, int) and kc._kind(np.float32(1)) is np.float32
 assert kc._kind(np.uint64(3)) is None and kc._kind((1, 2.0)) is None and kc._kind(object()) is None
+assert kc._primary_is_current(0) is False  # no driver here: numba-cuda's push it is
 print("PACKED")
 """
 

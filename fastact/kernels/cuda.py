@@ -1164,8 +1164,11 @@ _local = threading.local()  # .device: the device of the innermost _device_conte
 
 
 class _DeviceContext:
-    """numba-cuda's context of ``device`` (cuda.gpus[device]), the device noted for _launch."""
-    __slots__ = ("device", "context", "previous")
+    """numba-cuda's context of ``device`` (cuda.gpus[device]), the device noted for _launch. When
+    that device's primary context is already the current one (CuPy and PyTorch use the primary
+    contexts too), numba-cuda's push and pop are skipped: one driver call instead of about four
+    through numba-cuda's wrappers."""
+    __slots__ = ("device", "context", "previous", "pushed")
 
     def __init__(self, device):
         self.device, self.context = device, cuda.gpus[device]
@@ -1173,11 +1176,35 @@ class _DeviceContext:
     def __enter__(self):
         self.previous = getattr(_local, "device", None)
         _local.device = self.device
-        return self.context.__enter__()
+        self.pushed = not _primary_is_current(self.device)
+        if self.pushed:
+            self.context.__enter__()
+        return self
 
     def __exit__(self, *exc):
         _local.device = self.previous
-        return self.context.__exit__(*exc)
+        if self.pushed:
+            self.context.__exit__(*exc)
+
+
+_primary = {}  # device -> (its primary context's handle as an int, cuCtxGetCurrent), or None
+
+
+def _primary_is_current(device):
+    entry = _primary.get(device, False)
+    if entry is False:
+        try:
+            from cuda.bindings import driver as cu
+            with cuda.gpus[device]:
+                entry = (int(cuda.current_context().handle), cu.cuCtxGetCurrent)
+        except Exception:  # another numba-cuda or cuda-python: always push
+            entry = None
+        _primary[device] = entry
+    if entry is None:
+        return False
+    handle, get_current = entry
+    err, current = get_current()
+    return not int(err) and int(current) == handle
 
 
 def _device_context(device):
