@@ -30,6 +30,7 @@ _A = (1.5957691216057308, -9.96930880911092e-17)     # 2*sqrt(2/pi) as hi + lo (
 _B = (0.07135481627260025, -6.175149918155315e-19)   # 2*sqrt(2/pi)*0.044715 as hi + lo
 _INV_SQRT_2PI = 0.3989422804014327
 _SQRT_HALF = 0.7071067811865476
+_LN2_HI, _LN2_LO = 0.6931471803691238, 1.9082149292705877e-10  # ln 2; the first has 33 bits
 _SAVES_OUTPUT = {"sigmoid", "tanh", "selu", "relu", "softmax", "log_softmax"}
 
 
@@ -264,18 +265,22 @@ def gelu_forward(x, approximate="none"):
 @_api
 def gelu_backward_from_input(dy, x, approximate="none"):
     """none: dy * (Phi(x) + x pdf(x));  tanh: dy * (s + x s (1 - s) 2u'(x)), s = expit(2u).
-    none, x < -20: dy (erfcx(-x/sqrt2)/2 + x/sqrt(2 pi)) exp(-x^2/2) with the factor folded into
-    the exponent, as _x_expit does: Phi and pdf as (possibly subnormal) numbers first, then summed
-    and times dy, were up to ~60 subnormal units off near x = -38 (against mpmath)."""
+    none, x < -20: dy (erfcx(-x/sqrt2)/2 + x/sqrt(2 pi)) exp(-x^2/2) with the factors folded into
+    the exponent, as _x_expit does (dy's exponent as e ln2 in two parts, so that any dy keeps full
+    precision): Phi and pdf as (possibly subnormal) numbers first, then summed and times dy, were
+    up to ~60 subnormal units off near x = -38 (against mpmath)."""
     a, b = _gelu_dterms(x, approximate)
     result = dy * (a + b)
     if approximate != "none":
         return result
     tail = x < -20
-    m = np.where(tail, dy * (0.5 * erfcx(-_SQRT_HALF * x) + _INV_SQRT_2PI * x), 1.0)
+    f, e = np.frexp(dy)  # dy = f 2**e: f joins the logarithm, e ln2 the exponent in two parts
+    m = np.where(tail, f * (0.5 * erfcx(-_SQRT_HALF * x) + _INV_SQRT_2PI * x), 1.0)
     sq, sq_err = _two_prod(np.where(tail, x, 0.0), np.where(tail, x, 0.0))
     t, t_err = _two_sum(-0.5 * sq, np.log(np.where(m != 0, np.abs(m), 1.0)))
-    correction = t_err - 0.5 * sq_err  # NaN where x*x overflows (then exp(t) is 0)
+    t, e_err = _two_sum(t, e * _LN2_HI)  # e * _LN2_HI is exact (|e| < 2**11)
+    t, lo_err = _two_sum(t, e * _LN2_LO)  # up to 2e-7: too large for the first-order correction
+    correction = t_err + e_err + lo_err - 0.5 * sq_err  # NaN where x*x overflows (exp is 0)
     scaled = np.sign(m) * np.exp(t) * (1.0 + np.where(np.isfinite(correction), correction, 0.0))
     return np.where(tail & np.isfinite(m), scaled, result)
 

@@ -268,7 +268,8 @@ def _rows(shape, dtype, seed=0):
 
 ROW_SHAPES = {  # which path each takes with the simulator's limits (fastact.kernels.cuda)
     "thread-per-row": ((6, 3), -1),
-    "block-per-row": ((7, 40), -1),
+    "block-per-row": ((7, 40), -1),  # 16-byte kernels (rows of a multiple of 4 / 2)
+    "block-per-row-scalar": ((7, 39), -1),
     "two-pass": ((6, 150), -1),
     "strided-axis": ((5, 6, 4), 1),
     "axis-0": ((9, 5), 0),
@@ -281,8 +282,8 @@ ROW_SHAPES = {  # which path each takes with the simulator's limits (fastact.ker
 def test_softmax_paths(name, path, dtype):
     """Every path against the reference, rows with -inf, inf, NaN and tied maxima included."""
     shape, axis = ROW_SHAPES[path]
-    if path == "block-per-row" and dtype == np.float64:
-        shape = (7, 30)  # 240 bytes: still in shared memory
+    if path.startswith("block-per-row") and dtype == np.float64:
+        shape = (7, 30 if path == "block-per-row" else 31)  # <= 248 bytes: in shared memory
     x = _rows(shape, dtype)
     x64 = x.astype(np.float64)
     act = getattr(fa, name)
@@ -308,11 +309,13 @@ def test_block_rows_vector_and_scalar_kernels(name, dtype, monkeypatch):
     fwd_rowsv / bwd_rowsv (16-byte accesses); one element further on, or a row one longer, the
     scalar fwd_rows / bwd_rows. With the simulator's blocks (8 forward, 4 backward threads) rows
     of 10 or 15 vectors take the forward's pair loop and remainder and the backward's loop, rows
-    of 6 vectors the backward's registers (two vectors in some threads, one in others). All
-    against the reference, with -inf and a tied maximum in the row (NaN and inf rows:
-    test_softmax_paths), and the two kernels against each other."""
+    of 6 vectors the backward's registers (two vectors in some threads, one in others); 10 rows
+    for 4 (forward) and 8 (backward) simulated blocks, so blocks loop over rows. All against the
+    reference, with -inf and tied maxima in the rows (NaN and inf rows: test_softmax_paths), and
+    the two kernels against each other."""
     lanes = 16 // np.dtype(dtype).itemsize
     n = 40 if dtype == np.float32 else 30  # 160 / 240 bytes: in shared memory (SMEM_ROW_BYTES)
+    rows = 10
     launched = []
     launch = fcuda.Backend._launch
 
@@ -324,33 +327,35 @@ def test_block_rows_vector_and_scalar_kernels(name, dtype, monkeypatch):
     tag = "f32" if dtype == np.float32 else "f64"
     results = {}
     for length, offset in ((n, 0), (n, 1), (n + 1, 0), (6 * lanes, 0)):
-        row = _rows(length, dtype)
-        row[[3, 9]] = row.max()  # a tied maximum
-        row[5], row[length - 2] = -np.inf, -np.inf
-        x, dy = np.zeros(length + 1, dtype), np.zeros(length + 1, dtype)
-        x[offset:offset + length] = row  # the same row, 16-byte aligned or not on the device
-        dy[offset:offset + length] = _grid(length, dtype, seed=7)
-        gx, gdy = dev(x)[offset:offset + length], dev(dy)[offset:offset + length]
+        block = _rows((rows, length), dtype, seed=length)
+        block[:, [3, 9]] = block.max(axis=1, keepdims=True)  # tied maxima
+        block[:, 5], block[::2, length - 2] = -np.inf, -np.inf
+        x, dy = np.zeros(rows * length + 1, dtype), np.zeros(rows * length + 1, dtype)
+        x[offset:offset + rows * length] = block.ravel()  # the same rows, aligned or not
+        dy[offset:offset + rows * length] = _grid(rows * length, dtype, seed=7)
+        gx, gdy = (FakeCUDAArray(a[offset:offset + rows * length].reshape(rows, length))
+                   for a in (x, dy))
         assert (gx.__cuda_array_interface__["data"][0] % 16 == 0) == (offset == 0)
         launched.clear()
         y = host(act(gx))
-        dx = host(act.backward(gdy, dev(y)))
+        dx = host(act.backward(gdy, FakeCUDAArray(y)))
         vector = offset == 0 and length % lanes == 0
         kind = "v" if vector else ""
         assert launched == [f"fastact_{name}_fwd_rows{kind}_{tag}",
                             f"fastact_{name}_bwd_rows{kind}_{tag}"], (length, offset, launched)
-        x64, dy64 = x[offset:offset + length].astype(np.float64), dy[offset:offset + length]
+        x64, dy64 = block.astype(np.float64), host(gdy).astype(np.float64)
         assert_close(y, reference.forward(name, x64), dtype, context=f"{name} {length} {offset}")
         with np.errstate(all="ignore"):
-            ref = reference.backward(name, dy64.astype(np.float64), y.astype(np.float64))
-            scale = reference.condition_scale(name, "backward", x64, dy64.astype(np.float64))
+            ref = reference.backward(name, dy64, y.astype(np.float64))
+            scale = reference.condition_scale(name, "backward", x64, dy64)
         assert_close(dx, ref, dtype, scale=np.where(np.isfinite(scale), scale, 0),
                      context=f"{name} backward {length} {offset}")
         results[(length, offset)] = y, dx
-    (y, dx), (y1, dx1) = results[(n, 0)], results[(n, 1)]  # the same row and dy, both kernels
+    (y, dx), (y1, dx1) = results[(n, 0)], results[(n, 1)]  # the same rows and dy, both kernels
     eps = np.finfo(dtype).eps  # they sum in different orders: a rounding or two apart
     np.testing.assert_allclose(y, y1, rtol=4 * eps, atol=0)
     np.testing.assert_allclose(dx, dx1, rtol=0, atol=8 * eps * 4)  # |dx| error ~ eps max |dy|
+
 
 def test_softmax_long_rows_are_accurate():
     """The two-pass path combines chunk partials; against the reference on a wide range."""

@@ -102,6 +102,8 @@ for k, job in enumerate(jobs):
             }
             kernels = []
             for short, disp in ks.items():
+                if short == "threads":  # the vector kernels' block sizes
+                    continue
                 ptx, _ = cuda.compile_ptx(disp.py_func, sigs[short], cc=(9, 0))
                 kernels.append((f"{op}_{short}_{work}", ptx))
         for label, ptx in kernels:

@@ -239,7 +239,7 @@ static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, 
     int positive = hi >= L(0.0);
     real numerator = positive ? FMA(v, one_plus_c + c_lo, one) : one_plus_c + (v + c_lo);
     real ratio = numerator / FMA(v, v + L(2.0), one);
-    if (bit_select)  /* GCC then keeps one division (silu: +5-7%; gelu-tanh: -5 to -12%, NOTES) */
+    if (bit_select)  /* GCC then keeps one division (silu: +5-9%; gelu-tanh: -5 to -12%, NOTES) */
         return FN(pick_bits)(positive, ratio, FN(times_exp_parts)(ratio, q, k));
     return positive ? ratio : FN(times_exp_parts)(ratio, q, k);
 }

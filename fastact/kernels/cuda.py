@@ -1122,22 +1122,34 @@ def _rows_vector_source(lanes, fwd_block, bwd_block):
     return forward.replace("{B}", str(fwd_block)) + backward.replace("{B}", str(bwd_block))
 
 
-@functools.lru_cache(maxsize=None)
 def _row_kernels(op, work):
     """The kernels of _ROWS_SOURCE for op in softmax, log_softmax (or "other" for
-    _OTHER_ROWS_SOURCE) as a dict by short name."""
+    _OTHER_ROWS_SOURCE) as a dict by short name; for softmax and log_softmax also "threads", the
+    block sizes (ROW_BLOCK_VECTOR when they were built) that fwd_rowsv and bwd_rowsv need."""
+    if op == "other":
+        return _row_kernels_built(op, work, 0, 0)
+    return _row_kernels_built(op, work, ROW_BLOCK_VECTOR["forward"], ROW_BLOCK_VECTOR["backward"])
+
+
+@functools.lru_cache(maxsize=None)
+def _row_kernels_built(op, work, fwd_block, bwd_block):
     w, wt = _WORK[work]
     template = _ROWS_SOURCE if op != "other" else _OTHER_ROWS_SOURCE
+    name = f"fastact_{op}_kernels_{work}"
     if op != "other":
-        template += _rows_vector_source(4 if work == "f32" else 2, ROW_BLOCK_VECTOR["forward"],
-                                        ROW_BLOCK_VECTOR["backward"])
+        if min(fwd_block, bwd_block) < WARP or (fwd_block | bwd_block) % WARP:
+            raise ValueError(f"ROW_BLOCK_VECTOR {ROW_BLOCK_VECTOR}: whole warps of {WARP} needed")
+        template += _rows_vector_source(4 if work == "f32" else 2, fwd_block, bwd_block)
+        name += f"_{fwd_block}_{bwd_block}"
     source = (template.replace("{op}", op).replace("{T}", work).replace("{WT}", wt)
               .replace("{W}", w).replace("{B}", str(ROW_BLOCK)).replace("{WARP}", str(WARP))
               .replace("{ALIGN}", "" if SIMULATOR else ", alignment=16")
               .replace("{LOG}", "1" if op == "log_softmax" else "0"))
-    module = _load_module(f"fastact_{op}_kernels_{work}", source)
-    return {k[len("fastact_"):].replace(f"{op}_", "").rsplit("_", 1)[0]: getattr(module, k)
-            for k in dir(module) if k.startswith("fastact_") and k.endswith("_" + work)}
+    module = _load_module(name, source)
+    kernels = {k[len("fastact_"):].replace(f"{op}_", "").rsplit("_", 1)[0]: getattr(module, k)
+               for k in dir(module) if k.startswith("fastact_") and k.endswith("_" + work)}
+    kernels["threads"] = {"forward": fwd_block, "backward": bwd_block}
+    return kernels
 
 
 
@@ -1174,11 +1186,11 @@ class _DeviceContext:
         self.device, self.context = device, cuda.gpus[device]
 
     def __enter__(self):
-        self.previous = getattr(_local, "device", None)
-        _local.device = self.device
         self.pushed = not _primary_is_current(self.device)
         if self.pushed:
             self.context.__enter__()
+        self.previous = getattr(_local, "device", None)
+        _local.device = self.device
         return self
 
     def __exit__(self, *exc):
@@ -1251,19 +1263,37 @@ def _packer(ty):
     return None
 
 
-def _fast_entry(kernel, args):
-    """(cuda.core kernel, packers) of the overload that the dispatcher just launched, or False."""
+def _fast_entry(kernel, args, stream):
+    """(cuda.core kernel, packers) of the overload that the dispatcher just launched, or False
+    where fastact would pack its arguments differently from numba-cuda (checked on these
+    arguments against the overload's own _prepare_args) or this numba-cuda lacks a piece."""
     try:
         from numba.cuda import dispatcher
+        from numba.cuda.cudadrv import driver
         overload = kernel.overloads[tuple(kernel.typeof_pyval(a) for a in args)]
         if overload.debug or overload.cooperative or overload.extensions:
             return False
         packers = [_packer(t) for t in overload.argument_types]
-        if None in packers or not hasattr(dispatcher, "launch"):
+        if None in packers or not all(callable(getattr(m, n, None)) for m, n in (
+                (dispatcher, "launch"), (dispatcher, "LaunchConfig"),
+                (driver, "_to_core_stream"))):
+            return False
+        ours, theirs = [], []
+        for pack, t, a in zip(packers, overload.argument_types, args):
+            pack(a, ours)
+            overload._prepare_args(t, a, _stream(stream), [], theirs)
+        if [_comparable(v) for v in ours] != [_comparable(v) for v in theirs]:
             return False
         return overload._codelibrary.get_cufunc().kernel, packers
     except Exception:  # another numba-cuda: the dispatcher it is
         return False
+
+
+def _comparable(value):
+    """A packed argument as (kind, value): a ctypes scalar by its type, any integer as an int."""
+    if isinstance(value, (int, np.integer)):
+        return int, int(value)
+    return type(value), getattr(value, "value", value)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1280,7 +1310,15 @@ def _core_stream(ptr):
     if stream is None:
         from numba.cuda.cudadrv import driver
         stream = _core_streams[ptr] = driver._to_core_stream(_stream(ptr))
+        _forget_oldest(_core_streams)
     return stream
+
+
+def _forget_oldest(cache, keep=64):
+    """Drop the oldest entries of a dict past ``keep`` (one per stream handle seen)."""
+    with _lock:
+        while len(cache) > keep:
+            cache.pop(next(iter(cache)), None)
 
 
 _streams = {}
@@ -1294,6 +1332,7 @@ def _stream(ptr):
     if stream is None:
         stream = _streams[ptr] = (cuda.legacy_default_stream() if ptr == 0
                                   else cuda.external_stream(ptr))
+        _forget_oldest(_streams)
     return stream
 
 
@@ -1361,7 +1400,7 @@ class Backend:
                 return
         kernel[int(blocks), int(threads), _stream(stream), int(shared)](*args)
         if device is not None and entry is None:
-            _fast[key] = _fast_entry(kernel, args)
+            _fast[key] = _fast_entry(kernel, args, stream)
 
     def _blocks(self, device, work, per_block):
         sms, threads_per_sm = _device_limits(device)
@@ -1530,7 +1569,7 @@ class Backend:
                          (xa, ta, outer, n, inner))
         elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
             vector = _vector_rows(work, n, x, target)
-            threads = ROW_BLOCK_VECTOR["forward"] if vector else ROW_BLOCK
+            threads = k["threads"]["forward"] if vector else ROW_BLOCK
             self._launch(k["fwd_rowsv" if vector else "fwd_rows"],
                          self._row_blocks(x.device, rows, threads), threads, stream,
                          (xa, ta, rows, n), shared=n * (4 if work == "f32" else 8))
@@ -1574,7 +1613,7 @@ class Backend:
                          (*args, outer, n, inner))
         elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
             vector = _vector_rows(work, n, dy, y, target)
-            threads = ROW_BLOCK_VECTOR["backward"] if vector else ROW_BLOCK
+            threads = k["threads"]["backward"] if vector else ROW_BLOCK
             self._launch(k["bwd_rowsv" if vector else "bwd_rows"],
                          self._row_blocks(y.device, rows, threads), threads, stream,
                          (*args, rows, n))
