@@ -258,10 +258,8 @@ def _flat(array, first, count, dtype=None):
         # what numba-cuda passes a kernel for it (meminfo, parent, size, itemsize, data, shape,
         # strides in bytes), for _launch's path around the dispatcher
         view.fastact_packed = (dtype.str, (0, 0, count, dtype.itemsize, ptr, count, dtype.itemsize))
-        with _lock:
-            if len(_views) >= _VIEWS_KEPT:
-                _views.pop(next(iter(_views)))
-            _views[key] = view
+        _views[key] = view
+        _forget_oldest(_views, _VIEWS_KEPT)
     return view
 
 
@@ -471,6 +469,18 @@ def _params_of(scalar_fn, n_inputs):
     return len(inspect.signature(scalar_fn).parameters) - n_inputs if scalar_fn else 0
 
 
+def _caller(scalar_fn, n_inputs):
+    """(the kernel's parameter names, call): call(values) is the source of scalar_fn applied to
+    the value expressions and the parameters (the value itself for a copy, scalar_fn None)."""
+    params = [f"p{k}" for k in range(_params_of(scalar_fn, n_inputs))]
+
+    def call(values):
+        if scalar_fn is None:
+            return values[0]
+        return f"registry.{scalar_fn.__name__}({', '.join(values + params)})"
+    return params, call
+
+
 @functools.lru_cache(maxsize=None)
 def _elementwise_kernel(scalar_fn, tag, n_inputs, work, ndim, lanes=0):
     """The elementwise kernel: contiguous for ndim 0 (with 16-byte accesses of ``lanes`` elements
@@ -487,13 +497,8 @@ def _vector_source(name, scalar_fn, n_inputs, work, lanes):
     thread loads VECTOR_UNROLL vectors of ``lanes`` elements (h.load_vector) before it computes,
     then stores them whole; the last n % lanes elements, one per thread, after."""
     w = _WORK[work][0]
-    params = [f"p{k}" for k in range(_params_of(scalar_fn, n_inputs))]
+    params, call = _caller(scalar_fn, n_inputs)
     ins = [f"a{k}" for k in range(n_inputs)]
-
-    def call(values):
-        if scalar_fn is None:
-            return values[0]
-        return f"registry.{scalar_fn.__name__}({', '.join(values + params)})"
 
     def body(indent, unroll):
         lines = []
@@ -527,13 +532,7 @@ def _vector_source(name, scalar_fn, n_inputs, work, lanes):
 def _elementwise_source(name, scalar_fn, n_inputs, work, ndim):
     """out[i] = scalar(W(a0[i]), ..., p0, ...): contiguous (ndim 0) or strided over ndim dims."""
     w = _WORK[work][0]
-    params = [f"p{k}" for k in range(_params_of(scalar_fn, n_inputs))]
-
-    def call(values):
-        if scalar_fn is None:
-            return values[0]
-        return f"registry.{scalar_fn.__name__}({', '.join(values + params)})"
-
+    params, call = _caller(scalar_fn, n_inputs)
     ins = [f"a{k}" for k in range(n_inputs)]
     if ndim == 0:
         args = ", ".join(ins + ["out", "n"] + params)
@@ -1315,7 +1314,8 @@ def _core_stream(ptr):
 
 
 def _forget_oldest(cache, keep=64):
-    """Drop the oldest entries of a dict past ``keep`` (one per stream handle seen)."""
+    """Drop the oldest entries of a dict past ``keep`` (the views of _flat, one stream per
+    handle seen)."""
     with _lock:
         while len(cache) > keep:
             cache.pop(next(iter(cache)), None)
