@@ -215,6 +215,45 @@ def test_prelu(shape, channels, dtype, cpu_backend):
         np.testing.assert_allclose(dw, ref_dw, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_prelu_large_outputs_stream_with_the_same_bits(dtype, cpu_backend):
+    """Outputs of STREAM_BYTES and more go through an L1 buffer and non-temporal stores (rows in
+    chunks of 2048, partial lines plain): the same bits as the call made in pieces below the
+    threshold, for an output a 64-byte line starts on and one an element off, and in place."""
+    from fastact.kernels import math as m
+    item = np.dtype(dtype).itemsize
+    inner = m.STREAM_BYTES // item // 12 + 1001  # rows not a multiple of a line or of 2048
+    shape = (3, 4, inner)
+    n = int(np.prod(shape))
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 1, :5000] = np.nan
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(-0.5, 0.5, 4).astype(dtype)
+    pieces = [fa.prelu.backward(dy[i:i + 1], x[i:i + 1], w) for i in range(3)]  # plain stores
+    expected_y = np.concatenate([fa.prelu(x[i:i + 1], w) for i in range(3)])
+    expected_dx = np.concatenate([p[0] for p in pieces])
+    expected_dw = sum(p[1].astype(np.float64) for p in pieces)
+    storage = np.empty(n + 32, dtype)
+    base = (-storage.ctypes.data % 64) // item  # the element that starts on a 64-byte boundary
+    for shift in (0, 1):
+        out = storage[base + shift:base + shift + n].reshape(shape)
+        assert fa.prelu(x, w, out=out) is out
+        np.testing.assert_array_equal(out, expected_y)
+        dx, dw = fa.prelu.backward(dy, x, w, out=out)
+        assert dx is out
+        np.testing.assert_array_equal(dx, expected_dx)
+        finite = np.isfinite(expected_dw)
+        np.testing.assert_allclose(dw[finite], expected_dw[finite], rtol=1e-6)
+        assert np.isnan(dw[~finite]).all() and (~finite).sum() == 1
+    in_place = x.copy()
+    fa.prelu(in_place, w, out=in_place)
+    np.testing.assert_array_equal(in_place, expected_y)
+    in_place = dy.copy()
+    fa.prelu.backward(in_place, x, w, out=in_place)
+    np.testing.assert_array_equal(in_place, expected_dx)
+
+
 def test_prelu_errors():
     x = np.ones((2, 3, 4), np.float32)
     with pytest.raises(ValueError, match="channels"):

@@ -125,28 +125,69 @@ def map_3(a0, a1, a2, out, params, start, stop):
 
 # --- prelu: rows of a (outer * C, inner) view, channel = row % C --------------------------------------
 
+# Row kernels whose output reaches m.STREAM_BYTES compute 2048 elements of a row at a time into
+# an L1 buffer and write them with stream_row, non-temporal stores as the map loops' (a plain
+# store first reads the line it writes: a backward moved 4 bytes per 3 it needed). (Literal
+# sizes: this source is copied into another module.)
+
 def prelu_forward_rows(x, weight, out, start, stop):
     channels = weight.size
+    stream = out.size * out.itemsize >= m.STREAM_BYTES
+    buffer = np.empty(2048 if stream else 0, out.dtype)
     for r in range(start, stop):
         w = weight[r % channels]
-        for j in range(x.shape[1]):
-            out[r, j] = registry.leaky_relu_forward(x[r, j], w)
+        v, d = x[r], out[r]
+        if stream:
+            for c in range(0, d.size, 2048):
+                vc = v[c:c + 2048]
+                for j in range(vc.size):
+                    buffer[j] = registry.leaky_relu_forward(vc[j], w)
+                stream_row(d[c:c + 2048], buffer)
+        else:
+            for j in range(d.size):
+                d[j] = registry.leaky_relu_forward(v[j], w)
+    if stream:
+        m.store_fence()
 
 
 def prelu_backward_rows(dy, x, weight, dx, grad_weight_rows, start, stop):
     """dx, and per row the sum of dy*x over x <= 0 (the rows' sums are added per channel later),
-    in blocks of 2048 so that the sum and dx read the inputs from memory once (a whole row's sum
-    first, then its dx, read long rows twice: 55% of the roofline at 2^26)."""
+    in blocks of 2048 so that the sum and dx read the inputs from memory once (a whole row's
+    sum first, then its dx, read long rows twice: 55% of the roofline at 2^26)."""
     channels = weight.size
+    stream = dx.size * dx.itemsize >= m.STREAM_BYTES
+    buffer = np.empty(2048 if stream else 0, dx.dtype)
     for r in range(start, stop):
         w = weight[r % channels]
         total = 0.0
         for b in range(0, dx.shape[1], 2048):  # a block's sum, then its dx while it is in L1
             g, v, d = dy[r, b:b + 2048], x[r, b:b + 2048], dx[r, b:b + 2048]
             total += row_grad_weight(g, v)  # first: dx may be dy or x (in place)
-            for j in range(d.size):
-                d[j] = registry.leaky_relu_backward(g[j], v[j], w)
+            if stream:
+                for j in range(d.size):
+                    buffer[j] = registry.leaky_relu_backward(g[j], v[j], w)
+                stream_row(d, buffer)
+            else:
+                for j in range(d.size):
+                    d[j] = registry.leaky_relu_backward(g[j], v[j], w)
         grad_weight_rows[r] = total
+    if stream:
+        m.store_fence()
+
+
+def stream_row(d, buffer):
+    """d[:] = buffer[:d.size]: d's whole 64-byte lines by non-temporal stores, its partial first
+    and last lines by plain ones (d may start anywhere; a line split between two chunks is
+    written plainly by both)."""
+    head = m.aligned_head(d)
+    lanes = 64 // d.itemsize
+    end = head + (d.size - head) // lanes * lanes
+    for j in range(head):
+        d[j] = buffer[j]
+    for j in range(head, end, lanes):
+        m.stream_line(d, j, buffer, j)
+    for j in range(end, d.size):
+        d[j] = buffer[j]
 
 
 # --- softmax and log_softmax over the last axis of a (rows, n) view ------------------------------------
@@ -446,5 +487,5 @@ POOLED = """
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("prefetch_ahead", "row_grad_weight", "row_max", "row_exp", "row_others",
+HELPERS = ("prefetch_ahead", "stream_row", "row_grad_weight", "row_max", "row_exp", "row_others",
            "row_dot", "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
