@@ -84,7 +84,8 @@ static INLINE real FN(scale_by_pow2)(real p, real k) {
     return p * FN(pow2)(k_half) * FN(pow2)(k - k_half);
 }
 
-/* p * 2**k for k in [-1100, 0]: one exponent construction and a constant factor (math.py) */
+/* p * 2**k for k in [-190, 63] / [-1622, 423]: one exponent construction and a constant factor
+   (math.py) */
 static INLINE real FN(scale_by_pow2_nonpositive)(real p, real k) {
     return p * FN(pow2)(k + K(64.0, 600.0)) * K(5.421010862427522e-20, 2.409919865102884e-181);
 }
@@ -261,11 +262,11 @@ static INLINE real FN(mish_times_x)(real x) {
     real k;
     real xs = FN(clamp)(x, K(-200.0, -1000.0), K(20.0, 40.0));
     real p = FN(exp_parts_bounded_above)(xs, L(0.0), &k);  /* xs <= 20: GCC kept the upper clamp */
-    real e = FN(scale_by_pow2)(p, k);
+    real e = FN(scale_by_pow2_nonpositive)(p, k);  /* k <= 29 / 58: within its range */
     int negative = xs < L(0.0);
     real numerator = FN(pick_bits)(negative, FMA(e, e, e), L(2.0));  /* one division, not two */
     real v = L(1.0) - numerator / FMA(e, e + L(2.0), L(2.0));
-    return negative ? FN(scale_by_pow2)(p * xs * v, k) : xs * v;
+    return negative ? FN(scale_by_pow2_nonpositive)(p * xs * v, k) : xs * v;
 }
 
 /* --- the normal distribution, for GELU --------------------------------------------------------- */

@@ -246,9 +246,11 @@ def scale_by_pow2(p, k):
 
 @scalar
 def scale_by_pow2_nonpositive(p, k):
-    """p * 2**k for integral k in [-1100, 0], the exponent of exp of a non-positive argument: one
-    exponent-bit construction and a constant factor, 2**(k + 64) * 2**-64 (f64: 600), instead of
-    splitting k in halves; the same single rounding into the subnormals (15% off sigmoid)."""
+    """p * 2**k for integral k in [-190, 63] (f32) / [-1622, 423] (f64), where 2**(k + 64) (f64:
+    600) is a normal number: the exponent of exp of a non-positive argument (exp_parts_q's k >=
+    -171 / -1097), or of mish's e^x for x <= 20 / 40. One exponent-bit construction and a
+    constant factor, 2**(k + 64) * 2**-64, instead of splitting k in halves; the same single
+    rounding into the subnormals (15% off sigmoid)."""
     offset = pick(p, 64.0, 600.0)
     return p * pow2(k + offset) * pick(p, 5.421010862427522e-20, 2.409919865102884e-181)
 
@@ -510,11 +512,11 @@ def mish_times_x(x):
     Error: 2.5 ulp / 2.5 ulp."""
     xs = clamp(x, pick(x, -200.0, -1000.0), pick(x, 20.0, 40.0))
     p, k = exp_parts(xs, like(x, 0.0))  # (C: exp_parts_bounded_above, for GCC)
-    e = scale_by_pow2(p, k)
+    e = scale_by_pow2_nonpositive(p, k)  # k <= 29 (f32) / 58 (f64): within its range
     negative = xs < like(x, 0.0)
     numerator = fma(e, e, e) if negative else like(x, 2.0)
     v = like(x, 1.0) - numerator / fma(e, e + like(x, 2.0), like(x, 2.0))
-    return scale_by_pow2(p * xs * v, k) if negative else xs * v
+    return scale_by_pow2_nonpositive(p * xs * v, k) if negative else xs * v
 
 
 # --- the normal distribution, for GELU --------------------------------------------------------------
