@@ -166,6 +166,14 @@ static INLINE real FN(expm1_times_in_range)(real x, real c) {
     return (FMA(s1, FN(expm1_reduced)(r), s1 - FN(pow2)(-k2)) * c) * FN(pow2)(k2);
 }
 
+/* math.expm1_bounded: e^x - 1 for x in [0, 18] / [0, 38.2], one power of two (tanh) */
+static INLINE real FN(expm1_bounded)(real x) {
+    real r;
+    real k = FN(exp_reduce)(x, &r);
+    real s = FN(pow2)(k);
+    return FMA(s, FN(expm1_reduced)(r), s - L(1.0));
+}
+
 static INLINE real FN(expm1_times)(real x, real c) {
     return FN(expm1_times_in_range)(FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0)), c);
 }
@@ -248,7 +256,7 @@ static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, 
 static INLINE real FN(tanh)(real x) {
     real a = FABS(x);
     a = a > K(9.0, 19.1) ? K(9.0, 19.1) : a;  /* NaN passes */
-    real e = FN(expm1_times_in_range)(a + a, L(1.0));
+    real e = FN(expm1_bounded)(a + a);
     return COPYSIGN(e / (e + L(2.0)), x);
 }
 
