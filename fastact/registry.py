@@ -58,7 +58,7 @@ def tanh_backward_from_output(dy, y):
 
 @scalar
 def elu_forward(x, alpha):
-    return x if x > like(x, 0.0) else m.expm1_times(x, alpha)
+    return x if x > like(x, 0.0) else m.expm1_nonpositive_times(x, alpha)
 
 
 @scalar

@@ -174,6 +174,14 @@ static INLINE real FN(expm1_bounded)(real x) {
     return FMA(s, FN(expm1_reduced)(r), s - L(1.0));
 }
 
+/* math.expm1_nonpositive_times: c (e^x - 1) for x <= 0 (elu, selu), one power of two */
+static INLINE real FN(expm1_nonpositive_times)(real x, real c) {
+    real r;
+    real k = FN(exp_reduce)(FN(clamp)(x, K(-30.0, -50.0), L(0.0)), &r);
+    real s = FN(pow2)(k);
+    return FMA(s, FN(expm1_reduced)(r), s - L(1.0)) * c;
+}
+
 static INLINE real FN(expm1_times)(real x, real c) {
     return FN(expm1_times_in_range)(FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0)), c);
 }
@@ -321,7 +329,7 @@ static INLINE real FN(tanh_backward_from_output)(real dy, real y) {
 }
 
 static INLINE real FN(elu_forward)(real x, real alpha) {
-    return x > L(0.0) ? x : FN(expm1_times)(x, alpha);
+    return x > L(0.0) ? x : FN(expm1_nonpositive_times)(x, alpha);
 }
 
 static INLINE real FN(elu_backward_from_output)(real dy, real y, real alpha) {

@@ -387,6 +387,19 @@ def expm1_bounded(x):
 
 
 @scalar
+def expm1_nonpositive_times(x, c):
+    """c * (e**x - 1) for x <= 0 or NaN (elu, selu: their lanes with x > 0 are discarded, and take
+    the clamp's 0): k in [-44, 0] (f32) / [-73, 0] (f64), so one power of two, as expm1_bounded;
+    no overflow for c to prevent. Error: 1 ulp / 1 ulp for c = 1, plus the product's rounding
+    (bits of expm1_times unless c * (e**x - 1) is subnormal or c * 2**22 overflows, where this
+    one is the correctly rounded one)."""
+    x = clamp(x, pick(x, -30.0, -50.0), like(x, 0.0))
+    k, r = exp_reduce(x)
+    s = pow2(k)
+    return fma(s, expm1_reduced(r), s - like(x, 1.0)) * c
+
+
+@scalar
 def expm1(x):
     """e**x - 1, accurate relative to the result near 0. Error: 1.5 ulp (f32) / 1.5 ulp (f64)."""
     return expm1_times(x, like(x, 1.0))
