@@ -191,8 +191,11 @@ def mish_backward_from_input(dy, x):
     # x < 0: N = 4(1 + x) + v (6 + 4x + v (4 + v)); x >= 0: N = 1 + v^2 M with M = 4x - 2 + v (4x - 4 - 4v)
     below = m.fma(v, m.fma(v, v + four, four_x + six), four_x + four)
     above = v * v * m.fma(v, m.fma(-four, v, four_x - four), four_x - like(x, 2.0))
-    denominator = m.fma(v, m.fma(v, m.fma(v, m.fma(v, one if negative else four, four if negative else eight),
-                                          eight), eight if negative else four), four if negative else one)
+    # the denominator's coefficients picked by "not x >= 0" (which differs only for NaN, where all is
+    # NaN): on the numerator's condition LLVM turned the quotient of two selects into two vdivps
+    lower = not xs >= like(x, 0.0)
+    denominator = m.fma(v, m.fma(v, m.fma(v, m.fma(v, one if lower else four, four if lower else eight),
+                                          eight), eight if lower else four), four if lower else one)
     ratio = (below if negative else above) / denominator
     return dy * (m.times_exp_parts(ratio, q, k) if negative else one + ratio)
 
