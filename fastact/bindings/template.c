@@ -32,6 +32,12 @@ static INLINE real FN(pick_bits)(int take, real v, real best) {
     return FN(from_bits)((FN(bits)(v) & mask) | (FN(bits)(best) & ~mask));
 }
 
+/* clamp on bits (NaN passes): GCC cannot thread its cases through what follows */
+static INLINE real FN(clamp_bits)(real x, real lo, real hi) {
+    x = FN(pick_bits)(x < lo, lo, x);
+    return FN(pick_bits)(x > hi, hi, x);
+}
+
 static INLINE real FN(two_prod)(real a, real b, real *err) {
     real p = a * b;
     *err = FMA(a, b, -p);
@@ -421,7 +427,7 @@ static INLINE real FN(mish_forward)(real x) {
 static INLINE real FN(mish_backward_from_input)(real dy, real x) {
     /* over one denominator in v = e^-|x| (registry.py): coefficients reversed per sign */
     real k;
-    real xs = FN(clamp)(x, K(-118.0, -760.0), K(20.0, 40.0));
+    real xs = FN(clamp_bits)(x, K(-118.0, -760.0), K(20.0, 40.0));
     real q = FN(exp_parts_q_in_range)(-FABS(xs), L(-0.0), &k);
     real v = FN(scale_by_pow2_nonpositive)(q + L(1.0), k);
     int negative = xs < L(0.0);
@@ -430,8 +436,10 @@ static INLINE real FN(mish_backward_from_input)(real dy, real x) {
     real above = v * v * FMA(v, FMA(L(-4.0), v, four_x - L(4.0)), four_x - L(2.0));
     real denominator = FMA(v, FMA(v, FMA(v, FMA(v, negative ? L(1.0) : L(4.0), negative ? L(4.0) : L(8.0)),
                                          L(8.0)), negative ? L(8.0) : L(4.0)), negative ? L(4.0) : L(1.0));
-    real ratio = (negative ? below : above) / denominator;
-    return dy * (negative ? FN(times_exp_parts)(ratio, q, k) : L(1.0) + ratio);
+    /* the clamp and these two selects on bits: with branches GCC threaded the clamp's three cases
+       through the whole function (113 instructions per 16 elements, 34 of them blends); 59 now */
+    real ratio = FN(pick_bits)(negative, below, above) / denominator;
+    return dy * FN(pick_bits)(negative, FN(times_exp_parts)(ratio, q, k), L(1.0) + ratio);
 }
 
 static INLINE real FN(softplus_forward)(real x, real beta, real threshold) {
