@@ -12,18 +12,13 @@
      the Cody-Waite reduction depend on exact roundings), and never -ffast-math;
    - every literal that is not an integer goes through L()/K(): a bare 0.5 is a double and would
      promote a float computation;
-   - selects (?:) and no data-dependent branches, so that `#pragma omp simd` loops vectorize;
-     a clamp is written `x < lo ? lo : x` so that NaN passes through. */
+   - selects (?: or pick_bits) and no data-dependent branches, so that `#pragma omp simd` loops
+     vectorize; a clamp lets NaN through (x < lo and x > hi are false for NaN). */
 
 static INLINE ireal FN(bits)(real x) { ireal i; __builtin_memcpy(&i, &x, sizeof i); return i; }
 static INLINE real FN(from_bits)(ireal i) { real x; __builtin_memcpy(&x, &i, sizeof x); return x; }
 
 /* --- helpers (math.py) ------------------------------------------------------------------------- */
-
-static INLINE real FN(clamp)(real x, real lo, real hi) {
-    x = x < lo ? lo : x;
-    return x > hi ? hi : x;
-}
 
 /* take ? v : best on the bits: GCC cannot turn it back into a branch and if-convert each arm
    (a select whose arms divide became two divisions: mish) */
@@ -36,6 +31,18 @@ static INLINE real FN(pick_bits)(int take, real v, real best) {
 static INLINE real FN(clamp_bits)(real x, real lo, real hi) {
     x = FN(pick_bits)(x < lo, lo, x);
     return FN(pick_bits)(x > hi, hi, x);
+}
+
+/* math.clamp. On bits by default: with `x < lo ? lo : x` GCC threaded the clamp's cases through
+   the code that follows and blended every derived value per case (gelu-tanh backward 123 -> 87
+   instructions per 16 elements, sigmoid 48 -> 40; NOTES.md). clamp_select keeps the branchy
+   form where that measured shorter (mish and silu forwards, elu's expm1) and in the light
+   piecewise-linear kernels. */
+static INLINE real FN(clamp)(real x, real lo, real hi) { return FN(clamp_bits)(x, lo, hi); }
+
+static INLINE real FN(clamp_select)(real x, real lo, real hi) {
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
 }
 
 static INLINE real FN(two_prod)(real a, real b, real *err) {
@@ -183,7 +190,7 @@ static INLINE real FN(expm1_bounded)(real x) {
 /* math.expm1_nonpositive_times: c (e^x - 1) for x <= 0 (elu, selu), one power of two */
 static INLINE real FN(expm1_nonpositive_times)(real x, real c) {
     real r;
-    real k = FN(exp_reduce)(FN(clamp)(x, K(-30.0, -50.0), L(0.0)), &r);
+    real k = FN(exp_reduce)(FN(clamp_select)(x, K(-30.0, -50.0), L(0.0)), &r);
     real s = FN(pow2)(k);
     return FMA(s, FN(expm1_reduced)(r), s - L(1.0)) * c;
 }
@@ -282,7 +289,7 @@ static INLINE real FN(softplus)(real x) {
 /* math.mish_times_x: x * tanh(softplus(x)) */
 static INLINE real FN(mish_times_x)(real x) {
     real k;
-    real xs = FN(clamp)(x, K(-200.0, -1000.0), K(20.0, 40.0));
+    real xs = FN(clamp_select)(x, K(-200.0, -1000.0), K(20.0, 40.0));
     real p = FN(exp_parts_bounded_above)(xs, L(0.0), &k);  /* xs <= 20: GCC kept the upper clamp */
     real e = FN(scale_by_pow2_nonpositive)(p, k);  /* k <= 29 / 58: within its range */
     int negative = xs < L(0.0);
@@ -412,7 +419,7 @@ static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
 
 static INLINE real FN(silu_forward)(real x) {
     real big = K(1e30, 1e300);
-    return x > big ? x : FN(sigmoid_times)(x, L(0.0), FN(clamp)(x, -big, big));
+    return x > big ? x : FN(sigmoid_times)(x, L(0.0), FN(clamp_select)(x, -big, big));
 }
 
 static INLINE real FN(silu_backward_from_input)(real dy, real x) {
@@ -478,7 +485,7 @@ static INLINE real FN(prelu_grad_weight_term)(real dy, real x) {
 }
 
 static INLINE real FN(hardtanh_forward)(real x, real min_val, real max_val) {
-    return FN(clamp)(x, min_val, max_val);
+    return FN(clamp_select)(x, min_val, max_val);
 }
 
 static INLINE real FN(hardtanh_backward_from_input)(real dy, real x, real min_val, real max_val) {
@@ -487,7 +494,7 @@ static INLINE real FN(hardtanh_backward_from_input)(real dy, real x, real min_va
 }
 
 static INLINE real FN(hardsigmoid_forward)(real x) {
-    return FN(clamp)(x + L(3.0), L(0.0), L(6.0)) / L(6.0);
+    return FN(clamp_select)(x + L(3.0), L(0.0), L(6.0)) / L(6.0);
 }
 
 static INLINE real FN(hardsigmoid_backward_from_input)(real dy, real x) {
@@ -495,7 +502,7 @@ static INLINE real FN(hardsigmoid_backward_from_input)(real dy, real x) {
 }
 
 static INLINE real FN(hardswish_forward)(real x) {
-    real y = x * (FN(clamp)(x + L(3.0), L(0.0), L(6.0)) / L(6.0));
+    real y = x * (FN(clamp_select)(x + L(3.0), L(0.0), L(6.0)) / L(6.0));
     return x < L(-3.0) ? L(0.0) : y;
 }
 
@@ -515,7 +522,7 @@ static INLINE real FN(threshold_backward_from_input)(real dy, real x, real thres
 }
 
 static INLINE real FN(softsign_forward)(real x) {
-    real xs = FN(clamp)(x, K(-1e30, -1e300), K(1e30, 1e300));
+    real xs = FN(clamp_select)(x, K(-1e30, -1e300), K(1e30, 1e300));
     return xs / (L(1.0) + FABS(xs));
 }
 
