@@ -15,12 +15,25 @@ mp.mp.dps = 40
 PRIMITIVES = {  # name: (mpmath function, domain of x)
     "exp": (mp.exp, None),
     "expm1": (mp.expm1, None),
+    "expm1_bounded": (mp.expm1, "tanh"),  # 2|x| of tanh: [0, 18] / [0, 38.2]
+    "expm1_nonpositive": (mp.expm1, "nonpositive"),
     "log1p": (mp.log1p, "nonnegative"),
     "log1p_unit": (mp.log1p, "unit"),
     "tanh": (mp.tanh, None),
     "sigmoid": (lambda x: 1 / (1 + mp.exp(-x)), None),
     "softplus": (lambda x: mp.log1p(mp.exp(x)), None),
 }
+
+
+def _expm1_nonpositive(x):
+    return m.expm1_nonpositive_times(x, m.like(x, 1.0))
+
+
+_expm1_nonpositive.__doc__ = m.expm1_nonpositive_times.__doc__  # its bound, for c = 1
+
+
+def primitive(name):
+    return _expm1_nonpositive if name == "expm1_nonpositive" else getattr(m, name)
 
 
 def documented_bound(fn, dtype):
@@ -51,6 +64,13 @@ def points(dtype, domain, count=4000):
         x = np.abs(x) * np.where(np.arange(x.size) % 2, 1, 1e6)
     if domain == "unit":
         x = np.concatenate([np.linspace(0, 1, count), np.geomspace(1e-30, 1, count // 4)])
+    if domain == "tanh":
+        top = 18.0 if dtype == np.float32 else 38.2
+        x = np.concatenate([np.linspace(0, top, count), np.geomspace(1e-30, top, count // 4),
+                            [0.0, top, 17.3, 16.6, 36.7, 37.4]])
+        x = x[x <= top]
+    if domain == "nonpositive":
+        x = -np.abs(x)
     return x.astype(dtype)
 
 
@@ -69,7 +89,7 @@ def ulps(got, exact, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", PRIMITIVES)
 def test_primitive_within_its_documented_bound(name, dtype):
-    fn = getattr(m, name)
+    fn = primitive(name)
     exact_fn, domain = PRIMITIVES[name]
     x = points(dtype, domain)
     got = np.empty_like(x)
@@ -85,16 +105,21 @@ def test_primitive_within_its_documented_bound(name, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", PRIMITIVES)
 def test_special_values(name, dtype):
-    fn = getattr(m, name)
+    fn = primitive(name)
     x = np.array([np.nan, np.inf, -np.inf, 0.0] * 20, dtype)  # long enough to be vectorized
     if PRIMITIVES[name][1] == "nonnegative":
         x[2::4] = 0.0
     if PRIMITIVES[name][1] == "unit":
         x[1::4], x[2::4] = 1.0, 0.0
+    if PRIMITIVES[name][1] == "tanh":
+        x[1::4], x[2::4] = 18.0, 0.0
+    if PRIMITIVES[name][1] == "nonpositive":
+        x[1::4] = -0.0
     got = np.empty_like(x)
     compiled(fn)(x, got)
     with np.errstate(all="ignore"):
         expected = {"exp": np.exp, "expm1": np.expm1, "log1p": np.log1p, "log1p_unit": np.log1p,
+                    "expm1_bounded": np.expm1, "expm1_nonpositive": np.expm1,
                     "tanh": np.tanh,
                     "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
                     "softplus": lambda v: np.logaddexp(0, v)}[name](x)
