@@ -255,11 +255,10 @@ static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
     return positive ? q : FN(scale_by_pow2_nonpositive)(q, k);
 }
 
-/* sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo, c in float64, over one denominator in
-   float64 registers: e (1 + e + c) / (1 + e)^2 (z < 0, before exp's final scaling) or
-   (1 + e + c e) / (1 + e)^2 (z >= 0), with e = exp(-|z|) = p 2**k. */
-static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo,
-                                                         int bit_select) {
+/* math.sigmoid_plus_scaled_derivative: sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo and
+   c = c + c_lo, over one denominator in the input's precision: v ((1 + c) + v) / (1 + v)^2 (z < 0,
+   before exp's final scaling) or (1 + v (1 + c)) / (1 + v)^2 (z >= 0), v = exp(-|z|) = (1 + q) 2**k. */
+static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo) {
     /* over one denominator (1 + v)^2, v = exp(-|z|) = (1 + q) 2**k (math.py) */
     real k;
     real q = FN(exp_parts_q)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
@@ -269,9 +268,9 @@ static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, 
     int positive = hi >= L(0.0);
     real numerator = positive ? FMA(v, one_plus_c + c_lo, one) : one_plus_c + (v + c_lo);
     real ratio = numerator / FMA(v, v + L(2.0), one);
-    if (bit_select)  /* GCC then keeps one division (silu: +5-9%; gelu-tanh: -5 to -12%, NOTES) */
-        return FN(pick_bits)(positive, ratio, FN(times_exp_parts)(ratio, q, k));
-    return positive ? ratio : FN(times_exp_parts)(ratio, q, k);
+    /* on bits, or GCC puts the division in both arms (silu +5-9%; gelu-tanh too since the clamps
+       are on bits, +4-12%; before, gelu-tanh lost 5-12% with it: NOTES) */
+    return FN(pick_bits)(positive, ratio, FN(times_exp_parts)(ratio, q, k));
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -414,7 +413,7 @@ static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
     real hi = FN(gelu_tanh_argument)(xs, &lo, &a, &tail);
     real c = FMA(xs + xs, a, hi);  /* x z'(x) = z + 2 x (k3 x^2) */
     real c_lo = FMA(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a));
-    return dy * FN(sigmoid_plus_scaled_derivative)(hi, lo, c, c_lo, 0);
+    return dy * FN(sigmoid_plus_scaled_derivative)(hi, lo, c, c_lo);
 }
 
 static INLINE real FN(silu_forward)(real x) {
@@ -424,7 +423,7 @@ static INLINE real FN(silu_forward)(real x) {
 
 static INLINE real FN(silu_backward_from_input)(real dy, real x) {
     real big = K(1e30, 1e300);
-    return dy * FN(sigmoid_plus_scaled_derivative)(x, L(0.0), FN(clamp)(x, -big, big), L(0.0), 1);
+    return dy * FN(sigmoid_plus_scaled_derivative)(x, L(0.0), FN(clamp)(x, -big, big), L(0.0));
 }
 
 static INLINE real FN(mish_forward)(real x) {
