@@ -44,6 +44,26 @@ def test_bad_size_exits_2(capsys):
     assert code == 2 and "bad size" in err and len(err.strip().splitlines()) == 1
 
 
+def test_unwritable_outputs_fail_before_measuring(capsys, tmp_path, monkeypatch):
+    """A bad output path is an error (exit 2) before the run, not a traceback after it; a missing
+    folder is created, as --plot's is."""
+    from fastact.bench import runner
+    monkeypatch.setattr(runner, "run", lambda config: pytest.fail("measured despite a bad path"))
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for option, path, message in [("--json", tmp_path, "is a folder"),
+                                  ("--markdown", a_file / "run.md", "is not a folder"),
+                                  ("--plot", a_file, "is not a folder")]:
+        code, out, err = run(capsys, "--only", "sigmoid", option, str(path))
+        assert code == 2 and out == "" and message in err, (option, err)
+        assert len(err.strip().splitlines()) == 1
+    monkeypatch.undo()
+    target = tmp_path / "new" / "folder" / "run.md"
+    code, _, _ = run(capsys, "--only", "sigmoid", "--backends", "cpu", "--peers", "none",
+                     "--threads", "1", "--markdown", str(target))
+    assert code == 0 and target.read_text().startswith("# fastact-bench report")
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     """One tiny run writing every format (sigmoid and the relu baseline, both directions)."""

@@ -92,7 +92,29 @@ def parser():
     return p
 
 
+def _check_output(option, path, folder=False):
+    """Fail before measuring, not after it (a run takes minutes): an output's folder is created
+    as --plot's is, and a path that cannot be written is an error now."""
+    target = path if folder else os.path.dirname(os.path.abspath(path))
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise BadInput(f"{option} {path!r}: {target!r} is not a folder")
+    try:
+        os.makedirs(target, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"{option} {path!r}: cannot create {target!r} ({e.strerror})") from None
+    if not folder and os.path.isdir(path):
+        raise BadInput(f"{option} {path!r} is a folder; give a file name")
+    if not os.access(target, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise BadInput(f"{option} {path!r}: not writable")
+
+
 def _config(args):
+    for option, path in (("--json", args.json), ("--csv", args.csv),
+                         ("--markdown", args.markdown)):
+        if path:
+            _check_output(option, path)
+    if args.plot:
+        _check_output("--plot", args.plot, folder=True)
     from . import cases as cases_module
     from . import providers as prov
     from .runner import Config
