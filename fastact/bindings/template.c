@@ -179,7 +179,7 @@ static INLINE real FN(expm1_times_in_range)(real x, real c) {
     return (FMA(s1, FN(expm1_reduced)(r), s1 - FN(pow2)(-k2)) * c) * FN(pow2)(k2);
 }
 
-/* math.expm1_bounded: e^x - 1 for x in [0, 18] / [0, 38.2], one power of two (tanh) */
+/* math.expm1_bounded: e^x - 1 for x in [-30, 18] / [-50, 38.2], one power of two (tanh, elu) */
 static INLINE real FN(expm1_bounded)(real x) {
     real r;
     real k = FN(exp_reduce)(x, &r);
@@ -189,10 +189,7 @@ static INLINE real FN(expm1_bounded)(real x) {
 
 /* math.expm1_nonpositive_times: c (e^x - 1) for x <= 0 (elu, selu), one power of two */
 static INLINE real FN(expm1_nonpositive_times)(real x, real c) {
-    real r;
-    real k = FN(exp_reduce)(FN(clamp_select)(x, K(-30.0, -50.0), L(0.0)), &r);
-    real s = FN(pow2)(k);
-    return FMA(s, FN(expm1_reduced)(r), s - L(1.0)) * c;
+    return FN(expm1_bounded)(FN(clamp_select)(x, K(-30.0, -50.0), L(0.0))) * c;
 }
 
 static INLINE real FN(expm1_times)(real x, real c) {

@@ -378,11 +378,11 @@ def expm1_times_in_range(x, c):
 
 @scalar
 def expm1_bounded(x):
-    """e**x - 1 for x in [0, 18] (f32) / [0, 38.2] (f64) or NaN, where k <= 26 / 55: the same
-    fma(2**k, expm1(r), 2**k - 1) as expm1_times_in_range (2**k - 1 exact up to k = 24 / 53, and
-    the same rounding above), without splitting the scaling, which only the overflow range needs:
-    one power of two instead of three (tanh). Error: 1.5 ulp / 1.5 ulp (1.44 / 1.13 measured, where
-    2**k - 1 rounds), bits of expm1_times(x, 1)."""
+    """e**x - 1 for x in [-30, 18] (f32) / [-50, 38.2] (f64) or NaN, where k lies in [-44, 26] /
+    [-73, 55]: the same fma(2**k, expm1(r), 2**k - 1) as expm1_times_in_range (2**k - 1 exact for
+    |k| <= 24 / 53, and the same rounding beyond), without splitting the scaling, which only the
+    overflow range needs: one power of two instead of three (tanh, elu). Error: 1.5 ulp / 1.5 ulp
+    (1.44 / 1.13 measured, where 2**k - 1 rounds), bits of expm1_times(x, 1)."""
     k, r = exp_reduce(x)
     s = pow2(k)
     return fma(s, expm1_reduced(r), s - like(x, 1.0))
@@ -391,14 +391,11 @@ def expm1_bounded(x):
 @scalar
 def expm1_nonpositive_times(x, c):
     """c * (e**x - 1) for x <= 0 or NaN (elu, selu: their lanes with x > 0 are discarded, and take
-    the clamp's 0): k in [-44, 0] (f32) / [-73, 0] (f64), so one power of two, as expm1_bounded;
-    no overflow for c to prevent. Error: 1.5 ulp / 1.5 ulp for c = 1, plus the product's rounding
+    the clamp's 0): expm1_bounded on [-30, 0] (f32) / [-50, 0] (f64), one power of two; no
+    overflow for c to prevent. Error: 1.5 ulp / 1.5 ulp for c = 1, plus the product's rounding
     (bits of expm1_times unless c * (e**x - 1) is subnormal or c * 2**22 overflows, where this
     one is the correctly rounded one)."""
-    x = clamp(x, pick(x, -30.0, -50.0), like(x, 0.0))
-    k, r = exp_reduce(x)
-    s = pow2(k)
-    return fma(s, expm1_reduced(r), s - like(x, 1.0)) * c
+    return expm1_bounded(clamp(x, pick(x, -30.0, -50.0), like(x, 0.0))) * c
 
 
 @scalar
