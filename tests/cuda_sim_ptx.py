@@ -29,6 +29,7 @@ from fastact.kernels import cuda as kc
 
 T = {"f32": types.float32, "f64": types.float64, "f16": types.float16}
 part = int(sys.argv[1]); nparts = int(sys.argv[2]); outdir = sys.argv[3]
+os.makedirs(outdir, exist_ok=True)  # a missing OUTDIR failed every kernel with FileNotFoundError
 jobs = []
 fns = []
 for spec in registry.SPECS.values():
