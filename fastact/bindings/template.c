@@ -27,18 +27,15 @@ static INLINE real FN(pick_bits)(int take, real v, real best) {
     return FN(from_bits)((FN(bits)(v) & mask) | (FN(bits)(best) & ~mask));
 }
 
-/* clamp on bits (NaN passes): GCC cannot thread its cases through what follows */
-static INLINE real FN(clamp_bits)(real x, real lo, real hi) {
+/* math.clamp, on bits (NaN passes): with `x < lo ? lo : x` GCC threaded the clamp's cases through
+   the code that follows and blended every derived value per case (gelu-tanh backward 123 -> 87
+   instructions per 16 elements, sigmoid 48 -> 40, mish backward 113 -> 59; NOTES.md).
+   clamp_select keeps the branchy form where that measured shorter (mish and silu forwards, elu's
+   expm1) and in the light piecewise-linear kernels. */
+static INLINE real FN(clamp)(real x, real lo, real hi) {
     x = FN(pick_bits)(x < lo, lo, x);
     return FN(pick_bits)(x > hi, hi, x);
 }
-
-/* math.clamp. On bits by default: with `x < lo ? lo : x` GCC threaded the clamp's cases through
-   the code that follows and blended every derived value per case (gelu-tanh backward 123 -> 87
-   instructions per 16 elements, sigmoid 48 -> 40; NOTES.md). clamp_select keeps the branchy
-   form where that measured shorter (mish and silu forwards, elu's expm1) and in the light
-   piecewise-linear kernels. */
-static INLINE real FN(clamp)(real x, real lo, real hi) { return FN(clamp_bits)(x, lo, hi); }
 
 static INLINE real FN(clamp_select)(real x, real lo, real hi) {
     x = x < lo ? lo : x;
@@ -170,15 +167,6 @@ static INLINE real FN(exp_difference)(real v, real best) {
     return FN(scale_by_pow2_nonpositive)(p, k);
 }
 
-/* math.expm1_times_in_range: x already within the clamp of expm1_times (or NaN) */
-static INLINE real FN(expm1_times_in_range)(real x, real c) {
-    real r;
-    real k = FN(exp_reduce)(x, &r);
-    real k2 = FN(round_to_integer)(k * L(0.5));
-    real s1 = FN(pow2)(k - k2);
-    return (FMA(s1, FN(expm1_reduced)(r), s1 - FN(pow2)(-k2)) * c) * FN(pow2)(k2);
-}
-
 /* math.expm1_bounded: e^x - 1 for x in [-30, 18] / [-50, 38.2], one power of two (tanh, elu) */
 static INLINE real FN(expm1_bounded)(real x) {
     real r;
@@ -192,8 +180,13 @@ static INLINE real FN(expm1_nonpositive_times)(real x, real c) {
     return FN(expm1_bounded)(FN(clamp_select)(x, K(-30.0, -50.0), L(0.0))) * c;
 }
 
+/* math.expm1_times */
 static INLINE real FN(expm1_times)(real x, real c) {
-    return FN(expm1_times_in_range)(FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0)), c);
+    real r;
+    real k = FN(exp_reduce)(FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0)), &r);
+    real k2 = FN(round_to_integer)(k * L(0.5));
+    real s1 = FN(pow2)(k - k2);
+    return (FMA(s1, FN(expm1_reduced)(r), s1 - FN(pow2)(-k2)) * c) * FN(pow2)(k2);
 }
 
 /* --- log1p ------------------------------------------------------------------------------------- */
@@ -256,7 +249,6 @@ static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
    c = c + c_lo, over one denominator in the input's precision: v ((1 + c) + v) / (1 + v)^2 (z < 0,
    before exp's final scaling) or (1 + v (1 + c)) / (1 + v)^2 (z >= 0), v = exp(-|z|) = (1 + q) 2**k. */
 static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo) {
-    /* over one denominator (1 + v)^2, v = exp(-|z|) = (1 + q) 2**k (math.py) */
     real k;
     real q = FN(exp_parts_q)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
     real one = L(1.0);
@@ -430,7 +422,7 @@ static INLINE real FN(mish_forward)(real x) {
 static INLINE real FN(mish_backward_from_input)(real dy, real x) {
     /* over one denominator in v = e^-|x| (registry.py): coefficients reversed per sign */
     real k;
-    real xs = FN(clamp_bits)(x, K(-118.0, -760.0), K(20.0, 40.0));
+    real xs = FN(clamp)(x, K(-118.0, -760.0), K(20.0, 40.0));
     real q = FN(exp_parts_q_in_range)(-FABS(xs), L(-0.0), &k);
     real v = FN(scale_by_pow2_nonpositive)(q + L(1.0), k);
     int negative = xs < L(0.0);

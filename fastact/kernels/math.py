@@ -363,13 +363,6 @@ def expm1_times(x, c):
     e^x - 1 = 2^k2 * (2^k1 * expm1(r) + (2^k1 - 2^-k2)) with k = k1 + k2: one FMA rounding, then an
     exact scaling; for k = 0 it is expm1(r) itself."""
     x = clamp(x, pick(x, -30.0, -50.0), pick(x, 176.0, 1418.0))  # 2^(k/2) stays a normal number
-    return expm1_times_in_range(x, c)
-
-
-@scalar
-def expm1_times_in_range(x, c):
-    """expm1_times without its clamp, for x already within [-30, 176] (f32) / [-50, 1418] (f64)
-    or NaN (GCC keeps a clamp that cannot bind as two compares and blends: tanh)."""
     k, r = exp_reduce(x)
     k2 = round_to_integer(k * like(x, 0.5))
     s1 = pow2(k - k2)
@@ -379,7 +372,7 @@ def expm1_times_in_range(x, c):
 @scalar
 def expm1_bounded(x):
     """e**x - 1 for x in [-30, 18] (f32) / [-50, 38.2] (f64) or NaN, where k lies in [-44, 26] /
-    [-73, 55]: the same fma(2**k, expm1(r), 2**k - 1) as expm1_times_in_range (2**k - 1 exact for
+    [-73, 55]: the same fma(2**k, expm1(r), 2**k - 1) as expm1_times (2**k - 1 exact for
     |k| <= 24 / 53, and the same rounding beyond), without splitting the scaling, which only the
     overflow range needs: one power of two instead of three (tanh, elu). Error: 1.5 ulp / 1.5 ulp
     (1.44 / 1.13 measured, where 2**k - 1 rounds), bits of expm1_times(x, 1)."""
