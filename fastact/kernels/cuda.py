@@ -1151,7 +1151,6 @@ def _row_kernels_built(op, work, fwd_block, bwd_block):
     return kernels
 
 
-
 def _vector_rows(work, n, *arrays):
     """Whether the block-per-row kernels can take 16-byte accesses (fwd_rowsv, bwd_rowsv): every
     array of the work type, 16-byte aligned, rows of a multiple of the vector's lanes."""
