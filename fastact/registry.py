@@ -100,22 +100,22 @@ def celu_backward_from_input(dy, x, alpha):
 
 @scalar
 def gelu_forward(x):
-    """x Phi(x) = x Phi(-|x|) for x < 0, x - x Phi(-|x|) otherwise (no cancellation), with the
-    product x Phi(-|x|) formed before the final scaling of exp (accurate where it is subnormal)."""
-    q, k, g, xs = m.normal_parts(x)
-    tail = m.times_exp_parts(g * xs, q, k)
-    return tail if x < like(x, 0.0) else x - tail
+    """x Phi(x) = na Phi(na) for x < 0 and x + na Phi(na) otherwise (na = -|x|: no cancellation),
+    with the product na Phi(na) formed before the final scaling of exp (accurate where it is
+    subnormal)."""
+    q, k, g, na = m.normal_parts(x)
+    tail = m.times_exp_parts(g * na, q, k)
+    return tail if x < like(x, 0.0) else x + tail
 
 
 @scalar
 def gelu_backward_from_input(dy, x):
-    """Phi(x) + x phi(x); for x < 0 both terms share exp(-x^2/2) = (1 + q) 2**k:
-    ((1 + q) (g + x/sqrt(2 pi))) 2**k."""
-    q, k, g, xs = m.normal_parts(x)
+    """Phi(x) + x phi(x) = w for x < 0 and 1 - w above, with w = Phi(na) + na phi(na) (na = -|x|):
+    both terms share exp(-x^2/2) = (1 + q) 2**k, w = ((1 + q) (g + na/sqrt(2 pi))) 2**k."""
+    q, k, g, na = m.normal_parts(x)
     inv_sqrt_2pi = pick(x, m.INV_SQRT_2PI[0], m.INV_SQRT_2PI[1])
-    negative = m.times_exp_parts(m.fma(xs, inv_sqrt_2pi, g), q, k)
-    positive = like(x, 1.0) - m.times_exp_parts(m.fma(xs, -inv_sqrt_2pi, g), q, k)
-    return dy * (negative if x < like(x, 0.0) else positive)
+    w = m.times_exp_parts(m.fma(na, inv_sqrt_2pi, g), q, k)
+    return dy * (w if x < like(x, 0.0) else like(x, 1.0) - w)
 
 
 @scalar

@@ -61,6 +61,13 @@ static INLINE real FN(pow2)(real k) {
     return FN(from_bits)((ireal)((integer + (ureal)EXP_BIAS) << MANT_BITS));
 }
 
+/* math.pow2_shifted: 2**(k + offset) for k in the shifter form ks = k + SHIFT (exp_reduce), the
+   constant offset folded into the integer addition */
+static INLINE real FN(pow2_shifted)(real ks, ireal offset) {
+    ureal integer = (ureal)FN(bits)(ks) - (ureal)SHIFT_BITS + (ureal)offset;
+    return FN(from_bits)((ireal)((integer + (ureal)EXP_BIAS) << MANT_BITS));
+}
+
 /* u = m * 2**e with m in [sqrt(1/2), sqrt(2)), for positive normal u. */
 static INLINE real FN(exponent_of)(real u) {
     ureal ix = (ureal)FN(bits)(u) + (ureal)(ONE_BITS - SQRT_HALF_BITS);
@@ -77,11 +84,13 @@ static INLINE real FN(mantissa_of)(real u) {
 
 static INLINE real FN(round_to_integer)(real x) { return (x + SHIFT) - SHIFT; }
 
+/* returns k in the shifter form ks = k + SHIFT (math.exp_reduce), x log2e rounded by one FMA */
 static INLINE real FN(exp_reduce)(real x, real *r) {
-    real k = FN(round_to_integer)(x * LOG2E);
+    real ks = FMA(x, LOG2E, SHIFT);
+    real k = ks - SHIFT;
     real t = FMA(k, -LN2_HI, x);
     *r = FMA(k, -LN2_LO, t);
-    return k;
+    return ks;
 }
 
 static INLINE real FN(expm1_reduced)(real r) {
@@ -89,15 +98,16 @@ static INLINE real FN(expm1_reduced)(real r) {
     return FMA(r * r, q, r);
 }
 
-static INLINE real FN(scale_by_pow2)(real p, real k) {
+static INLINE real FN(scale_by_pow2)(real p, real ks) {
+    real k = ks - SHIFT;
     real k_half = FN(round_to_integer)(k * L(0.5));
     return p * FN(pow2)(k_half) * FN(pow2)(k - k_half);
 }
 
 /* p * 2**k for k in [-190, 63] / [-1622, 423]: one exponent construction and a constant factor
    (math.py) */
-static INLINE real FN(scale_by_pow2_nonpositive)(real p, real k) {
-    return p * FN(pow2)(k + K(64.0, 600.0)) * K(5.421010862427522e-20, 2.409919865102884e-181);
+static INLINE real FN(scale_by_pow2_nonpositive)(real p, real ks) {
+    return p * FN(pow2_shifted)(ks, K(64, 600)) * K(5.421010862427522e-20, 2.409919865102884e-181);
 }
 
 /* math.exp_parts_q_in_range: exp_parts_q without its clamps (hi already within them) */
@@ -170,8 +180,8 @@ static INLINE real FN(exp_difference)(real v, real best) {
 /* math.expm1_bounded: e^x - 1 for x in [-30, 18] / [-50, 38.2], one power of two (tanh, elu) */
 static INLINE real FN(expm1_bounded)(real x) {
     real r;
-    real k = FN(exp_reduce)(x, &r);
-    real s = FN(pow2)(k);
+    real ks = FN(exp_reduce)(x, &r);
+    real s = FN(pow2_shifted)(ks, 0);
     return FMA(s, FN(expm1_reduced)(r), s - L(1.0));
 }
 
@@ -183,7 +193,7 @@ static INLINE real FN(expm1_nonpositive_times)(real x, real c) {
 /* math.expm1_times */
 static INLINE real FN(expm1_times)(real x, real c) {
     real r;
-    real k = FN(exp_reduce)(FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0)), &r);
+    real k = FN(exp_reduce)(FN(clamp)(x, K(-30.0, -50.0), K(176.0, 1418.0)), &r) - SHIFT;
     real k2 = FN(round_to_integer)(k * L(0.5));
     real s1 = FN(pow2)(k - k2);
     return (FMA(s1, FN(expm1_reduced)(r), s1 - FN(pow2)(-k2)) * c) * FN(pow2)(k2);
@@ -299,15 +309,16 @@ static INLINE real FN(normal_tail_scaled)(real a) {
     return FMA(t, p, (t * dl) * p);
 }
 
-/* xs = x clamped to +-NORMAL_CLAMP (returned), exp(-xs^2/2) = (1 + q) 2**k (stores q, k) and
-   Phi(-|xs|) = (1 + q) g 2**k (stores g). */
+/* math.normal_parts: na = -|x| clamped to [-NORMAL_CLAMP, 0] (returned), exp(-na^2/2) = (1 + q) 2**k
+   (stores q, k) and Phi(na) = (1 + q) g 2**k (stores g). */
 static INLINE real FN(normal_parts)(real x, real *q, real *k, real *g) {
-    real xs = FN(clamp)(x, -NORMAL_CLAMP, NORMAL_CLAMP);
+    real na = -FABS(x);
+    na = FN(pick_bits)(na < -NORMAL_CLAMP, -NORMAL_CLAMP, na);
     real sq_err;
-    real sq = FN(two_prod)(xs, xs, &sq_err);
-    *q = FN(exp_parts_q_in_range)(L(-0.5) * sq, L(-0.5) * sq_err, k);
-    *g = FN(normal_tail_scaled)(FABS(xs));
-    return xs;
+    real sq = FN(two_prod)(na, L(-0.5) * na, &sq_err);
+    *q = FN(exp_parts_q_in_range)(sq, sq_err, k);
+    *g = FN(normal_tail_scaled)(-na);
+    return na;
 }
 
 /* --- registry.py: one function per scalar function of the registry, same name ------------------ */
@@ -363,17 +374,16 @@ static INLINE real FN(celu_backward_from_input)(real dy, real x, real alpha) {
 
 static INLINE real FN(gelu_forward)(real x) {
     real q, k, g;
-    real xs = FN(normal_parts)(x, &q, &k, &g);
-    real tail = FN(times_exp_parts)(g * xs, q, k);
-    return x < L(0.0) ? tail : x - tail;
+    real na = FN(normal_parts)(x, &q, &k, &g);
+    real tail = FN(times_exp_parts)(g * na, q, k);
+    return x < L(0.0) ? tail : x + tail;
 }
 
 static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
     real q, k, g;
-    real xs = FN(normal_parts)(x, &q, &k, &g);
-    real negative = FN(times_exp_parts)(FMA(xs, INV_SQRT_2PI, g), q, k);
-    real positive = L(1.0) - FN(times_exp_parts)(FMA(xs, -INV_SQRT_2PI, g), q, k);
-    return dy * (x < L(0.0) ? negative : positive);
+    real na = FN(normal_parts)(x, &q, &k, &g);
+    real w = FN(times_exp_parts)(FMA(na, INV_SQRT_2PI, g), q, k);
+    return dy * (x < L(0.0) ? w : L(1.0) - w);
 }
 
 /* z = 2 sqrt(2/pi) (x + 0.044715 x^3) as a double-word: returns hi, stores lo. */

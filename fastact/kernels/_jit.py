@@ -60,6 +60,20 @@ def _pow2(typingctx, k):
     return k(k), codegen
 
 
+@intrinsic
+def _pow2_shifted(typingctx, ks, offset):
+    nbits, mant, bias, shift, fmt, ifmt = _FORMATS[ks]
+
+    def codegen(context, builder, signature, args):
+        fty, ity = context.get_value_type(ks), ir.IntType(nbits)
+        # offset is a constant once inlined: LLVM folds it with the bias into one integer addition
+        constant = builder.add(builder.fptosi(args[1], ity),
+                               ir.Constant(ity, bias - _bits(shift, fmt, ifmt)))
+        integer = builder.add(builder.bitcast(args[0], ity), constant)
+        return builder.bitcast(builder.shl(integer, ir.Constant(ity, mant)), fty)
+    return ks(ks, ks), codegen
+
+
 def _log_split_codegen(k, want_exponent):
     nbits, mant, bias, shift, fmt, ifmt = _FORMATS[k]
     sqrt_half = _bits(np.sqrt(0.5), fmt, ifmt)
@@ -249,6 +263,11 @@ def _register():
     def _pow2_impl(k):
         if isinstance(k, types.Float):
             return lambda k: _pow2(k)
+
+    @_overload(m.pow2_shifted)
+    def _pow2_shifted_impl(ks, offset):
+        if isinstance(ks, types.Float) and ks == offset:
+            return lambda ks, offset: _pow2_shifted(ks, offset)
 
     @_overload(m.exponent_of)
     def _exponent_impl(u):

@@ -148,6 +148,17 @@ def pow2(k):
     return type(k)(np.ldexp(type(k)(1), int(k)))
 
 
+def pow2_shifted(ks, offset):
+    """2**(k + offset) for k given in the shifter form ks = k + SHIFT (exp_reduce's: k is in the
+    low mantissa bits of ks) and a constant integral offset, k + offset in the normal exponent
+    range: built from ks's bits with the offset in the integer constant, where pow2(k + offset)
+    adds the offset and the shifter again as two float additions."""
+    if ks != ks:
+        return ks
+    shift = SHIFT32 if isinstance(ks, np.float32) else SHIFT64
+    return type(ks)(np.ldexp(type(ks)(1), int(ks - type(ks)(shift)) + int(offset)))
+
+
 def _log_split(u):
     f, e = np.frexp(u)  # u = f * 2**e, f in [1/2, 1)
     return (f, e) if f >= math.sqrt(0.5) else (2 * f, e - 1)
@@ -221,10 +232,16 @@ def round_to_integer(x):
 
 @scalar
 def exp_reduce(x):
-    """(k, r) with x = k*ln2 + r, k integral, |r| <= ln2/2 (Cody-Waite: r exact before the lo part)."""
-    k = round_to_integer(x * like(x, LOG2E))
+    """(ks, r) with x = k*ln2 + r, k integral, |r| <= ln2/2 + tiny (Cody-Waite: r exact before the
+    lo part), for |x| < 2**21 (f32) / 2**50 (f64). k is returned in the shifter form ks = k + SHIFT
+    (k in the low mantissa bits, the form round_to_integer passes through): pow2_shifted builds
+    2**k from it directly, and every exp_parts* k below is this form. One FMA rounds x log2e to an
+    integer (a multiply and two additions before; ties may go the other way, r stays in range)."""
+    shift = pick(x, SHIFT32, SHIFT64)
+    ks = fma(x, like(x, LOG2E), shift)
+    k = ks - shift
     r = fma(k, -pick(x, LN2[0], LN2[2]), x)
-    return k, fma(k, -pick(x, LN2[1], LN2[3]), r)
+    return ks, fma(k, -pick(x, LN2[1], LN2[3]), r)
 
 
 @scalar
@@ -238,27 +255,29 @@ def expm1_reduced(r):
 
 
 @scalar
-def scale_by_pow2(p, k):
-    """p * 2**k for integral k in [-1076, 1024], rounding once even into subnormals or to inf."""
+def scale_by_pow2(p, ks):
+    """p * 2**k for integral k in [-1076, 1024] given as ks = k + SHIFT (exp_reduce), rounding
+    once even into subnormals or to inf."""
+    k = ks - pick(p, SHIFT32, SHIFT64)
     k_half = round_to_integer(k * like(k, 0.5))
     return p * pow2(k_half) * pow2(k - k_half)
 
 
 @scalar
-def scale_by_pow2_nonpositive(p, k):
-    """p * 2**k for integral k in [-190, 63] (f32) / [-1622, 423] (f64), where 2**(k + 64) (f64:
-    600) is a normal number: the exponent of exp of a non-positive argument (exp_parts_q's k >=
-    -171 / -1097), or of mish's e^x for x <= 20 / 40. One exponent-bit construction and a
-    constant factor, 2**(k + 64) * 2**-64, instead of splitting k in halves; the same single
-    rounding into the subnormals (15% off sigmoid)."""
-    offset = pick(p, 64.0, 600.0)
-    return p * pow2(k + offset) * pick(p, 5.421010862427522e-20, 2.409919865102884e-181)
+def scale_by_pow2_nonpositive(p, ks):
+    """p * 2**k for integral k in [-190, 63] (f32) / [-1622, 423] (f64), given as ks = k + SHIFT
+    (exp_reduce), where 2**(k + 64) (f64: 600) is a normal number: the exponent of exp of a
+    non-positive argument (exp_parts_q's k >= -171 / -1097), or of mish's e^x for x <= 20 / 40.
+    One exponent-bit construction and a constant factor, 2**(k + 64) * 2**-64, instead of
+    splitting k in halves; the same single rounding into the subnormals (15% off sigmoid)."""
+    two_k = pow2_shifted(ks, pick(p, 64.0, 600.0))
+    return p * two_k * pick(p, 5.421010862427522e-20, 2.409919865102884e-181)
 
 
 @scalar
 def exp_parts_q(hi, lo):
     """(q, k) with exp(hi + lo) = (1 + q) * 2**k, 1 + q in [0.7, 1.42], k integral (for |lo| <=
-    ulp(hi)); q = -1 where exp is 0. The pair lets an argument carried as a double-word keep its
+    ulp(hi)) and carried in exp_reduce's shifter form; q = -1 where exp is 0. The pair lets an argument carried as a double-word keep its
     full precision (exp multiplies the relative error of its argument by |argument|), and a caller
     applies 1 + q to a factor v unrounded, fma(v, q, v), before the final scaling: c * exp(x) is
     then accurate where exp(x) alone would be subnormal, and no rounding of 1 + q (up to 1 ulp)."""
@@ -298,8 +317,8 @@ def exp_parts_q_in_range(hi, lo):
     """exp_parts_q without its clamps, for a caller whose argument is already within
     [-118, 176] (f32) / [-760, 1418] (f64) or NaN (the clamps cost 4 vector operations).
     lo = -0.0 where there is none: adding it is no operation at all once compiled."""
-    k, r = exp_reduce(hi)
-    return expm1_reduced(r + lo), k
+    ks, r = exp_reduce(hi)
+    return expm1_reduced(r + lo), ks
 
 
 @scalar
@@ -363,7 +382,8 @@ def expm1_times(x, c):
     e^x - 1 = 2^k2 * (2^k1 * expm1(r) + (2^k1 - 2^-k2)) with k = k1 + k2: one FMA rounding, then an
     exact scaling; for k = 0 it is expm1(r) itself."""
     x = clamp(x, pick(x, -30.0, -50.0), pick(x, 176.0, 1418.0))  # 2^(k/2) stays a normal number
-    k, r = exp_reduce(x)
+    ks, r = exp_reduce(x)
+    k = ks - pick(x, SHIFT32, SHIFT64)
     k2 = round_to_integer(k * like(x, 0.5))
     s1 = pow2(k - k2)
     return (fma(s1, expm1_reduced(r), s1 - pow2(-k2)) * c) * pow2(k2)
@@ -376,8 +396,8 @@ def expm1_bounded(x):
     |k| <= 24 / 53, and the same rounding beyond), without splitting the scaling, which only the
     overflow range needs: one power of two instead of three (tanh, elu). Error: 1.5 ulp / 1.5 ulp
     (1.44 / 1.13 measured, where 2**k - 1 rounds), bits of expm1_times(x, 1)."""
-    k, r = exp_reduce(x)
-    s = pow2(k)
+    ks, r = exp_reduce(x)
+    s = pow2_shifted(ks, like(x, 0.0))
     return fma(s, expm1_reduced(r), s - like(x, 1.0))
 
 
@@ -580,13 +600,19 @@ def normal_tail_scaled(a):
 
 @scalar
 def normal_parts(x):
-    """(q, k, g, xs) with xs = x clamped to [-16, 16] (f32) / [-38.75, 38.75] (f64), beyond which
-    x Phi(-|x|) and x phi(x) underflow to 0, exp(-xs^2/2) = (1 + q) 2**k and Phi(-|xs|) =
-    (1 + q) g 2**k (Phi the standard normal CDF, g = normal_tail_scaled(|xs|)). xs^2 is carried
-    exactly as a double-word pair (an error in x^2 is multiplied by x^2/2), and 1 + q is left to
-    the caller unrounded: times_exp_parts(v, q, k) for its factor v, one rounding fewer (rounding
-    1 + q alone costs up to 1 ulp), and accurate where x Phi(x) is subnormal. NaN stays NaN; +-inf become +-16 / 38.75."""
-    xs = clamp(x, pick(x, -16.0, -38.75), pick(x, 16.0, 38.75))
-    sq, sq_err = two_prod(xs, xs)
-    q, k = exp_parts_q_in_range(like(x, -0.5) * sq, like(x, -0.5) * sq_err)
-    return q, k, normal_tail_scaled(abs(xs)), xs
+    """(q, k, g, na) with na = -|x| clamped to [-16, 0] (f32) / [-38.75, 0] (f64), below which
+    x Phi(-|x|) and x phi(x) underflow to 0, exp(-na^2/2) = (1 + q) 2**k and Phi(na) =
+    (1 + q) g 2**k (Phi the standard normal CDF, g = normal_tail_scaled(-na)). -na^2/2 is carried
+    exactly as a double-word pair, two_prod(na, -na/2) (an error in x^2 is multiplied by x^2/2),
+    and 1 + q is left to the caller unrounded: times_exp_parts(v, q, k) for its factor v, one
+    rounding fewer (rounding 1 + q alone costs up to 1 ulp), and accurate where x Phi(x) is
+    subnormal. The sign taken off once (-|x|, one clamp) serves both signs of x: gelu is
+    na Phi(na) for x < 0 and x + na Phi(na) above, and its derivative's two cases share one term
+    (x clamped to [-16, 16] and |x| apart cost one operation more and, in the backward, a second
+    product with exp). NaN stays NaN; +-inf become -16 / -38.75."""
+    lowest = pick(x, -16.0, -38.75)
+    na = -abs(x)
+    na = lowest if na < lowest else na
+    sq, sq_err = two_prod(na, like(x, -0.5) * na)
+    q, k = exp_parts_q_in_range(sq, sq_err)
+    return q, k, normal_tail_scaled(-na), na
