@@ -120,37 +120,49 @@ def gelu_backward_from_input(dy, x):
 
 @scalar
 def gelu_tanh_argument(x):
-    """z = 2*sqrt(2/pi)*(x + 0.044715 x^3) as a double-word (hi, lo), and the factor k3 x^2 of its
-    cubic term as a double-word (a, tail) too (for the derivative); gelu_tanh(x) = x*sigmoid(z).
-    exp(-|z|) multiplies the relative error of z by |z| (up to 104 in f32), hence the pair."""
+    """(wh, wl, a, tail): w = k1 + k3 x^2 = wh + wl and the factor k3 x^2 of its cubic term
+    = a + tail (for the derivative), both as double-words; z = 2*sqrt(2/pi)*(x + 0.044715 x^3) =
+    x w and gelu_tanh(x) = x*sigmoid(z). exp(-|z|) multiplies the relative error of z by |z| (up
+    to 127 in f32), hence the pairs; math.exp_parts_q_of_product takes z as the product x w."""
     p, pe = m.two_prod(x, x)
     k3h, k3l = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2]), pick(x, GELU_TANH_K3[1], GELU_TANH_K3[3])
     k1h, k1l = pick(x, GELU_TANH_K1[0], GELU_TANH_K1[2]), pick(x, GELU_TANH_K1[1], GELU_TANH_K1[3])
     a, ae = m.two_prod(k3h, p)
     tail = ae + (k3h * pe + k3l * p)  # k3 x^2 = a + tail
     b, be = m.two_sum(k1h, a)
-    be = be + (tail + k1l)
-    c, ce = m.two_prod(x, b)
-    return c, ce + x * be, a, tail
+    return b, be + (tail + k1l), a, tail
+
+
+@scalar
+def gelu_tanh_clamp(x):
+    """x clamped to [-11.5, 11.5] (f32) / [-22, 22] (f64): beyond, gelu_tanh rounds to x above and
+    underflows to 0 below (so does its derivative, to 1 and 0), and within, |z| stays in the
+    range of exp_parts_q_of_product (k >= -183 / -1147)."""
+    cap = pick(x, 11.5, 22.0)
+    return m.clamp(x, -cap, cap)
 
 
 @scalar
 def gelu_tanh_forward(x):
-    xs = m.clamp(x, pick(x, -1e4, -1e30), pick(x, 1e4, 1e30))  # keeps x^3 finite
-    hi, lo, _, _ = gelu_tanh_argument(xs)
-    return x if x > xs else m.sigmoid_times(hi, lo, xs)
+    xs = gelu_tanh_clamp(x)
+    wh, wl, _, _ = gelu_tanh_argument(xs)
+    q, k = m.exp_parts_q_of_product(-abs(xs), wh, wl)  # exp(-|z|)
+    return x if x > xs else m.sigmoid_times_parts(q + like(x, 1.0), k, xs >= like(x, 0.0), xs)
 
 
 @scalar
 def gelu_tanh_backward_from_input(dy, x):
     """sigmoid(z) + x z'(x) sigmoid(z) sigmoid(-z) (math.sigmoid_plus_scaled_derivative)."""
-    xs = m.clamp(x, pick(x, -1e4, -1e30), pick(x, 1e4, 1e30))
-    hi, lo, a, tail = gelu_tanh_argument(xs)
+    xs = gelu_tanh_clamp(x)
+    wh, wl, a, tail = gelu_tanh_argument(xs)
+    q, k = m.exp_parts_q_of_product(-abs(xs), wh, wl)  # exp(-|z|)
+    hi = xs * wh
+    lo = m.fma(xs, wh, -hi) + xs * wl  # z = hi + lo
     # c = x z'(x) = k1 x + 3 k3 x^3 = z + 2 x (k3 x^2): no cancellation. c rounded once, and c_lo
     # with the low parts and most of that rounding: 3.3 ulp for the backward where c alone gave 4.5
     c = m.fma(xs + xs, a, hi)
     c_lo = m.fma(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a))
-    return dy * m.sigmoid_plus_scaled_derivative(hi, lo, c, c_lo)
+    return dy * m.sigmoid_plus_scaled_derivative_parts(q, k, xs >= like(x, 0.0), c, c_lo)
 
 
 @scalar

@@ -107,6 +107,8 @@ def _dtype_header(dtype):
         "SELU_ALPHA": lit(R.SELU_ALPHA),
         "SELU_SCALE": lit(R.SELU_SCALE),
         "SELU_SCALE_ALPHA": lit(R.SELU_SCALE * R.SELU_ALPHA),
+        "LN2_SHORT_HI": k(m.LN2_SHORT[0], m.LN2_SHORT[2]),
+        "LN2_SHORT_LO": k(m.LN2_SHORT[1], m.LN2_SHORT[3]),
         "GELU_TANH_K1_HI": k(R.GELU_TANH_K1[0], R.GELU_TANH_K1[2]),
         "GELU_TANH_K1_LO": k(R.GELU_TANH_K1[1], R.GELU_TANH_K1[3]),
         "GELU_TANH_K3_HI": k(R.GELU_TANH_K3[0], R.GELU_TANH_K3[2]),

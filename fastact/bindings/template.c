@@ -144,6 +144,17 @@ static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
     return FN(exp_parts_q)(hi, lo, k) + L(1.0);
 }
 
+/* math.exp_parts_q_of_product: exp_parts_q(u (wh + wl)) for u (wh + wl) in [-118, 0] / [-760, 0],
+   the reduction fused into the product (k LN2_SHORT exact); returns q, stores k */
+static INLINE real FN(exp_parts_q_of_product)(real u, real wh, real wl, real *k) {
+    real ks = FMA(u * wh, LOG2E, SHIFT);
+    real kk = ks - SHIFT;
+    real r = FMA(u, wh, -(kk * LN2_SHORT_HI));
+    r = r + FMA(kk, -LN2_SHORT_LO, u * wl);
+    *k = ks;
+    return FN(expm1_reduced)(r);
+}
+
 /* math.times_exp_parts: v (1 + q) 2**k for k <= 0, 1 + q joining v unrounded, the scaling last */
 static INLINE real FN(times_exp_parts)(real v, real q, real k) {
     return FN(scale_by_pow2_nonpositive)(FMA(v, q, v), k);
@@ -246,30 +257,39 @@ static INLINE real FN(sigmoid)(real x) {
     return FN(sigmoid_pair)(x, &unused);
 }
 
+/* math.sigmoid_times_parts: from exp(-|z|) = p 2**k and z >= 0 */
+static INLINE real FN(sigmoid_times_parts)(real p, real k, int positive, real c) {
+    real d = L(1.0) + FN(scale_by_pow2_nonpositive)(p, k);
+    real q = FN(pick_bits)(positive, c, p * c) / d;  /* one division, not one in each arm */
+    return positive ? q : FN(scale_by_pow2_nonpositive)(q, k);
+}
+
 static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
     real k;
     real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
-    real d = L(1.0) + FN(scale_by_pow2_nonpositive)(p, k);
-    int positive = hi >= L(0.0);
-    real q = FN(pick_bits)(positive, c, p * c) / d;  /* one division, not one in each arm */
-    return positive ? q : FN(scale_by_pow2_nonpositive)(q, k);
+    return FN(sigmoid_times_parts)(p, k, hi >= L(0.0), c);
 }
 
 /* math.sigmoid_plus_scaled_derivative: sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo and
    c = c + c_lo, over one denominator in the input's precision: v ((1 + c) + v) / (1 + v)^2 (z < 0,
    before exp's final scaling) or (1 + v (1 + c)) / (1 + v)^2 (z >= 0), v = exp(-|z|) = (1 + q) 2**k. */
-static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo) {
-    real k;
-    real q = FN(exp_parts_q)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
+/* math.sigmoid_plus_scaled_derivative_parts: from exp(-|z|) = (1 + q) 2**k and z >= 0 */
+static INLINE real FN(sigmoid_plus_scaled_derivative_parts)(real q, real k, int positive, real c,
+                                                            real c_lo) {
     real one = L(1.0);
     real v = FN(scale_by_pow2_nonpositive)(q + one, k);
     real one_plus_c = one + c;
-    int positive = hi >= L(0.0);
     real numerator = positive ? FMA(v, one_plus_c + c_lo, one) : one_plus_c + (v + c_lo);
     real ratio = numerator / FMA(v, v + L(2.0), one);
     /* on bits, or GCC puts the division in both arms (silu +5-9%; gelu-tanh too since the clamps
        are on bits, +4-12%; before, gelu-tanh lost 5-12% with it: NOTES) */
     return FN(pick_bits)(positive, ratio, FN(times_exp_parts)(ratio, q, k));
+}
+
+static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo) {
+    real k;
+    real q = FN(exp_parts_q)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
+    return FN(sigmoid_plus_scaled_derivative_parts)(q, k, hi >= L(0.0), c, c_lo);
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -386,33 +406,40 @@ static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
     return dy * (x < L(0.0) ? w : L(1.0) - w);
 }
 
-/* z = 2 sqrt(2/pi) (x + 0.044715 x^3) as a double-word: returns hi, stores lo. */
-static INLINE real FN(gelu_tanh_argument)(real x, real *lo, real *a, real *tail) {
-    real pe, ae, be, ce;
+/* registry.gelu_tanh_argument: w = k1 + k3 x^2 (returns wh, stores wl) and k3 x^2 = a + tail as
+   double-words; z = x w */
+static INLINE real FN(gelu_tanh_argument)(real x, real *wl, real *a, real *tail) {
+    real pe, ae, be;
     real p = FN(two_prod)(x, x, &pe);
     *a = FN(two_prod)(GELU_TANH_K3_HI, p, &ae);
     *tail = ae + (GELU_TANH_K3_HI * pe + GELU_TANH_K3_LO * p);
     real b = FN(two_sum)(GELU_TANH_K1_HI, *a, &be);
-    be = be + (*tail + GELU_TANH_K1_LO);
-    real c = FN(two_prod)(x, b, &ce);
-    *lo = ce + x * be;
-    return c;
+    *wl = be + (*tail + GELU_TANH_K1_LO);
+    return b;
+}
+
+static INLINE real FN(gelu_tanh_clamp)(real x) {
+    return FN(clamp)(x, -K(11.5, 22.0), K(11.5, 22.0));
 }
 
 static INLINE real FN(gelu_tanh_forward)(real x) {
-    real lo, a, tail;
-    real xs = FN(clamp)(x, K(-1e4, -1e30), K(1e4, 1e30));
-    real hi = FN(gelu_tanh_argument)(xs, &lo, &a, &tail);
-    return x > xs ? x : FN(sigmoid_times)(hi, lo, xs);
+    real wl, a, tail, k;
+    real xs = FN(gelu_tanh_clamp)(x);
+    real wh = FN(gelu_tanh_argument)(xs, &wl, &a, &tail);
+    real q = FN(exp_parts_q_of_product)(-FABS(xs), wh, wl, &k);
+    return x > xs ? x : FN(sigmoid_times_parts)(q + L(1.0), k, xs >= L(0.0), xs);
 }
 
 static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
-    real lo, a, tail;
-    real xs = FN(clamp)(x, K(-1e4, -1e30), K(1e4, 1e30));
-    real hi = FN(gelu_tanh_argument)(xs, &lo, &a, &tail);
+    real wl, a, tail, k;
+    real xs = FN(gelu_tanh_clamp)(x);
+    real wh = FN(gelu_tanh_argument)(xs, &wl, &a, &tail);
+    real q = FN(exp_parts_q_of_product)(-FABS(xs), wh, wl, &k);
+    real hi = xs * wh;
+    real lo = FMA(xs, wh, -hi) + xs * wl;
     real c = FMA(xs + xs, a, hi);  /* x z'(x) = z + 2 x (k3 x^2) */
     real c_lo = FMA(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a));
-    return dy * FN(sigmoid_plus_scaled_derivative)(hi, lo, c, c_lo);
+    return dy * FN(sigmoid_plus_scaled_derivative_parts)(q, k, xs >= L(0.0), c, c_lo);
 }
 
 static INLINE real FN(silu_forward)(real x) {

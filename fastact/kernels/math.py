@@ -210,6 +210,9 @@ def two_sum(a, b):
 # --- exp ------------------------------------------------------------------------------------------
 
 LN2 = (0.6931471824645996, -1.9046542121259336e-09, 0.6931471805599453, 2.3190468138462996e-17)
+# ln2 = LN2_SHORT + LN2_REST, LN2_SHORT with 14 (f32) / 40 (f64) significant bits, so that k ln2
+# is exact in its short part for |k| < 2**9 / 2**12 (exp_parts_q_of_product), f32 then f64
+LN2_SHORT = (0.693145751953125, 1.428606765330187e-06, 0.6931471805592082, 7.371002565167799e-13)
 LOG2E = 1.4426950408889634
 SHIFT32 = 12582912.0  # 1.5 * 2**23: x + SHIFT - SHIFT rounds x to an integer (|x| < 2**22)
 SHIFT64 = 6755399441055744.0  # 1.5 * 2**52
@@ -319,6 +322,24 @@ def exp_parts_q_in_range(hi, lo):
     lo = -0.0 where there is none: adding it is no operation at all once compiled."""
     ks, r = exp_reduce(hi)
     return expm1_reduced(r + lo), ks
+
+
+@scalar
+def exp_parts_q_of_product(u, wh, wl):
+    """exp_parts_q(u (wh + wl)) for a product with a double-word (wh > 0, |wl| <= ulp(wh)) that lies
+    in [-118, 0] (f32) / [-760, 0] (f64), or NaN, without the product's double-word (two_prod and
+    the low parts' sum, then exp_reduce): k comes from the rounded product, and the reduction is
+    fused into it, r = fma(u, wh, -k ln2s) + fma(k, -ln2r, u wl): k ln2s is exact (ln2s short), the
+    first FMA rounds once a value below ln2/2 + 2**-16, the second adds terms below 2**-11 (|r|'s
+    error about 2**-25.5 / 2**-54.5, as exp_reduce's r + lo). Error: 1.5 ulp / 1.5 ulp for
+    (1 + q) 2**k rounded (as exp; 0.99 / 1.19 measured). gelu-tanh: 35 -> ~23 operations per 16
+    elements for exp(-|z|) with its clamps and signs."""
+    shift = pick(u, SHIFT32, SHIFT64)
+    ks = fma(u * wh, like(u, LOG2E), shift)
+    k = ks - shift
+    r = fma(u, wh, -(k * pick(u, LN2_SHORT[0], LN2_SHORT[2])))
+    r = r + fma(k, -pick(u, LN2_SHORT[1], LN2_SHORT[3]), u * wl)
+    return expm1_reduced(r), ks
 
 
 @scalar
@@ -495,8 +516,13 @@ def sigmoid_times(hi, lo, c):
     (p c / (1 + e)) * 2**k with e = p * 2**k = exp(z), instead of c times a subnormal sigmoid
     (whose rounding error c would multiply). Error: 2 ulp / 2 ulp."""
     p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    d = like(hi, 1.0) + scale_by_pow2_nonpositive(p, k)
-    positive = hi >= like(hi, 0.0)
+    return sigmoid_times_parts(p, k, hi >= like(hi, 0.0), c)
+
+
+@scalar
+def sigmoid_times_parts(p, k, positive, c):
+    """sigmoid_times from exp(-|z|) = p 2**k (exp_parts) and z >= 0 (positive)."""
+    d = like(p, 1.0) + scale_by_pow2_nonpositive(p, k)
     q = (c if positive else p * c) / d  # one division: a select of two quotients computed both
     return q if positive else scale_by_pow2_nonpositive(q, k)
 
@@ -512,12 +538,17 @@ def sigmoid_plus_scaled_derivative(hi, lo, c, c_lo):
     compensated 1/(1 + v) and r^2 (66 instructions per 16 elements; 56 now) and, before that,
     float64 registers (half the forward's speed). Error: 3 ulp / 3 ulp of the terms' size."""
     q, k = exp_parts_q(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    one = like(hi, 1.0)
+    return sigmoid_plus_scaled_derivative_parts(q, k, hi >= like(hi, 0.0), c, c_lo)
+
+
+@scalar
+def sigmoid_plus_scaled_derivative_parts(q, k, positive, c, c_lo):
+    """sigmoid_plus_scaled_derivative from exp(-|z|) = (1 + q) 2**k (exp_parts_q) and z >= 0."""
+    one = like(q, 1.0)
     v = scale_by_pow2_nonpositive(q + one, k)
     one_plus_c = one + c
-    positive = hi >= like(hi, 0.0)
     numerator = fma(v, one_plus_c + c_lo, one) if positive else one_plus_c + (v + c_lo)
-    ratio = numerator / fma(v, v + like(hi, 2.0), one)
+    ratio = numerator / fma(v, v + like(q, 2.0), one)
     return ratio if positive else times_exp_parts(ratio, q, k)
 
 
