@@ -671,6 +671,11 @@ static INLINE void FN(row_exp)(const real *row, real best, real *dst, int64_t n)
     for (int64_t j = 0; j < n; j++) dst[j] = FN(exp_difference)(row[j], best);
 }
 
+/* loops.prefetch_ahead with ahead = n: the next row's cache lines, while this one computes */
+static INLINE void FN(prefetch_row)(const real *row, int64_t n) {
+    for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(real)) __builtin_prefetch(row + j, 0, 3);
+}
+
 FA_WIDE static void FN(softmax_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(softmax_args) *a = args;
     int64_t n = a->n;
@@ -704,10 +709,13 @@ static INLINE double FN(row_others)(const real *x, real best, int64_t n, real *b
     return others + (double)(ones - 1);
 }
 
+
 /* x - max - log1p(sum of the other terms). float32 (loops.log_softmax_rows): the exps go to the
    output row (its lines then arrive while the exps compute; 2^26, one thread: 0.84 -> 1.2
    Gelem/s), or to a block buffer when out is x, and 1 + the others is one float64 sum unless
-   they are small; float64 sums the others block by block (row_others). */
+   they are small; float64 sums the others block by block (row_others). The next row of x is
+   prefetched (2^26, 2 threads: 2.53 -> 2.68 Gelem/s, 0.81 -> 0.86x of Numba's, which needs no
+   prefetch; the same for softmax changed nothing, and a prefetch of out's next row cost 18%). */
 FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t hi) {
     const FN(softmax_args) *a = args;
     int64_t n = a->n;
@@ -716,6 +724,7 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
     for (int64_t r = lo; r < hi; r++) {
         const real *x = a->x + r * n;
         real *out = a->out + r * n;
+        if (r + 1 < hi) FN(prefetch_row)(x + n, n);
         real best = FN(row_maxnum)(x, n);
 #if IS_SINGLE
         double total = 0.0;
@@ -739,10 +748,6 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
     }
 }
 
-/* loops.prefetch_ahead with ahead = n: the next row's cache lines, while this one computes */
-static INLINE void FN(prefetch_row)(const real *row, int64_t n) {
-    for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(real)) __builtin_prefetch(row + j, 0, 3);
-}
 
 /* registry.softmax_backward_element / _split / log_softmax_backward_element */
 static INLINE real FN(softmax_backward_element)(real dy, real y, double dot) {
