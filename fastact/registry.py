@@ -119,18 +119,40 @@ def gelu_backward_from_input(dy, x):
 
 
 @scalar
-def gelu_tanh_argument(x):
-    """(wh, wl, a, tail): w = k1 + k3 x^2 = wh + wl and the factor k3 x^2 of its cubic term
-    = a + tail (for the derivative), both as double-words; z = 2*sqrt(2/pi)*(x + 0.044715 x^3) =
-    x w and gelu_tanh(x) = x*sigmoid(z). exp(-|z|) multiplies the relative error of z by |z| (up
-    to 127 in f32), hence the pairs; math.exp_parts_q_of_product takes z as the product x w."""
+def gelu_tanh_sum(x):
+    """(p, pe, a, ae, wh, we): x^2 = p + pe, k3 p = a + ae and k1 + a = wh + we exactly (the sum
+    of two positive numbers by Fast2Sum on their max and min: 5 operations, not Knuth's 6), the
+    pieces of gelu_tanh_w and gelu_tanh_argument."""
     p, pe = m.two_prod(x, x)
-    k3h, k3l = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2]), pick(x, GELU_TANH_K3[1], GELU_TANH_K3[3])
-    k1h, k1l = pick(x, GELU_TANH_K1[0], GELU_TANH_K1[2]), pick(x, GELU_TANH_K1[1], GELU_TANH_K1[3])
+    k3h = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2])
+    k1h = pick(x, GELU_TANH_K1[0], GELU_TANH_K1[2])
     a, ae = m.two_prod(k3h, p)
+    wh = k1h + a
+    big = a if a > k1h else k1h
+    small = k1h if a > k1h else a
+    return p, pe, a, ae, wh, small - (wh - big)
+
+
+@scalar
+def gelu_tanh_w(x):
+    """(wh, wl): w = k1 + k3 x^2 = wh + wl as a double-word; z = 2*sqrt(2/pi)*(x + 0.044715 x^3) =
+    x w and gelu_tanh(x) = x*sigmoid(z). exp(-|z|) multiplies the relative error of z by |z| (up
+    to 127 in f32), hence the pair; math.exp_parts_q_of_product takes z as the product x w. The
+    low parts summed as k1l + k3l p + k3h pe by two FMAs, then ae."""
+    p, pe, a, ae, wh, we = gelu_tanh_sum(x)
+    k3h, k3l = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2]), pick(x, GELU_TANH_K3[1], GELU_TANH_K3[3])
+    k1l = pick(x, GELU_TANH_K1[1], GELU_TANH_K1[3])
+    return wh, we + (ae + m.fma(k3h, pe, m.fma(k3l, p, k1l)))
+
+
+@scalar
+def gelu_tanh_argument(x):
+    """(wh, wl, a, tail): gelu_tanh_w's pair and the factor k3 x^2 of its cubic term = a + tail, a
+    double-word too (for the derivative), wl = we + (tail + k1l)."""
+    p, pe, a, ae, wh, we = gelu_tanh_sum(x)
+    k3h, k3l = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2]), pick(x, GELU_TANH_K3[1], GELU_TANH_K3[3])
     tail = ae + (k3h * pe + k3l * p)  # k3 x^2 = a + tail
-    b, be = m.two_sum(k1h, a)
-    return b, be + (tail + k1l), a, tail
+    return wh, we + (tail + pick(x, GELU_TANH_K1[1], GELU_TANH_K1[3])), a, tail
 
 
 @scalar
@@ -145,7 +167,7 @@ def gelu_tanh_clamp(x):
 @scalar
 def gelu_tanh_forward(x):
     xs = gelu_tanh_clamp(x)
-    wh, wl, _, _ = gelu_tanh_argument(xs)
+    wh, wl = gelu_tanh_w(xs)
     q, k = m.exp_parts_q_of_product(-abs(xs), wh, wl)  # exp(-|z|)
     return x if x > xs else m.sigmoid_times_parts(q + like(x, 1.0), k, xs >= like(x, 0.0), xs)
 
