@@ -105,6 +105,7 @@ def gelu_forward(x):
     subnormal)."""
     q, k, g, na = m.normal_parts(x)
     tail = m.times_exp_parts(g * na, q, k)
+    # (max(x, 0) + tail is one operation fewer but gives +0 for every x whose result underflows)
     return tail if x < like(x, 0.0) else x + tail
 
 
@@ -169,7 +170,9 @@ def gelu_tanh_forward(x):
     xs = gelu_tanh_clamp(x)
     wh, wl = gelu_tanh_w(xs)
     q, k = m.exp_parts_q_of_product(-abs(xs), wh, wl)  # exp(-|z|)
-    return x if x > xs else m.sigmoid_times_parts(q + like(x, 1.0), k, xs >= like(x, 0.0), xs)
+    # x itself multiplies above the clamp, where sigmoid(z) is 1 (a max, not a compare and blend)
+    c = x if x > xs else xs
+    return m.sigmoid_times_parts(q + like(x, 1.0), k, xs >= like(x, 0.0), c)
 
 
 @scalar

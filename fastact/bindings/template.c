@@ -441,7 +441,7 @@ static INLINE real FN(gelu_tanh_forward)(real x) {
     real xs = FN(gelu_tanh_clamp)(x);
     real wh = FN(gelu_tanh_w)(xs, &wl);
     real q = FN(exp_parts_q_of_product)(-FABS(xs), wh, wl, &k);
-    return x > xs ? x : FN(sigmoid_times_parts)(q + L(1.0), k, xs >= L(0.0), xs);
+    return FN(sigmoid_times_parts)(q + L(1.0), k, xs >= L(0.0), x > xs ? x : xs);
 }
 
 static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
