@@ -167,6 +167,40 @@ def test_exp_of_a_product_with_a_double_word(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_of_an_exact_product(dtype):
+    """exp_parts_q_of_exact_product(u, w): exp(u w) against mpmath, for gelu's exp(-x^2/2) =
+    exp(na (-na/2)) with na down to -16 / -38.75 and for products over the rest of its range
+    (down to -131 / -1124)."""
+    from fastact.kernels import _jit  # noqa: F401
+
+    @numba.njit(error_model="numpy")
+    def loop(u, w, out):
+        for i in range(u.size):
+            q, ks = m.exp_parts_q_of_exact_product(u[i], w[i])
+            out[i] = m.scale_by_pow2_nonpositive(q + m.like(q, 1.0), ks)
+
+    rng = np.random.default_rng(5)
+    cap, lowest = (16.0, 131.0) if dtype == np.float32 else (38.75, 1124.0)
+    na = np.concatenate([-rng.uniform(0, cap, 3000), -np.geomspace(1e-6, cap, 500)]).astype(dtype)
+    w2 = rng.uniform(0.5, 8.0, 2000).astype(dtype)
+    u2 = (-rng.uniform(0, 1, 2000) * lowest / w2.astype(np.float64)).astype(dtype)
+    u = np.concatenate([na, u2])
+    w = np.concatenate([(dtype(-0.5) * na).astype(dtype), w2])
+    got = np.empty_like(u)
+    loop(u, w, got)
+    python = []
+    for a, b in zip(u[::50], w[::50]):  # Python mode (the simulator's): same bits
+        q, ks = m.exp_parts_q_of_exact_product(a, b)
+        python.append(m.scale_by_pow2_nonpositive(q + m.like(q, 1.0), ks))
+    np.testing.assert_array_equal(np.array(python, dtype), got[::50])
+    exact = [mp.exp(mp.mpf(float(a)) * mp.mpf(float(b))) for a, b in zip(u, w)]
+    err = ulps(got, exact, dtype)
+    worst = int(np.argmax(err))
+    assert err[worst] <= documented_bound(m.exp_parts_q_of_exact_product, dtype), (
+        f"u={u[worst]!r} w={w[worst]!r}: {err[worst]:.2f} ulp")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_python_mode_is_bitwise_the_compiled_code(dtype):
     """The simulator runs the same Python functions; they must compute the same bits."""
     from fastact import registry

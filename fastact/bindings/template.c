@@ -144,14 +144,27 @@ static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
     return FN(exp_parts_q)(hi, lo, k) + L(1.0);
 }
 
-/* math.exp_parts_q_of_product: exp_parts_q(u (wh + wl)) for u (wh + wl) in [-118, 0] / [-760, 0],
-   the reduction fused into the product (k LN2_SHORT exact); returns q, stores k */
+/* math.reduce_product: k (stored, shifter form) from the rounded u w, returns r1 = fma(u, w, -k ln2s),
+   k ln2s exact; stores k - SHIFT in *kk */
+static INLINE real FN(reduce_product)(real u, real w, real *ks, real *kk) {
+    *ks = FMA(u * w, LOG2E, SHIFT);
+    *kk = *ks - SHIFT;
+    return FMA(u, w, -(*kk * LN2_SHORT_HI));
+}
+
+/* math.exp_parts_q_of_exact_product: exp_parts_q(u w), returns q, stores k */
+static INLINE real FN(exp_parts_q_of_exact_product)(real u, real w, real *k) {
+    real kk;
+    real r = FN(reduce_product)(u, w, k, &kk);
+    return FN(expm1_reduced)(FMA(kk, -LN2_SHORT_LO, r));
+}
+
+/* math.exp_parts_q_of_product: exp_parts_q(u (wh + wl)), the reduction fused into the product;
+   returns q, stores k */
 static INLINE real FN(exp_parts_q_of_product)(real u, real wh, real wl, real *k) {
-    real ks = FMA(u * wh, LOG2E, SHIFT);
-    real kk = ks - SHIFT;
-    real r = FMA(u, wh, -(kk * LN2_SHORT_HI));
+    real kk;
+    real r = FN(reduce_product)(u, wh, k, &kk);
     r = r + FMA(kk, -LN2_SHORT_LO, u * wl);
-    *k = ks;
     return FN(expm1_reduced)(r);
 }
 
@@ -334,9 +347,7 @@ static INLINE real FN(normal_tail_scaled)(real a) {
 static INLINE real FN(normal_parts)(real x, real *q, real *k, real *g) {
     real na = -FABS(x);
     na = FN(pick_bits)(na < -NORMAL_CLAMP, -NORMAL_CLAMP, na);
-    real sq_err;
-    real sq = FN(two_prod)(na, L(-0.5) * na, &sq_err);
-    *q = FN(exp_parts_q_in_range)(sq, sq_err, k);
+    *q = FN(exp_parts_q_of_exact_product)(na, L(-0.5) * na, k);
     *g = FN(normal_tail_scaled)(-na);
     return na;
 }

@@ -325,19 +325,36 @@ def exp_parts_q_in_range(hi, lo):
 
 
 @scalar
-def exp_parts_q_of_product(u, wh, wl):
-    """exp_parts_q(u (wh + wl)) for a product with a double-word (wh > 0, |wl| <= ulp(wh)) that lies
-    in [-118, 0] (f32) / [-760, 0] (f64), or NaN, without the product's double-word (two_prod and
-    the low parts' sum, then exp_reduce): k comes from the rounded product, and the reduction is
-    fused into it, r = fma(u, wh, -k ln2s) + fma(k, -ln2r, u wl): k ln2s is exact (ln2s short), the
-    first FMA rounds once a value below ln2/2 + 2**-16, the second adds terms below 2**-11 (|r|'s
-    error about 2**-25.5 / 2**-54.5, as exp_reduce's r + lo). Error: 1.5 ulp / 1.5 ulp for
-    (1 + q) 2**k rounded (as exp; 0.99 / 1.19 measured). gelu-tanh: 35 -> ~23 operations per 16
-    elements for exp(-|z|) with its clamps and signs."""
+def reduce_product(u, w):
+    """(ks, k, r1) for exp of a product u w in [-131, 0] (f32) / [-1124, 0] (f64), or NaN: k from
+    the rounded product (also in the shifter form ks), r1 = fma(u, w, -k ln2s) with a short ln2s
+    (k ln2s exact for |k| < 2**9 / 2**12): the exact u w - k ln2s, below ln2/2 + 2**-16, rounded
+    once. u w - k ln2 = r1 - k ln2r; k >= -190 / -1622 (scale_by_pow2_nonpositive's range)."""
     shift = pick(u, SHIFT32, SHIFT64)
-    ks = fma(u * wh, like(u, LOG2E), shift)
+    ks = fma(u * w, like(u, LOG2E), shift)
     k = ks - shift
-    r = fma(u, wh, -(k * pick(u, LN2_SHORT[0], LN2_SHORT[2])))
+    return ks, k, fma(u, w, -(k * pick(u, LN2_SHORT[0], LN2_SHORT[2])))
+
+
+@scalar
+def exp_parts_q_of_exact_product(u, w):
+    """exp_parts_q(u w) for a product of two floats in reduce_product's range: the product is
+    never formed as a double-word (two_prod, then exp_reduce on hi + lo: two operations more).
+    Error: 1.5 ulp / 1.5 ulp for (1 + q) 2**k rounded (0.99 / 1.19 measured). gelu's
+    exp(-x^2/2) = exp(na (-na/2))."""
+    ks, k, r = reduce_product(u, w)
+    return expm1_reduced(fma(k, -pick(u, LN2_SHORT[1], LN2_SHORT[3]), r)), ks
+
+
+@scalar
+def exp_parts_q_of_product(u, wh, wl):
+    """exp_parts_q(u (wh + wl)) for a product with a double-word (wh > 0, |wl| <= ulp(wh)) in
+    reduce_product's range, without the product's double-word (two_prod and the low parts' sum,
+    then exp_reduce): the reduction fused into the product, r = r1 + fma(k, -ln2r, u wl), whose
+    terms are below 2**-11 (|r|'s error about 2**-25.5 / 2**-54.5, as exp_reduce's r + lo).
+    Error: 1.5 ulp / 1.5 ulp for (1 + q) 2**k rounded (as exp; 0.99 / 1.19 measured).
+    gelu-tanh: 35 -> ~23 operations per 16 elements for exp(-|z|) with its clamps and signs."""
+    ks, k, r = reduce_product(u, wh)
     r = r + fma(k, -pick(u, LN2_SHORT[1], LN2_SHORT[3]), u * wl)
     return expm1_reduced(r), ks
 
@@ -633,9 +650,9 @@ def normal_tail_scaled(a):
 def normal_parts(x):
     """(q, k, g, na) with na = -|x| clamped to [-16, 0] (f32) / [-38.75, 0] (f64), below which
     x Phi(-|x|) and x phi(x) underflow to 0, exp(-na^2/2) = (1 + q) 2**k and Phi(na) =
-    (1 + q) g 2**k (Phi the standard normal CDF, g = normal_tail_scaled(-na)). -na^2/2 is carried
-    exactly as a double-word pair, two_prod(na, -na/2) (an error in x^2 is multiplied by x^2/2),
-    and 1 + q is left to the caller unrounded: times_exp_parts(v, q, k) for its factor v, one
+    (1 + q) g 2**k (Phi the standard normal CDF, g = normal_tail_scaled(-na)). -na^2/2 is the
+    exact product na (-na/2), reduced as one (exp_parts_q_of_exact_product: an error in x^2 is
+    multiplied by x^2/2), and 1 + q is left to the caller unrounded: times_exp_parts(v, q, k) for its factor v, one
     rounding fewer (rounding 1 + q alone costs up to 1 ulp), and accurate where x Phi(x) is
     subnormal. The sign taken off once (-|x|, one clamp) serves both signs of x: gelu is
     na Phi(na) for x < 0 and x + na Phi(na) above, and its derivative's two cases share one term
@@ -644,6 +661,5 @@ def normal_parts(x):
     lowest = pick(x, -16.0, -38.75)
     na = -abs(x)
     na = lowest if na < lowest else na
-    sq, sq_err = two_prod(na, like(x, -0.5) * na)
-    q, k = exp_parts_q_in_range(sq, sq_err)
+    q, k = exp_parts_q_of_exact_product(na, like(x, -0.5) * na)
     return q, k, normal_tail_scaled(-na), na
