@@ -337,9 +337,10 @@ static INLINE real FN(normal_tail_scaled)(real a) {
     real d = FMA(c, a, one);
     real t = one / d;
     real dl = FMA(-FMA(c, a, one - d), t, FMA(-d, t, one));
-    real s = FMA(t + t, dl, FMA(L(2.0), t, -one));
+    real t_lo = t * dl;  /* 1/(1 + c a) = t + t_lo */
+    real s = FMA(L(2.0), t_lo, FMA(L(2.0), t, -one));
     real p = NORMAL_TAIL_P(s);
-    return FMA(t, p, (t * dl) * p);
+    return FMA(t, p, t_lo * p);
 }
 
 /* math.normal_parts: na = -|x| clamped to [-NORMAL_CLAMP, 0] (returned), exp(-na^2/2) = (1 + q) 2**k

@@ -641,9 +641,10 @@ def normal_tail_scaled(a):
     d = fma(c, a, one)
     t = one / d
     dl = fma(-fma(c, a, one - d), t, fma(-d, t, one))
-    s = fma(t + t, dl, fma(like(a, 2.0), t, -one))
+    t_lo = t * dl  # 1/(1 + c a) = t + t_lo, for both s and the product (one operation fewer)
+    s = fma(like(a, 2.0), t_lo, fma(like(a, 2.0), t, -one))
     p = horner(s, NORMAL_TAIL_P32) if is_single(a) else horner(s, NORMAL_TAIL_P64)
-    return fma(t, p, (t * dl) * p)
+    return fma(t, p, t_lo * p)
 
 
 @scalar
