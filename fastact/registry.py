@@ -172,7 +172,7 @@ def gelu_tanh_forward(x):
     q, k = m.exp_parts_q_of_product(-abs(xs), wh, wl)  # exp(-|z|)
     # x itself multiplies above the clamp, where sigmoid(z) is 1 (a max, not a compare and blend)
     c = x if x > xs else xs
-    return m.sigmoid_times_parts(q + like(x, 1.0), k, xs >= like(x, 0.0), c)
+    return m.sigmoid_times(q + like(x, 1.0), k, xs >= like(x, 0.0), c)
 
 
 @scalar
@@ -187,20 +187,27 @@ def gelu_tanh_backward_from_input(dy, x):
     # with the low parts and most of that rounding: 3.3 ulp for the backward where c alone gave 4.5
     c = m.fma(xs + xs, a, hi)
     c_lo = m.fma(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a))
-    return dy * m.sigmoid_plus_scaled_derivative_parts(q, k, xs >= like(x, 0.0), c, c_lo)
+    return dy * m.sigmoid_plus_scaled_derivative(q, k, xs >= like(x, 0.0), c, c_lo)
 
 
 @scalar
 def silu_forward(x):
-    big = pick(x, 1e30, 1e300)
-    return x if x > big else m.sigmoid_times(x, like(x, 0.0), m.clamp(x, -big, big))
+    """x sigmoid(x) from exp(-|x|) with x itself as the factor, clamped below only: where x e^x
+    underflows (p = 0) -inf would make 0 * inf. Above, x / (1 + e) = x once e rounds away, +inf
+    included: no final select (Numba 42 -> 38, C 63 -> 41 instructions per 16 elements; with
+    exp_parts_bounded_above, Numba 37 but C 74)."""
+    p, k = m.exp_parts(-abs(x), like(x, -0.0))
+    lowest = pick(x, -1e30, -1e300)
+    return m.sigmoid_times(p, k, x >= like(x, 0.0), x if x > lowest else lowest)
 
 
 @scalar
 def silu_backward_from_input(dy, x):
     """sigmoid(x) + x sigmoid(x) sigmoid(-x) (math.sigmoid_plus_scaled_derivative)."""
     big = pick(x, 1e30, 1e300)
-    return dy * m.sigmoid_plus_scaled_derivative(x, like(x, 0.0), m.clamp(x, -big, big), like(x, 0.0))
+    q, k = m.exp_parts_q(-abs(x), like(x, -0.0))  # no low part: no select of its sign
+    c = m.clamp(x, -big, big)
+    return dy * m.sigmoid_plus_scaled_derivative(q, k, x >= like(x, 0.0), c, like(x, 0.0))
 
 
 @scalar

@@ -2,7 +2,9 @@
 GPU against the same functions run by the interpreter, for the inputs where the H100 run of
 2026-11-22 was 40 ulp off (fastact/bench/NOTES.md, "Measured on an NVIDIA H100"; found to be
 ptxas fusing products into sums, fixed by kernels/cuda.py _exact_arithmetic, which this kernel
-gets too through its fastact_ name).
+gets too through its fastact_ name). The stages are those since 2026-11-23 (w = k1 + k3 x^2 as a
+double-word and the fused reduction of exp(-|z|)); that H100 run had z = hi + lo. Runs under
+NUMBA_ENABLE_CUDASIM=1 too (the interpreter on both sides: a check of the script only).
     python tests/gpu_stages.py        (prints the stages that differ)
 """
 import os
@@ -19,7 +21,7 @@ from fastact.kernels import cuda as kc  # noqa: E402
 from fastact import registry as r  # noqa: E402
 from fastact.kernels import math as m  # noqa: E402
 
-NAMES = ("hi", "lo", "a", "tail", "sigmoid_times", "gelu_tanh", "x*x", "x*x error")
+NAMES = ("wh", "wl", "a", "tail", "q of exp(-|z|)", "k + SHIFT", "gelu_tanh", "x*x", "x*x error")
 
 
 kc._exact_arithmetic()  # NVVM's -fma=0 for kernels named fastact_*, as the backend compiles them
@@ -29,16 +31,17 @@ kc._exact_arithmetic()  # NVVM's -fma=0 for kernels named fastact_*, as the back
 def fastact_gelu_tanh_stages(x, out):
     v = x[cuda.grid(1)]
     row = out[cuda.grid(1)]
-    hi, lo, a, tail = r.gelu_tanh_argument(v)
-    row[0], row[1], row[2], row[3] = hi, lo, a, tail
-    row[4] = m.sigmoid_times(hi, lo, v)
-    row[5] = r.gelu_tanh_forward(v)
-    row[6], row[7] = m.two_prod(v, v)
+    wh, wl, a, tail = r.gelu_tanh_argument(v)
+    row[0], row[1], row[2], row[3] = wh, wl, a, tail
+    row[4], row[5] = m.exp_parts_q_of_product(-abs(v), wh, wl)
+    row[6] = r.gelu_tanh_forward(v)
+    row[7], row[8] = m.two_prod(v, v)
 
 
 def host(v):
-    hi, lo, a, tail = r.gelu_tanh_argument(v)
-    return [hi, lo, a, tail, m.sigmoid_times(hi, lo, v), r.gelu_tanh_forward(v), *m.two_prod(v, v)]
+    wh, wl, a, tail = r.gelu_tanh_argument(v)
+    return [wh, wl, a, tail, *m.exp_parts_q_of_product(-abs(v), wh, wl), r.gelu_tanh_forward(v),
+            *m.two_prod(v, v)]
 
 
 x = np.array([-10.040965, -10.012965, -9.9, -3.0, 1.7], np.float32)

@@ -251,18 +251,14 @@ static INLINE real FN(log1p_unit)(real x) {
 
 /* --- functions built from exp ------------------------------------------------------------------ */
 
-static INLINE real FN(sigmoid_pair_hilo)(real hi, real lo, real *s_minus) {
+static INLINE real FN(sigmoid_pair)(real x, real *s_minus) {
     real k;
-    real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
+    real p = FN(exp_parts)(-FABS(x), L(-0.0), &k);
     real e = FN(scale_by_pow2_nonpositive)(p, k);
     real r = L(1.0) / (L(1.0) + e);
     real er = e * r;
-    *s_minus = hi >= L(0.0) ? er : r;
-    return hi >= L(0.0) ? r : er;
-}
-
-static INLINE real FN(sigmoid_pair)(real x, real *s_minus) {
-    return FN(sigmoid_pair_hilo)(x, L(0.0), s_minus);
+    *s_minus = x >= L(0.0) ? er : r;
+    return x >= L(0.0) ? r : er;
 }
 
 static INLINE real FN(sigmoid)(real x) {
@@ -270,25 +266,18 @@ static INLINE real FN(sigmoid)(real x) {
     return FN(sigmoid_pair)(x, &unused);
 }
 
-/* math.sigmoid_times_parts: from exp(-|z|) = p 2**k and z >= 0 */
-static INLINE real FN(sigmoid_times_parts)(real p, real k, int positive, real c) {
+/* math.sigmoid_times: c sigmoid(z) from exp(-|z|) = p 2**k and z >= 0 */
+static INLINE real FN(sigmoid_times)(real p, real k, int positive, real c) {
     real d = L(1.0) + FN(scale_by_pow2_nonpositive)(p, k);
     real q = FN(pick_bits)(positive, c, p * c) / d;  /* one division, not one in each arm */
     return positive ? q : FN(scale_by_pow2_nonpositive)(q, k);
 }
 
-static INLINE real FN(sigmoid_times)(real hi, real lo, real c) {
-    real k;
-    real p = FN(exp_parts)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
-    return FN(sigmoid_times_parts)(p, k, hi >= L(0.0), c);
-}
-
-/* math.sigmoid_plus_scaled_derivative: sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo and
-   c = c + c_lo, over one denominator in the input's precision: v ((1 + c) + v) / (1 + v)^2 (z < 0,
-   before exp's final scaling) or (1 + v (1 + c)) / (1 + v)^2 (z >= 0), v = exp(-|z|) = (1 + q) 2**k. */
-/* math.sigmoid_plus_scaled_derivative_parts: from exp(-|z|) = (1 + q) 2**k and z >= 0 */
-static INLINE real FN(sigmoid_plus_scaled_derivative_parts)(real q, real k, int positive, real c,
-                                                            real c_lo) {
+/* math.sigmoid_plus_scaled_derivative: sigmoid(z) + c sigmoid(z) sigmoid(-z) from exp(-|z|) =
+   v = (1 + q) 2**k and positive = z >= 0, for c = c + c_lo, over one denominator in the input's
+   precision: v ((1 + c) + v) / (1 + v)^2 (z < 0, before exp's final scaling) or
+   (1 + v (1 + c)) / (1 + v)^2 (z >= 0). */
+static INLINE real FN(sigmoid_plus_scaled_derivative)(real q, real k, int positive, real c, real c_lo) {
     real one = L(1.0);
     real v = FN(scale_by_pow2_nonpositive)(q + one, k);
     real one_plus_c = one + c;
@@ -297,12 +286,6 @@ static INLINE real FN(sigmoid_plus_scaled_derivative_parts)(real q, real k, int 
     /* on bits, or GCC puts the division in both arms (silu +5-9%; gelu-tanh too since the clamps
        are on bits, +4-12%; before, gelu-tanh lost 5-12% with it: NOTES) */
     return FN(pick_bits)(positive, ratio, FN(times_exp_parts)(ratio, q, k));
-}
-
-static INLINE real FN(sigmoid_plus_scaled_derivative)(real hi, real lo, real c, real c_lo) {
-    real k;
-    real q = FN(exp_parts_q)(-FABS(hi), hi >= L(0.0) ? -lo : lo, &k);
-    return FN(sigmoid_plus_scaled_derivative_parts)(q, k, hi >= L(0.0), c, c_lo);
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -453,7 +436,7 @@ static INLINE real FN(gelu_tanh_forward)(real x) {
     real xs = FN(gelu_tanh_clamp)(x);
     real wh = FN(gelu_tanh_w)(xs, &wl);
     real q = FN(exp_parts_q_of_product)(-FABS(xs), wh, wl, &k);
-    return FN(sigmoid_times_parts)(q + L(1.0), k, xs >= L(0.0), x > xs ? x : xs);
+    return FN(sigmoid_times)(q + L(1.0), k, xs >= L(0.0), x > xs ? x : xs);
 }
 
 static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
@@ -465,17 +448,20 @@ static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
     real lo = FMA(xs, wh, -hi) + xs * wl;
     real c = FMA(xs + xs, a, hi);  /* x z'(x) = z + 2 x (k3 x^2) */
     real c_lo = FMA(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a));
-    return dy * FN(sigmoid_plus_scaled_derivative_parts)(q, k, xs >= L(0.0), c, c_lo);
+    return dy * FN(sigmoid_plus_scaled_derivative)(q, k, xs >= L(0.0), c, c_lo);
 }
 
 static INLINE real FN(silu_forward)(real x) {
-    real big = K(1e30, 1e300);
-    return x > big ? x : FN(sigmoid_times)(x, L(0.0), FN(clamp_select)(x, -big, big));
+    real k, lowest = K(-1e30, -1e300);
+    real p = FN(exp_parts)(-FABS(x), L(-0.0), &k);
+    return FN(sigmoid_times)(p, k, x >= L(0.0), x > lowest ? x : lowest);
 }
 
 static INLINE real FN(silu_backward_from_input)(real dy, real x) {
-    real big = K(1e30, 1e300);
-    return dy * FN(sigmoid_plus_scaled_derivative)(x, L(0.0), FN(clamp)(x, -big, big), L(0.0));
+    real k, big = K(1e30, 1e300);
+    real q = FN(exp_parts_q)(-FABS(x), L(-0.0), &k);
+    real c = FN(clamp)(x, -big, big);
+    return dy * FN(sigmoid_plus_scaled_derivative)(q, k, x >= L(0.0), c, L(0.0));
 }
 
 static INLINE real FN(mish_forward)(real x) {

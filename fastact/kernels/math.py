@@ -505,20 +505,14 @@ def log1p_unit(x):
 # --- functions built from exp ---------------------------------------------------------------------
 
 @scalar
-def sigmoid_pair_hilo(hi, lo):
-    """(sigmoid(z), sigmoid(-z)) for z = hi + lo, each accurate relative to itself (no 1 - sigmoid
-    cancellation). Error: 2 ulp / 2 ulp. Uses e = exp(-|z|) <= 1, so nothing overflows."""
-    p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    e = scale_by_pow2_nonpositive(p, k)
-    r = like(hi, 1.0) / (like(hi, 1.0) + e)
-    er = e * r
-    return (r if hi >= like(hi, 0.0) else er), (er if hi >= like(hi, 0.0) else r)  # NaN: er, r NaN
-
-
-@scalar
 def sigmoid_pair(x):
-    """(sigmoid(x), sigmoid(-x)). Error: 2 ulp / 2 ulp."""
-    return sigmoid_pair_hilo(x, like(x, 0.0))
+    """(sigmoid(x), sigmoid(-x)), each accurate relative to itself (no 1 - sigmoid cancellation).
+    Error: 2 ulp / 2 ulp. Uses e = exp(-|x|) <= 1, so nothing overflows."""
+    p, k = exp_parts(-abs(x), like(x, -0.0))
+    e = scale_by_pow2_nonpositive(p, k)
+    r = like(x, 1.0) / (like(x, 1.0) + e)
+    er = e * r
+    return (r if x >= like(x, 0.0) else er), (er if x >= like(x, 0.0) else r)  # NaN: er, r NaN
 
 
 @scalar
@@ -528,39 +522,27 @@ def sigmoid(x):
 
 
 @scalar
-def sigmoid_times(hi, lo, c):
-    """c * sigmoid(hi + lo), with one rounding into the subnormals: for z < 0 it is
-    (p c / (1 + e)) * 2**k with e = p * 2**k = exp(z), instead of c times a subnormal sigmoid
-    (whose rounding error c would multiply). Error: 2 ulp / 2 ulp."""
-    p, k = exp_parts(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    return sigmoid_times_parts(p, k, hi >= like(hi, 0.0), c)
-
-
-@scalar
-def sigmoid_times_parts(p, k, positive, c):
-    """sigmoid_times from exp(-|z|) = p 2**k (exp_parts) and z >= 0 (positive)."""
+def sigmoid_times(p, k, positive, c):
+    """c * sigmoid(z) from exp(-|z|) = p 2**k (exp_parts, or a fused reduction such as
+    exp_parts_q_of_product) and positive = z >= 0, with one rounding into the subnormals: for
+    z < 0 it is (p c / (1 + e)) * 2**k with e = p * 2**k = exp(z), instead of c times a subnormal
+    sigmoid (whose rounding error c would multiply). Error: 2 ulp / 2 ulp (with exp's)."""
     d = like(p, 1.0) + scale_by_pow2_nonpositive(p, k)
     q = (c if positive else p * c) / d  # one division: a select of two quotients computed both
     return q if positive else scale_by_pow2_nonpositive(q, k)
 
 
 @scalar
-def sigmoid_plus_scaled_derivative(hi, lo, c, c_lo):
-    """sigmoid(z) + c sigmoid(z) sigmoid(-z) for z = hi + lo and a finite c = c + c_lo (double-words
-    of z's type) with the sign of z. The derivative of x sigmoid(z(x)) is this with c = x z'(x)
-    (silu: z = c = x). With v = exp(-|z|) = (1 + q) 2**k, over one denominator D = (1 + v)^2 =
-    1 + v (2 + v) (one rounding): (1 + v (1 + c)) / D for z >= 0, all terms positive, and
-    v ((1 + c) + v) / D for z < 0, where 1 + c is exact for c <= -0.5 and v joins unrounded and
-    before the final scaling (accurate where subnormal). In the input's precision: float32 had a
-    compensated 1/(1 + v) and r^2 (66 instructions per 16 elements; 56 now) and, before that,
-    float64 registers (half the forward's speed). Error: 3 ulp / 3 ulp of the terms' size."""
-    q, k = exp_parts_q(-abs(hi), -lo if hi >= like(hi, 0.0) else lo)
-    return sigmoid_plus_scaled_derivative_parts(q, k, hi >= like(hi, 0.0), c, c_lo)
-
-
-@scalar
-def sigmoid_plus_scaled_derivative_parts(q, k, positive, c, c_lo):
-    """sigmoid_plus_scaled_derivative from exp(-|z|) = (1 + q) 2**k (exp_parts_q) and z >= 0."""
+def sigmoid_plus_scaled_derivative(q, k, positive, c, c_lo):
+    """sigmoid(z) + c sigmoid(z) sigmoid(-z) from exp(-|z|) = (1 + q) 2**k (exp_parts_q or a fused
+    reduction) and positive = z >= 0, for a finite c = c + c_lo (a double-word of z's type) with
+    the sign of z. The derivative of x sigmoid(z(x)) is this with c = x z'(x) (silu: z = c = x).
+    With v = exp(-|z|), over one denominator D = (1 + v)^2 = 1 + v (2 + v) (one rounding):
+    (1 + v (1 + c)) / D for z >= 0, all terms positive, and v ((1 + c) + v) / D for z < 0, where
+    1 + c is exact for c <= -0.5 and v joins unrounded and before the final scaling (accurate where
+    subnormal). In the input's precision: float32 had a compensated 1/(1 + v) and r^2 (66
+    instructions per 16 elements; 56 then) and, before that, float64 registers (half the
+    forward's speed). Error: 3 ulp / 3 ulp of the terms' size."""
     one = like(q, 1.0)
     v = scale_by_pow2_nonpositive(q + one, k)
     one_plus_c = one + c
