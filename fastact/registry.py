@@ -167,6 +167,7 @@ def gelu_tanh_clamp(x):
 
 @scalar
 def gelu_tanh_forward(x):
+    """x sigmoid(z) (math.sigmoid_times) from exp(-|z|) = exp(-|x| w), z = x w."""
     xs = gelu_tanh_clamp(x)
     wh, wl = gelu_tanh_w(xs)
     q, k = m.exp_parts_q_of_product(-abs(xs), wh, wl)  # exp(-|z|)

@@ -144,8 +144,8 @@ static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
     return FN(exp_parts_q)(hi, lo, k) + L(1.0);
 }
 
-/* math.reduce_product: k (stored, shifter form) from the rounded u w, returns r1 = fma(u, w, -k ln2s),
-   k ln2s exact; stores k - SHIFT in *kk */
+/* math.reduce_product: k from the rounded u w (stored in the shifter form in *ks, as k in *kk);
+   returns r1 = fma(u, w, -k ln2s), k ln2s exact */
 static INLINE real FN(reduce_product)(real u, real w, real *ks, real *kk) {
     *ks = FMA(u * w, LOG2E, SHIFT);
     *kk = *ks - SHIFT;
@@ -277,7 +277,8 @@ static INLINE real FN(sigmoid_times)(real p, real k, int positive, real c) {
    v = (1 + q) 2**k and positive = z >= 0, for c = c + c_lo, over one denominator in the input's
    precision: v ((1 + c) + v) / (1 + v)^2 (z < 0, before exp's final scaling) or
    (1 + v (1 + c)) / (1 + v)^2 (z >= 0). */
-static INLINE real FN(sigmoid_plus_scaled_derivative)(real q, real k, int positive, real c, real c_lo) {
+static INLINE real FN(sigmoid_plus_scaled_derivative)(real q, real k, int positive, real c,
+                                                       real c_lo) {
     real one = L(1.0);
     real v = FN(scale_by_pow2_nonpositive)(q + one, k);
     real one_plus_c = one + c;
@@ -326,8 +327,8 @@ static INLINE real FN(normal_tail_scaled)(real a) {
     return FMA(t, p, t_lo * p);
 }
 
-/* math.normal_parts: na = -|x| clamped to [-NORMAL_CLAMP, 0] (returned), exp(-na^2/2) = (1 + q) 2**k
-   (stores q, k) and Phi(na) = (1 + q) g 2**k (stores g). */
+/* math.normal_parts: na = -|x| clamped to [-NORMAL_CLAMP, 0] (returned), exp(-na^2/2) =
+   (1 + q) 2**k (stores q, k) and Phi(na) = (1 + q) g 2**k (stores g). */
 static INLINE real FN(normal_parts)(real x, real *q, real *k, real *g) {
     real na = -FABS(x);
     na = FN(pick_bits)(na < -NORMAL_CLAMP, -NORMAL_CLAMP, na);

@@ -210,8 +210,8 @@ def two_sum(a, b):
 # --- exp ------------------------------------------------------------------------------------------
 
 LN2 = (0.6931471824645996, -1.9046542121259336e-09, 0.6931471805599453, 2.3190468138462996e-17)
-# ln2 = LN2_SHORT + LN2_REST, LN2_SHORT with 14 (f32) / 40 (f64) significant bits, so that k ln2
-# is exact in its short part for |k| < 2**9 / 2**12 (exp_parts_q_of_product), f32 then f64
+# ln2 = short + rest, the short part with 15 (f32) / 40 (f64) significant bits, so that k times it
+# is exact for |k| < 2**9 / 2**12 (reduce_product): (short, rest) for f32, then for f64
 LN2_SHORT = (0.693145751953125, 1.428606765330187e-06, 0.6931471805592082, 7.371002565167799e-13)
 LOG2E = 1.4426950408889634
 SHIFT32 = 12582912.0  # 1.5 * 2**23: x + SHIFT - SHIFT rounds x to an integer (|x| < 2**22)
@@ -280,8 +280,9 @@ def scale_by_pow2_nonpositive(p, ks):
 @scalar
 def exp_parts_q(hi, lo):
     """(q, k) with exp(hi + lo) = (1 + q) * 2**k, 1 + q in [0.7, 1.42], k integral (for |lo| <=
-    ulp(hi)) and carried in exp_reduce's shifter form; q = -1 where exp is 0. The pair lets an argument carried as a double-word keep its
-    full precision (exp multiplies the relative error of its argument by |argument|), and a caller
+    ulp(hi)) and carried in exp_reduce's shifter form; q = -1 where exp is 0. The pair lets an
+    argument carried as a double-word keep its full precision (exp multiplies the relative error
+    of its argument by |argument|), and a caller
     applies 1 + q to a factor v unrounded, fma(v, q, v), before the final scaling: c * exp(x) is
     then accurate where exp(x) alone would be subnormal, and no rounding of 1 + q (up to 1 ulp)."""
     lowest = pick(hi, -118.0, -760.0)  # exp is 0 below, even times a factor up to 2**20
@@ -328,7 +329,7 @@ def exp_parts_q_in_range(hi, lo):
 def reduce_product(u, w):
     """(ks, k, r1) for exp of a product u w in [-131, 0] (f32) / [-1124, 0] (f64), or NaN: k from
     the rounded product (also in the shifter form ks), r1 = fma(u, w, -k ln2s) with a short ln2s
-    (k ln2s exact for |k| < 2**9 / 2**12): the exact u w - k ln2s, below ln2/2 + 2**-16, rounded
+    (k ln2s exact for |k| < 2**9 / 2**12): the exact u w - k ln2s, below ln2/2 + 2**-11, rounded
     once. u w - k ln2 = r1 - k ln2r; k >= -190 / -1622 (scale_by_pow2_nonpositive's range)."""
     shift = pick(u, SHIFT32, SHIFT64)
     ks = fma(u * w, like(u, LOG2E), shift)
@@ -635,12 +636,12 @@ def normal_parts(x):
     x Phi(-|x|) and x phi(x) underflow to 0, exp(-na^2/2) = (1 + q) 2**k and Phi(na) =
     (1 + q) g 2**k (Phi the standard normal CDF, g = normal_tail_scaled(-na)). -na^2/2 is the
     exact product na (-na/2), reduced as one (exp_parts_q_of_exact_product: an error in x^2 is
-    multiplied by x^2/2), and 1 + q is left to the caller unrounded: times_exp_parts(v, q, k) for its factor v, one
-    rounding fewer (rounding 1 + q alone costs up to 1 ulp), and accurate where x Phi(x) is
-    subnormal. The sign taken off once (-|x|, one clamp) serves both signs of x: gelu is
-    na Phi(na) for x < 0 and x + na Phi(na) above, and its derivative's two cases share one term
-    (x clamped to [-16, 16] and |x| apart cost one operation more and, in the backward, a second
-    product with exp). NaN stays NaN; +-inf become -16 / -38.75."""
+    multiplied by x^2/2), and 1 + q is left to the caller unrounded: times_exp_parts(v, q, k)
+    for its factor v, one rounding fewer (rounding 1 + q alone costs up to 1 ulp), and accurate
+    where x Phi(x) is subnormal. The sign taken off once (-|x|, one clamp) serves both signs of
+    x: gelu is na Phi(na) for x < 0 and x + na Phi(na) above, and its derivative's two cases
+    share one term (x clamped to [-16, 16] and |x| apart cost one operation more and, in the
+    backward, a second product with exp). NaN stays NaN; +-inf become -16 / -38.75."""
     lowest = pick(x, -16.0, -38.75)
     na = -abs(x)
     na = lowest if na < lowest else na
