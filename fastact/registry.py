@@ -138,8 +138,8 @@ def gelu_tanh_sum(x):
 def gelu_tanh_w(x):
     """(wh, wl): w = k1 + k3 x^2 = wh + wl as a double-word; z = 2*sqrt(2/pi)*(x + 0.044715 x^3) =
     x w and gelu_tanh(x) = x*sigmoid(z). exp(-|z|) multiplies the relative error of z by |z| (up
-    to 127 in f32), hence the pair; math.exp_parts_q_of_product takes z as the product x w. The
-    low parts summed as k1l + k3l p + k3h pe by two FMAs, then ae."""
+    to 127 in f32), hence the pair; math.exp_parts_q_of_product takes -|z| as the product
+    (-|x|) w. The low parts summed as k1l + k3l p + k3h pe by two FMAs, then ae."""
     p, pe, a, ae, wh, we = gelu_tanh_sum(x)
     k3h, k3l = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2]), pick(x, GELU_TANH_K3[1], GELU_TANH_K3[3])
     k1l = pick(x, GELU_TANH_K1[1], GELU_TANH_K1[3])
@@ -148,8 +148,9 @@ def gelu_tanh_w(x):
 
 @scalar
 def gelu_tanh_argument(x):
-    """(wh, wl, a, tail): gelu_tanh_w's pair and the factor k3 x^2 of its cubic term = a + tail, a
-    double-word too (for the derivative), wl = we + (tail + k1l)."""
+    """(wh, wl, a, tail): the same w as gelu_tanh_w, its low part summed differently (wl = we +
+    (tail + k1l), other bits), and the factor k3 x^2 of its cubic term = a + tail, a double-word
+    too (for the derivative)."""
     p, pe, a, ae, wh, we = gelu_tanh_sum(x)
     k3h, k3l = pick(x, GELU_TANH_K3[0], GELU_TANH_K3[2]), pick(x, GELU_TANH_K3[1], GELU_TANH_K3[3])
     tail = ae + (k3h * pe + k3l * p)  # k3 x^2 = a + tail

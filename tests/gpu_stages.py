@@ -21,7 +21,8 @@ from fastact.kernels import cuda as kc  # noqa: E402
 from fastact import registry as r  # noqa: E402
 from fastact.kernels import math as m  # noqa: E402
 
-NAMES = ("wh", "wl", "a", "tail", "q of exp(-|z|)", "k + SHIFT", "gelu_tanh", "x*x", "x*x error")
+NAMES = ("wh", "wl", "a", "tail", "forward q of exp(-|z|)", "its k + SHIFT", "gelu_tanh", "x*x",
+         "x*x error")
 
 
 kc._exact_arithmetic()  # NVVM's -fma=0 for kernels named fastact_*, as the backend compiles them
@@ -33,15 +34,16 @@ def fastact_gelu_tanh_stages(x, out):
     row = out[cuda.grid(1)]
     wh, wl, a, tail = r.gelu_tanh_argument(v)
     row[0], row[1], row[2], row[3] = wh, wl, a, tail
-    row[4], row[5] = m.exp_parts_q_of_product(-abs(v), wh, wl)
+    fh, fl = r.gelu_tanh_w(v)  # the forward's w (its low part summed differently)
+    row[4], row[5] = m.exp_parts_q_of_product(-abs(v), fh, fl)
     row[6] = r.gelu_tanh_forward(v)
     row[7], row[8] = m.two_prod(v, v)
 
 
 def host(v):
     wh, wl, a, tail = r.gelu_tanh_argument(v)
-    return [wh, wl, a, tail, *m.exp_parts_q_of_product(-abs(v), wh, wl), r.gelu_tanh_forward(v),
-            *m.two_prod(v, v)]
+    return [wh, wl, a, tail, *m.exp_parts_q_of_product(-abs(v), *r.gelu_tanh_w(v)),
+            r.gelu_tanh_forward(v), *m.two_prod(v, v)]
 
 
 x = np.array([-10.040965, -10.012965, -9.9, -3.0, 1.7], np.float32)

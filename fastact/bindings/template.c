@@ -30,8 +30,8 @@ static INLINE real FN(pick_bits)(int take, real v, real best) {
 /* math.clamp, on bits (NaN passes): with `x < lo ? lo : x` GCC threaded the clamp's cases through
    the code that follows and blended every derived value per case (gelu-tanh backward 123 -> 87
    instructions per 16 elements, sigmoid 48 -> 40, mish backward 113 -> 59; NOTES.md).
-   clamp_select keeps the branchy form where that measured shorter (mish and silu forwards, elu's
-   expm1) and in the light piecewise-linear kernels. */
+   clamp_select keeps the branchy form where that measured shorter (mish forward, elu's expm1) and
+   in the light piecewise-linear kernels. */
 static INLINE real FN(clamp)(real x, real lo, real hi) {
     x = FN(pick_bits)(x < lo, lo, x);
     return FN(pick_bits)(x > hi, hi, x);
@@ -117,7 +117,7 @@ static INLINE real FN(exp_parts_q_in_range)(real hi, real lo, real *k) {
     return FN(expm1_reduced)(r + lo);
 }
 
-/* exp(hi + lo) = (1 + q) * 2**k: returns q (-1 where exp is 0), stores k. */
+/* exp(hi + lo) = (1 + q) * 2**k: returns q (-1 where exp is 0), stores k as ks = k + SHIFT. */
 static INLINE real FN(exp_parts_q)(real hi, real lo, real *k) {
     real lowest = K(-118.0, -760.0);
     real x = FN(clamp)(hi, lowest, K(176.0, 1418.0));
@@ -139,7 +139,7 @@ static INLINE real FN(exp_parts_bounded_above)(real hi, real lo, real *k) {
     return FN(exp_parts_q_bounded_above)(hi, lo, k) + L(1.0);
 }
 
-/* exp(hi + lo) = p * 2**k: returns p, stores k. */
+/* exp(hi + lo) = p * 2**k: returns p, stores k as ks = k + SHIFT. */
 static INLINE real FN(exp_parts)(real hi, real lo, real *k) {
     return FN(exp_parts_q)(hi, lo, k) + L(1.0);
 }
@@ -419,7 +419,8 @@ static INLINE real FN(gelu_tanh_w)(real x, real *wl) {
     return wh;
 }
 
-/* registry.gelu_tanh_argument: gelu_tanh_w's pair and k3 x^2 = a + tail */
+/* registry.gelu_tanh_argument: the same w (its low part summed as we + (tail + k1l)) and
+   k3 x^2 = a + tail */
 static INLINE real FN(gelu_tanh_argument)(real x, real *wl, real *a, real *tail) {
     real p, pe, ae, we;
     real wh = FN(gelu_tanh_sum)(x, &p, &pe, a, &ae, &we);

@@ -380,8 +380,9 @@ def _exact_arithmetic():
     default ``--fmad=true``: products and later sums are fused into FMAs wherever the compilers
     like. The double-word arithmetic of kernels/math.py needs each product rounded where it is
     written, as the CPU compiles it. On an H100 (CUDA 13.0), ptxas fused ``a = k3 * x*x`` into
-    ``b = k1 + a`` in gelu_tanh_argument, so two_sum's error term no longer matched the rounded
-    ``a``: gelu(approximate="tanh") 40 ulp off near x = -10. ``-fma=0`` alone (every add and
+    ``b = k1 + a`` in gelu_tanh_argument (then; now ``wh = k1 + a`` in registry.gelu_tanh_sum), so
+    two_sum's error term no longer matched the rounded ``a``: gelu(approximate="tanh") 40 ulp off
+    near x = -10. ``-fma=0`` alone (every add and
     product ``.rn`` in the PTX) did not stop that ptxas; with ``--fmad=false`` too all 198 checks
     of gpu_check passed. numba-cuda's kernel dispatcher passes NVVM no option but ``opt`` and
     ``fastmath`` and its linker none for ptxas, so ``compile_cuda``, the code library's

@@ -35,6 +35,8 @@ def fma(a, b, c):
     """a*b + c with one rounding (llvm.fma; the interpreter fallback is exact too)."""
     if isinstance(a, np.float32):
         return np.float32(np.float64(a) * np.float64(b) + np.float64(c))  # exact product in f64
+    if a == 0 or b == 0:  # an exact zero product: Fraction would lose its sign (fma(-0, 1, -0))
+        return a * b + c
     try:
         return type(a)(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
     except (OverflowError, ValueError):  # inf or nan
@@ -153,7 +155,7 @@ def pow2_shifted(ks, offset):
     low mantissa bits of ks) and a constant integral offset, k + offset in the normal exponent
     range: built from ks's bits with the offset in the integer constant, where pow2(k + offset)
     adds the offset and the shifter again as two float additions."""
-    if ks != ks:
+    if ks != ks:  # NaN (from a NaN input): the caller's product is NaN whatever this returns
         return ks
     shift = SHIFT32 if isinstance(ks, np.float32) else SHIFT64
     return type(ks)(np.ldexp(type(ks)(1), int(ks - type(ks)(shift)) + int(offset)))
@@ -330,7 +332,8 @@ def reduce_product(u, w):
     """(ks, k, r1) for exp of a product u w in [-131, 0] (f32) / [-1124, 0] (f64), or NaN: k from
     the rounded product (also in the shifter form ks), r1 = fma(u, w, -k ln2s) with a short ln2s
     (k ln2s exact for |k| < 2**9 / 2**12): the exact u w - k ln2s, below ln2/2 + 2**-11, rounded
-    once. u w - k ln2 = r1 - k ln2r; k >= -190 / -1622 (scale_by_pow2_nonpositive's range)."""
+    once. u w - k ln2 = r1 - k ln2r up to r1's rounding; k >= -190 / -1622
+    (scale_by_pow2_nonpositive's range)."""
     shift = pick(u, SHIFT32, SHIFT64)
     ks = fma(u * w, like(u, LOG2E), shift)
     k = ks - shift
