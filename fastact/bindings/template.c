@@ -55,11 +55,6 @@ static INLINE real FN(two_sum)(real a, real b, real *err) {
     return s;
 }
 
-/* 2**k for integral k in the normal exponent range: the "shifter" puts k in the low mantissa bits. */
-static INLINE real FN(pow2)(real k) {
-    ureal integer = (ureal)FN(bits)(k + SHIFT) - (ureal)SHIFT_BITS;
-    return FN(from_bits)((ireal)((integer + (ureal)EXP_BIAS) << MANT_BITS));
-}
 
 /* math.pow2_shifted: 2**(k + offset) for k in the shifter form ks = k + SHIFT (exp_reduce), the
    constant offset folded into the integer addition */
@@ -67,6 +62,9 @@ static INLINE real FN(pow2_shifted)(real ks, ireal offset) {
     ureal integer = (ureal)FN(bits)(ks) - (ureal)SHIFT_BITS + (ureal)offset;
     return FN(from_bits)((ireal)((integer + (ureal)EXP_BIAS) << MANT_BITS));
 }
+
+/* math.pow2: 2**k for integral k in the normal exponent range, k put in the shifter form */
+static INLINE real FN(pow2)(real k) { return FN(pow2_shifted)(k + SHIFT, 0); }
 
 /* u = m * 2**e with m in [sqrt(1/2), sqrt(2)), for positive normal u. */
 static INLINE real FN(exponent_of)(real u) {

@@ -48,19 +48,6 @@ def _fmax(typingctx, a, b):
 
 
 @intrinsic
-def _pow2(typingctx, k):
-    nbits, mant, bias, shift, fmt, ifmt = _FORMATS[k]
-
-    def codegen(context, builder, signature, args):
-        fty, ity = context.get_value_type(k), ir.IntType(nbits)
-        shifted = builder.fadd(args[0], ir.Constant(fty, shift))
-        integer = builder.sub(builder.bitcast(shifted, ity), ir.Constant(ity, _bits(shift, fmt, ifmt)))
-        exponent = builder.shl(builder.add(integer, ir.Constant(ity, bias)), ir.Constant(ity, mant))
-        return builder.bitcast(exponent, fty)
-    return k(k), codegen
-
-
-@intrinsic
 def _pow2_shifted(typingctx, ks, offset):
     nbits, mant, bias, shift, fmt, ifmt = _FORMATS[ks]
 
@@ -258,11 +245,6 @@ def _register():
     def _fmax_impl(a, b):
         if isinstance(a, types.Float) and a == b:
             return lambda a, b: _fmax(a, b)
-
-    @_overload(m.pow2)
-    def _pow2_impl(k):
-        if isinstance(k, types.Float):
-            return lambda k: _pow2(k)
 
     @_overload(m.pow2_shifted)
     def _pow2_shifted_impl(ks, offset):

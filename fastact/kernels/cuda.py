@@ -289,26 +289,6 @@ def _collapse(shape, stride_sets):
     return tuple(shape) or (1,), [tuple(st) or (1,) for st in stride_sets]
 
 
-def _simulator_fallbacks():
-    """The simulator runs kernels/math.py's interpreter fallbacks; pow2 there raises for the NaN
-    exponent a NaN input brings (compiled, any bits do: the caller multiplies them into a NaN).
-    Until math.pow2 handles it, wrap it here (the simulator only; a no-op once it does)."""
-    from . import math as m
-    try:
-        m.pow2(np.float32(np.nan))
-    except ValueError:
-        original = m.pow2
-
-        def pow2(k):
-            return k if k != k else original(k)
-        pow2.__doc__ = original.__doc__
-        m.pow2 = pow2
-
-
-if SIMULATOR:
-    _simulator_fallbacks()
-
-
 def enable_simulator_arrays():
     """Under numba-cuda's simulator, give its device arrays the ``__cuda_array_interface__`` that
     real device arrays have (their data is host memory), so that fastact routes them to this

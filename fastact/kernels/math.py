@@ -143,22 +143,22 @@ def pick(x, c32, c64):
     return np.float32(c32) if isinstance(x, np.float32) else np.float64(c64)
 
 
-def pow2(k):
-    """2**k for an integral-valued float k in the normal exponent range, built from exponent bits."""
-    if k != k:  # NaN (from a NaN input): the caller's product is NaN whatever this returns
-        return k
-    return type(k)(np.ldexp(type(k)(1), int(k)))
-
-
 def pow2_shifted(ks, offset):
     """2**(k + offset) for k given in the shifter form ks = k + SHIFT (exp_reduce's: k is in the
     low mantissa bits of ks) and a constant integral offset, k + offset in the normal exponent
     range: built from ks's bits with the offset in the integer constant, where pow2(k + offset)
-    adds the offset and the shifter again as two float additions."""
+    would add the offset and the shifter again as two float additions."""
     if ks != ks:  # NaN (from a NaN input): the caller's product is NaN whatever this returns
         return ks
     shift = SHIFT32 if isinstance(ks, np.float32) else SHIFT64
     return type(ks)(np.ldexp(type(ks)(1), int(ks - type(ks)(shift)) + int(offset)))
+
+
+@scalar
+def pow2(k):
+    """2**k for an integral-valued float k in the normal exponent range: k put in the shifter
+    form, then pow2_shifted (one float addition, then integer operations on the bits)."""
+    return pow2_shifted(k + pick(k, SHIFT32, SHIFT64), like(k, 0.0))
 
 
 def _log_split(u):
