@@ -126,6 +126,23 @@ def test_special_values(name, dtype):
     np.testing.assert_array_equal(got, expected)
 
 
+def assert_exp_parts(fn, args, got, dtype):
+    """got (the compiled (1 + q) 2**k of fn(u, w[, wl])) against Python mode on every 50th input
+    (the simulator's: the same bits) and against mpmath's exp(u (w [+ wl])) at fn's documented
+    bound."""
+    python = []
+    for row in zip(*(a[::50] for a in args)):
+        q, ks = fn(*row)
+        python.append(m.scale_by_pow2_nonpositive(q + m.like(q, 1.0), ks))
+    np.testing.assert_array_equal(np.array(python, dtype), got[::50])
+    exact = [mp.exp(mp.mpf(float(row[0])) * sum(mp.mpf(float(v)) for v in row[1:]))
+             for row in zip(*args)]
+    err = ulps(got, exact, dtype)
+    worst = int(np.argmax(err))
+    assert err[worst] <= documented_bound(fn, dtype), (
+        f"{fn.__name__}{tuple(a[worst] for a in args)!r}: {err[worst]:.2f} ulp")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_of_a_product_with_a_double_word(dtype):
     """exp_parts_q_of_product(u, wh, wl): exp(u (wh + wl)) = (1 + q) 2**k against mpmath over its
@@ -153,17 +170,7 @@ def test_exp_of_a_product_with_a_double_word(dtype):
     u, wh, wl = np.concatenate([x, u2]), np.concatenate([wh, w2]), np.concatenate([wl, w2l])
     got = np.empty_like(u)
     loop(u, wh, wl, got)
-    python = []
-    for a, b, c in zip(u[::50], wh[::50], wl[::50]):  # Python mode (the simulator's): same bits
-        q, ks = m.exp_parts_q_of_product(a, b, c)
-        python.append(m.scale_by_pow2_nonpositive(q + m.like(q, 1.0), ks))
-    np.testing.assert_array_equal(np.array(python, dtype), got[::50])
-    exact = [mp.exp(mp.mpf(float(a)) * (mp.mpf(float(b)) + mp.mpf(float(c))))
-             for a, b, c in zip(u, wh, wl)]
-    err = ulps(got, exact, dtype)
-    worst = int(np.argmax(err))
-    assert err[worst] <= documented_bound(m.exp_parts_q_of_product, dtype), (
-        f"u={u[worst]!r} wh={wh[worst]!r} wl={wl[worst]!r}: {err[worst]:.2f} ulp")
+    assert_exp_parts(m.exp_parts_q_of_product, (u, wh, wl), got, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -188,16 +195,7 @@ def test_exp_of_an_exact_product(dtype):
     w = np.concatenate([(dtype(-0.5) * na).astype(dtype), w2])
     got = np.empty_like(u)
     loop(u, w, got)
-    python = []
-    for a, b in zip(u[::50], w[::50]):  # Python mode (the simulator's): same bits
-        q, ks = m.exp_parts_q_of_exact_product(a, b)
-        python.append(m.scale_by_pow2_nonpositive(q + m.like(q, 1.0), ks))
-    np.testing.assert_array_equal(np.array(python, dtype), got[::50])
-    exact = [mp.exp(mp.mpf(float(a)) * mp.mpf(float(b))) for a, b in zip(u, w)]
-    err = ulps(got, exact, dtype)
-    worst = int(np.argmax(err))
-    assert err[worst] <= documented_bound(m.exp_parts_q_of_exact_product, dtype), (
-        f"u={u[worst]!r} w={w[worst]!r}: {err[worst]:.2f} ulp")
+    assert_exp_parts(m.exp_parts_q_of_exact_product, (u, w), got, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
