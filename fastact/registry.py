@@ -555,6 +555,12 @@ def arithmetic_bound_scalar_names():
             for table in (spec.forward, spec.backward_from_input) for fn in table.values()}
 
 
+# The forwards bound by arithmetic whose large outputs keep plain stores: the heaviest two, which
+# lost 2% and 7% with non-temporal stores through an L1 buffer (Numba reloads their loops'
+# constants per 64-element part; kernels/loops.py, map_1_streamed). Every other one streams.
+UNSTREAMED_FORWARDS = frozenset({"gelu_forward", "gelu_tanh_forward"})
+
+
 def families():
     """{"exponential": [...], "piecewise-linear": [...]}: the two families, from the specs (the
     row-wise softmax and log_softmax are exponential, maxout is piecewise-linear)."""

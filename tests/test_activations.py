@@ -147,7 +147,8 @@ def test_tails_and_limits():
 
 
 STREAMED = [("relu", "forward"), ("leaky_relu", "backward"), ("sigmoid", "backward"),
-            ("hardswish", "forward"), ("softplus", "backward"), ("gelu", "backward")]
+            ("hardswish", "forward"), ("softplus", "backward"), ("gelu", "backward"),
+            ("silu", "forward"), ("softplus", "forward")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

@@ -267,6 +267,35 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
         assert (zmm > 0) == wide, f"{fn.__name__}: {zmm} packed zmm instructions, wide={wide}"
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["sigmoid_forward", "mish_forward", "softplus_forward"])
+def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dtype):
+    """map_1_streamed (the forwards' loop for large outputs): packed arithmetic, no libm call,
+    and the non-temporal stores it exists for; only the forwards of registry's choice take it."""
+    import inspect
+    from fastact import registry
+    from fastact.kernels import cpu
+    fn = getattr(registry, name)
+    namespace = {}
+    exec(cpu.map_source(fn, 1, streamed=True).replace("cache=True", "cache=False"), namespace)
+    loop = namespace["kernel"]
+    x = np.linspace(-30, 30, 3001).astype(dtype)[1:]  # a misaligned start, a partial last block
+    params = tuple(dtype(v) for v in (1.0, 20.0)[:len(inspect.signature(fn).parameters) - 1])
+    out = np.empty_like(x)
+    loop(x, out, params, 0, x.size, 0, -1, 0)
+    np.testing.assert_array_equal(out, np.array([fn(v, *params) for v in x], dtype))
+    asm = "\n".join(loop.inspect_asm().values())
+    suffix = "ps" if dtype == np.float32 else "pd"
+    assert len(re.findall(r"\bv\w+%s\s+%%[yz]mm" % suffix, asm)) >= 4
+    assert re.search(r"\bvmovnt", asm), "no non-temporal store"
+    assert not re.search(r"call\w*\s+\S*(exp|log|tanh|erf)", asm), f"{name} calls libm"
+    big = np.empty(cpu.loops.m.STREAM_BYTES // x.itemsize, dtype)
+    assert cpu.streams_forward(fn, 1, big) and not cpu.streams_forward(fn, 1, big[:-1])
+    assert not cpu.streams_forward(registry.gelu_forward, 1, big)
+    assert not cpu.streams_forward(registry.relu_forward, 1, big)
+
+
 def _host_has_avx512():
     import llvmlite.binding as llvm
     return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")

@@ -83,8 +83,14 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
 # and 256-prefetch bursts cost sigmoid 13%). Now 2048 ahead (8 KiB): 2026-11-23, on faster
 # kernels, 2 threads, four alternations, gelu 22.3 -> 23.0 GB/s, gelu-tanh 21.9 -> 22.2, silu
 # 24.8 -> 25.6, sigmoid 25.2 -> 26.2, softplus 23.1 -> 24.3, 2^20 unchanged (C's loops measured
-# the same either way and keep 4096). They do not stream: their compute loop into the
-# buffer ran slower than their plain loop (silu forward 22.7 -> 18.8 GB/s, 2 threads, 2^26). The
+# the same either way and keep 4096). Their large outputs (STREAM_BYTES and more) take
+# map_1_streamed, its own compiled kernel: 64 elements at a time into an L1 buffer, then 4 lines
+# of non-temporal stores (512-element parts, 32 lines a burst, had lost: silu 22.7 -> 18.8 GB/s).
+# 2^26, 2 threads, two alternations: silu 24.6 -> 31.0-33.0 GB/s, sigmoid 25.2 -> 32.6-34.0,
+# tanh 26.2 -> 39.0-41.6, elu 26.1 -> 44.0-45.4, selu 25.9 -> 41.2-43.1, mish 23.8 -> 28.0-29.4,
+# softplus 23.4 -> 27.3-29.2, celu 24.4 -> 30.0-31.4, logsigmoid 23.9 -> 27.7-29.3 (C the same
+# way: silu 23.7 -> 31.4, tanh 25.2 -> 41.3); gelu and gelu-tanh, bound by their arithmetic,
+# -2% and -7%, keep plain stores (registry.UNSTREAMED_FORWARDS). The
 # light backwards from a saved output (sigmoid, tanh, elu, ...) went from the prefetched loops to
 # map_2 with streaming: 38 -> 46 GB/s at 2^26. The exponential backwards from the input run on
 # map_2_wide: 512-bit vectors for their arithmetic, and streaming (2^26, 2 threads: softplus
@@ -101,6 +107,33 @@ def map_1_prefetched(a0, out, params, start, stop):
         x, y = a0[block:block + 512], out[block:block + 512]
         for i in range(y.size):
             y[i] = scalar(x[i], *params)
+
+
+def map_1_streamed(a0, out, params, start, stop):
+    """map_1_prefetched for outputs of STREAM_BYTES and more (kernels/cpu.py picks it per call):
+    each 64-element part of a 512-element block is computed into an L1 buffer, then written by
+    non-temporal stores, 4 lines (float32) at a time."""
+    m.wide_vectors()
+    a0, out = a0[start:stop], out[start:stop]
+    head = m.aligned_head(out)
+    for i in range(head):
+        out[i] = scalar(a0[i], *params)
+    buffer = np.empty(64, out.dtype)
+    lanes = 16 if m.is_single(buffer[0]) else 8  # a constant: a division otherwise
+    end = head + (out.size - head) // 512 * 512
+    for block in range(head, end, 512):
+        for i in range(block + 2048, block + 2560, 64 // a0.itemsize):  # one per cache line
+            m.prefetch(a0, i)
+        for part in range(block, block + 512, 64):
+            x = a0[part:part + 64]
+            for i in range(x.size):  # not range(64): unrolled 4 times, it spilled
+                buffer[i] = scalar(x[i], *params)
+            for j in range(0, 64, lanes):
+                m.stream_line(out, part + j, buffer, j)
+    x, y = a0[end:], out[end:]
+    for i in range(y.size):
+        y[i] = scalar(x[i], *params)
+    m.store_fence()
 
 
 def map_2_wide(a0, a1, out, params, start, stop):
