@@ -327,6 +327,12 @@ int fa_spin_until(intptr_t pool, int64_t index, int64_t want, int64_t ticks) {
 # 23.8, silu 22 -> 26.3-27.1, gelu-tanh 14.8 -> 15.9-16.9, softplus 28 -> 30 GB/s).
 STREAMED_WIDE = {"softplus_backward_from_input", "logsigmoid_backward_from_input"}
 
+# Kernels whose loops are compiled twice, once with the parameter of this index fixed at 1.0 (a
+# run-time test picks the copy): softplus_forward's division by beta only where beta != 1.
+# LLVM unswitches the loop on that loop-invariant test itself; GCC if-converted the select
+# first and divided every vector (49 instructions per 16 elements, one vdivps).
+UNSWITCHED = {"softplus_forward": 0}
+
 
 def map_export(name, arrays, dtype):
     return f"fa_map_{name}_{arrays}_{SUFFIX[dtype]}"
@@ -352,8 +358,8 @@ def _map_loop(name, arrays, n_args, dtype):
         raise RuntimeError(f"{name}: more than {MAX_PARAMS} scalar parameters")
     decls = "".join(f"    const {real} *a{i} = (const {real} *)a->a[{i}];\n" for i in range(arrays))
     decls += "".join(f"    const {real} p{i} = ({real})a->p[{i}];\n" for i in range(n_args - arrays))
-    def call(index):
-        args = [f"a{i}[{index}]" for i in range(arrays)] + [f"p{i}" for i in range(n_args - arrays)]
+    def call(index, params):
+        args = [f"a{i}[{index}]" for i in range(arrays)] + params
         return f"{name}_{s}({', '.join(args)})"
     export = map_export(name, arrays, dtype)
     wide = name in registry.arithmetic_bound_scalar_names()
@@ -362,69 +368,86 @@ def _map_loop(name, arrays, n_args, dtype):
     # 4096 elements ahead (Numba's 2048 since 2026-11-23; here both measured the same), 512 at a
     # time (in DRAM a core did not overlap their arithmetic with its loads); the memory-bound ones
     # write large outputs past the caches (non-temporal stores)
-    loop = f"""#pragma omp simd
-    for (int64_t i = lo; i < hi; i++) out[i] = {call("i")};"""
-    streamed = ""
-    if prefetched:
-        prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
-        loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
-        int64_t e = b + 512 < hi ? b + 512 : hi;
-        for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
-{prefetch}        }}
-#pragma omp simd
-        for (int64_t i = b; i < e; i++) out[i] = {call("i")};
-    }}"""
-    if prefetched and arrays == 1 and name not in registry.UNSTREAMED_FORWARDS:
-        # as map_1_streamed: the forwards' large outputs 64 elements at a time through an L1
-        # buffer, then non-temporal stores (4 lines per store burst for float32)
-        streamed = f"""if (a->stream) {{
-        int64_t i = lo;
-        for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i")};
-        if (((uintptr_t)(out + i) & 63) == 0) {{
-            {real} buffer[64] __attribute__((aligned(64)));
-            for (; i + 512 <= hi; i += 512) {{
-                for (int64_t p = i + 4096; p < i + 4608 && p < hi; p += 64 / sizeof({real}))
-                    __builtin_prefetch(a0 + p, 0, 3);
-                for (int64_t q = i; q < i + 512; q += 64) {{
-#pragma omp simd
-                    for (int64_t j = 0; j < 64; j++) buffer[j] = {call("q + j")};
-                    fa_stream(out + q, buffer, (int64_t)sizeof buffer);
+
+    def body(params):
+        loop = f"""#pragma omp simd
+        for (int64_t i = lo; i < hi; i++) out[i] = {call("i", params)};"""
+        streamed = ""
+        if prefetched:
+            prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n"
+                               for i in range(arrays))
+            loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
+            int64_t e = b + 512 < hi ? b + 512 : hi;
+            for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
+    {prefetch}        }}
+    #pragma omp simd
+            for (int64_t i = b; i < e; i++) out[i] = {call("i", params)};
+        }}"""
+        if prefetched and arrays == 1 and name not in registry.UNSTREAMED_FORWARDS:
+            # as map_1_streamed: the forwards' large outputs 64 elements at a time through an L1
+            # buffer, then non-temporal stores (4 lines per store burst for float32)
+            streamed = f"""if (a->stream) {{
+            int64_t i = lo;
+            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i", params)};
+            if (((uintptr_t)(out + i) & 63) == 0) {{
+                {real} buffer[64] __attribute__((aligned(64)));
+                for (; i + 512 <= hi; i += 512) {{
+                    for (int64_t p = i + 4096; p < i + 4608 && p < hi; p += 64 / sizeof({real}))
+                        __builtin_prefetch(a0 + p, 0, 3);
+                    for (int64_t q = i; q < i + 512; q += 64) {{
+    #pragma omp simd
+                        for (int64_t j = 0; j < 64; j++) buffer[j] = {call("q + j", params)};
+                        fa_stream(out + q, buffer, (int64_t)sizeof buffer);
+                    }}
                 }}
             }}
+            for (; i < hi; i++) out[i] = {call("i", params)};
+            fa_store_fence();
+            return;
         }}
-        for (; i < hi; i++) out[i] = {call("i")};
-        fa_store_fence();
-        return;
-    }}
-    """
-    # as map_2_wide: the streamed blocks of the backwards bound by arithmetic prefetch one line of
-    # each input 8 KiB ahead (the page walk the hardware prefetcher does not make)
-    paged = wide and arrays == 2
-    if arrays <= 2 and (paged or not prefetched):
-        page = "".join(f"                if (i + 2048 < hi) __builtin_prefetch(a{k} + i + 2048, 0, 3);\n"
-                       for k in range(arrays)) if paged else ""
-        streamed = f"""if (a->stream) {{
-        int64_t i = lo;
-        for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i")};
-        if (((uintptr_t)(out + i) & 63) == 0) {{
-            {real} buffer[512] __attribute__((aligned(64)));
-            for (; i + 512 <= hi; i += 512) {{
-{page}#pragma omp simd
-                for (int64_t j = 0; j < 512; j++) buffer[j] = {call("i + j")};
-                fa_stream(out + i, buffer, (int64_t)sizeof buffer);
+        """
+        # as map_2_wide: the streamed blocks of the backwards bound by arithmetic prefetch one
+        # line of each input 8 KiB ahead (the page walk the hardware prefetcher does not make)
+        paged = wide and arrays == 2
+        if arrays <= 2 and (paged or not prefetched):
+            page = "".join(
+                f"                if (i + 2048 < hi) __builtin_prefetch(a{k} + i + 2048, 0, 3);\n"
+                for k in range(arrays)) if paged else ""
+            streamed = f"""if (a->stream) {{
+            int64_t i = lo;
+            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i", params)};
+            if (((uintptr_t)(out + i) & 63) == 0) {{
+                {real} buffer[512] __attribute__((aligned(64)));
+                for (; i + 512 <= hi; i += 512) {{
+    {page}#pragma omp simd
+                    for (int64_t j = 0; j < 512; j++) buffer[j] = {call("i + j", params)};
+                    fa_stream(out + i, buffer, (int64_t)sizeof buffer);
+                }}
             }}
+            for (; i < hi; i++) out[i] = {call("i", params)};
+            fa_store_fence();
+            return;
         }}
-        for (; i < hi; i++) out[i] = {call("i")};
-        fa_store_fence();
-        return;
-    }}
-    """
+        """
+        return streamed + loop
+
+    params = [f"p{i}" for i in range(n_args - arrays)]
+    if name in UNSWITCHED:  # a copy of the loops for the parameter's common value, as a constant
+        k = UNSWITCHED[name]
+        fast = params[:k] + [f"({real})1.0"] + params[k + 1:]
+        code = f"""if (p{k} == ({real})1.0) {{
+    {body(fast)}
+    }} else {{
+    {body(params)}
+    }}"""
+    else:
+        code = body(params)
     wide = "FA_WIDE " if wide else ""
     return f"""
 {wide}static void {export}_range(const void *args, int64_t lo, int64_t hi) {{
     const fa_map_args *a = args;
 {decls}    {real} *out = ({real} *)a->out;
-    {streamed}{loop}
+    {code}
 }}
 
 {wide}{MAP_SIGNATURE.format(export=export)} {{
