@@ -83,19 +83,33 @@ def selu_backward_from_output(dy, y):
 
 
 @scalar
+def over_alpha(x, alpha):
+    """x / alpha, the division only where alpha != 1 (the default): a loop-invariant test, on which
+    LLVM unswitches the loop (C: _generate.UNSWITCHED), so the default celu divides nothing."""
+    return x if alpha == like(x, 1.0) else x / alpha
+
+
+@scalar
 def celu_forward(x, alpha):
+    """For alpha = 1 (the default) celu is elu (a loop-invariant test, on which LLVM unswitches
+    the loop; C: _generate.UNSWITCHED), whose expm1 of a non-positive x is 11 instructions per
+    16 elements shorter than expm1_times of x / alpha."""
+    if alpha == like(x, 1.0):
+        return elu_forward(x, alpha)
     return x if x > like(x, 0.0) else m.expm1_times(x / alpha, alpha)
 
 
 @scalar
 def celu_backward_from_output(dy, y, alpha):
-    return dy * derivative_select(y, like(y, 0.0), y / alpha + like(y, 1.0), like(y, 1.0))
+    return dy * derivative_select(y, like(y, 0.0), over_alpha(y, alpha) + like(y, 1.0),
+                                  like(y, 1.0))
 
 
 @scalar
 def celu_backward_from_input(dy, x, alpha):
     """dy e^(x/alpha) below 0: dy joins before exp's scaling (finite where e^(x/alpha) overflows)."""
-    return dy if x > like(x, 0.0) else (m.exp_times(x / alpha, dy) if x <= like(x, 0.0) else x)
+    return dy if x > like(x, 0.0) else (m.exp_times(over_alpha(x, alpha), dy)
+                                        if x <= like(x, 0.0) else x)
 
 
 @scalar

@@ -328,10 +328,14 @@ int fa_spin_until(intptr_t pool, int64_t index, int64_t want, int64_t ticks) {
 STREAMED_WIDE = {"softplus_backward_from_input", "logsigmoid_backward_from_input"}
 
 # Kernels whose loops are compiled twice, once with the parameter of this index fixed at 1.0 (a
-# run-time test picks the copy): softplus_forward's division by beta only where beta != 1.
-# LLVM unswitches the loop on that loop-invariant test itself; GCC if-converted the select
-# first and divided every vector (49 instructions per 16 elements, one vdivps).
-UNSWITCHED = {"softplus_forward": 0}
+# run-time test picks the copy), calling the named C function there if one is given:
+# softplus_forward's division by beta and celu's by alpha only where that parameter is not 1
+# (registry.over_alpha), and celu forward as elu for alpha = 1 (registry.celu_forward). LLVM
+# unswitches the loop on that loop-invariant test itself; GCC if-converted the select first and
+# divided every vector (softplus forward: 49 instructions per 16 elements, one vdivps; 42 and
+# none unswitched).
+UNSWITCHED = {"softplus_forward": (0, None), "celu_forward": (0, "elu_forward"),
+              "celu_backward_from_input": (0, None), "celu_backward_from_output": (0, None)}
 
 
 def map_export(name, arrays, dtype):
@@ -346,7 +350,9 @@ def template_functions():
 
 def check_coverage():
     """Every scalar function the registry uses has a C port (raises naming the missing ones)."""
-    missing = sorted({name for name, _, _ in map_functions()} - template_functions())
+    used = {name for name, _, _ in map_functions()}
+    used |= {function for _, function in UNSWITCHED.values() if function}
+    missing = sorted(used - template_functions())
     if missing:
         raise RuntimeError(f"template.c has no C port of: {', '.join(missing)}")
 
@@ -358,9 +364,9 @@ def _map_loop(name, arrays, n_args, dtype):
         raise RuntimeError(f"{name}: more than {MAX_PARAMS} scalar parameters")
     decls = "".join(f"    const {real} *a{i} = (const {real} *)a->a[{i}];\n" for i in range(arrays))
     decls += "".join(f"    const {real} p{i} = ({real})a->p[{i}];\n" for i in range(n_args - arrays))
-    def call(index, params):
+    def call(index, params, function=name):
         args = [f"a{i}[{index}]" for i in range(arrays)] + params
-        return f"{name}_{s}({', '.join(args)})"
+        return f"{function}_{s}({', '.join(args)})"
     export = map_export(name, arrays, dtype)
     wide = name in registry.arithmetic_bound_scalar_names()
     prefetched = wide and arrays <= 2 and name not in STREAMED_WIDE
@@ -369,9 +375,10 @@ def _map_loop(name, arrays, n_args, dtype):
     # time (in DRAM a core did not overlap their arithmetic with its loads); the memory-bound ones
     # write large outputs past the caches (non-temporal stores)
 
-    def body(params):
+    def body(params, function=name):
+        at_i, at_qj, at_ij = (call(j, params, function) for j in ("i", "q + j", "i + j"))
         loop = f"""#pragma omp simd
-        for (int64_t i = lo; i < hi; i++) out[i] = {call("i", params)};"""
+        for (int64_t i = lo; i < hi; i++) out[i] = {at_i};"""
         streamed = ""
         if prefetched:
             prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n"
@@ -381,14 +388,14 @@ def _map_loop(name, arrays, n_args, dtype):
             for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
     {prefetch}        }}
     #pragma omp simd
-            for (int64_t i = b; i < e; i++) out[i] = {call("i", params)};
+            for (int64_t i = b; i < e; i++) out[i] = {at_i};
         }}"""
         if prefetched and arrays == 1 and name not in registry.UNSTREAMED_FORWARDS:
             # as map_1_streamed: the forwards' large outputs 64 elements at a time through an L1
             # buffer, then non-temporal stores (4 lines per store burst for float32)
             streamed = f"""if (a->stream) {{
             int64_t i = lo;
-            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i", params)};
+            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {at_i};
             if (((uintptr_t)(out + i) & 63) == 0) {{
                 {real} buffer[64] __attribute__((aligned(64)));
                 for (; i + 512 <= hi; i += 512) {{
@@ -396,12 +403,12 @@ def _map_loop(name, arrays, n_args, dtype):
                         __builtin_prefetch(a0 + p, 0, 3);
                     for (int64_t q = i; q < i + 512; q += 64) {{
     #pragma omp simd
-                        for (int64_t j = 0; j < 64; j++) buffer[j] = {call("q + j", params)};
+                        for (int64_t j = 0; j < 64; j++) buffer[j] = {at_qj};
                         fa_stream(out + q, buffer, (int64_t)sizeof buffer);
                     }}
                 }}
             }}
-            for (; i < hi; i++) out[i] = {call("i", params)};
+            for (; i < hi; i++) out[i] = {at_i};
             fa_store_fence();
             return;
         }}
@@ -415,16 +422,16 @@ def _map_loop(name, arrays, n_args, dtype):
                 for k in range(arrays)) if paged else ""
             streamed = f"""if (a->stream) {{
             int64_t i = lo;
-            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {call("i", params)};
+            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {at_i};
             if (((uintptr_t)(out + i) & 63) == 0) {{
                 {real} buffer[512] __attribute__((aligned(64)));
                 for (; i + 512 <= hi; i += 512) {{
     {page}#pragma omp simd
-                    for (int64_t j = 0; j < 512; j++) buffer[j] = {call("i + j", params)};
+                    for (int64_t j = 0; j < 512; j++) buffer[j] = {at_ij};
                     fa_stream(out + i, buffer, (int64_t)sizeof buffer);
                 }}
             }}
-            for (; i < hi; i++) out[i] = {call("i", params)};
+            for (; i < hi; i++) out[i] = {at_i};
             fa_store_fence();
             return;
         }}
@@ -433,10 +440,10 @@ def _map_loop(name, arrays, n_args, dtype):
 
     params = [f"p{i}" for i in range(n_args - arrays)]
     if name in UNSWITCHED:  # a copy of the loops for the parameter's common value, as a constant
-        k = UNSWITCHED[name]
+        k, function = UNSWITCHED[name]
         fast = params[:k] + [f"({real})1.0"] + params[k + 1:]
         code = f"""if (p{k} == ({real})1.0) {{
-    {body(fast)}
+    {body(fast, function or name)}
     }} else {{
     {body(params)}
     }}"""

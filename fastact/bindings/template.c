@@ -374,6 +374,9 @@ static INLINE real FN(selu_backward_from_output)(real dy, real y) {
     return dy * FN(derivative_select)(y, L(0.0), y + SELU_SCALE_ALPHA, SELU_SCALE);
 }
 
+/* celu: registry.over_alpha's test (no division where alpha is 1), and celu_forward's elu for
+   alpha = 1, are _generate.UNSWITCHED's copy of the loop with alpha = 1 (GCC folds x / 1 away;
+   the forward's copy calls elu_forward) */
 static INLINE real FN(celu_forward)(real x, real alpha) {
     return x > L(0.0) ? x : FN(expm1_times)(x / alpha, alpha);
 }
