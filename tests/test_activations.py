@@ -146,9 +146,24 @@ def test_tails_and_limits():
         assert np.isnan(fa.sigmoid(np.full(64, np.nan, dt))).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_celu_with_alpha_one_is_elu_bitwise(dtype, cpu_backend):
+    """celu(x, 1) is computed as elu(x, 1) (registry.celu_forward; C: an unswitched copy of the
+    loop): the same bits on the hostile inputs, and close to the general form (alpha = 1 + 2^-20,
+    which divides) everywhere, within the float32/float64 tolerance of the reference."""
+    x = hostile(dtype)
+    y = fa.celu(x)
+    np.testing.assert_array_equal(y.view(y.dtype.str.replace("f", "i")),
+                                  fa.elu(x).view(y.dtype.str.replace("f", "i")))
+    near = fa.celu(x, alpha=1.0 + 2.0 ** -20)
+    finite = np.isfinite(y)
+    np.testing.assert_allclose(near[finite], y[finite], rtol=1e-5, atol=1e-30)
+    np.testing.assert_array_equal(np.isnan(near), np.isnan(y))
+
+
 STREAMED = [("relu", "forward"), ("leaky_relu", "backward"), ("sigmoid", "backward"),
             ("hardswish", "forward"), ("softplus", "backward"), ("gelu", "backward"),
-            ("silu", "forward"), ("softplus", "forward")]
+            ("silu", "forward"), ("softplus", "forward"), ("celu", "forward")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

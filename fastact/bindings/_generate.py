@@ -349,12 +349,19 @@ def template_functions():
 
 
 def check_coverage():
-    """Every scalar function the registry uses has a C port (raises naming the missing ones)."""
+    """Every scalar function the registry uses has a C port (raises naming the missing ones), and
+    each UNSWITCHED replacement takes the arguments of the function it stands in for."""
     used = {name for name, _, _ in map_functions()}
     used |= {function for _, function in UNSWITCHED.values() if function}
     missing = sorted(used - template_functions())
     if missing:
         raise RuntimeError(f"template.c has no C port of: {', '.join(missing)}")
+    with open(TEMPLATE) as f:
+        arity = {name: len(args.split(",")) for name, args in
+                 re.findall(r"^static INLINE real FN\((\w+)\)\(([^)]*)\)", f.read(), re.M)}
+    for name, (_, function) in UNSWITCHED.items():
+        if function and arity[function] != arity[name]:
+            raise RuntimeError(f"UNSWITCHED: {function} does not take {name}'s arguments")
 
 
 def _map_loop(name, arrays, n_args, dtype):
@@ -386,56 +393,51 @@ def _map_loop(name, arrays, n_args, dtype):
             loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
             int64_t e = b + 512 < hi ? b + 512 : hi;
             for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
-    {prefetch}        }}
-    #pragma omp simd
+{prefetch}        }}
+#pragma omp simd
             for (int64_t i = b; i < e; i++) out[i] = {at_i};
         }}"""
-        if prefetched and arrays == 1 and name not in registry.UNSTREAMED_FORWARDS:
-            # as map_1_streamed: the forwards' large outputs 64 elements at a time through an L1
-            # buffer, then non-temporal stores (4 lines per store burst for float32)
-            streamed = f"""if (a->stream) {{
-            int64_t i = lo;
-            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {at_i};
-            if (((uintptr_t)(out + i) & 63) == 0) {{
-                {real} buffer[64] __attribute__((aligned(64)));
-                for (; i + 512 <= hi; i += 512) {{
-                    for (int64_t p = i + 4096; p < i + 4608 && p < hi; p += 64 / sizeof({real}))
-                        __builtin_prefetch(a0 + p, 0, 3);
-                    for (int64_t q = i; q < i + 512; q += 64) {{
-    #pragma omp simd
-                        for (int64_t j = 0; j < 64; j++) buffer[j] = {at_qj};
-                        fa_stream(out + q, buffer, (int64_t)sizeof buffer);
-                    }}
-                }}
+
+        def stream_branch(part, prefetch):
+            # kernels/loops.py's streaming: 512-element blocks, each computed `part` elements at
+            # a time into an L1 buffer and written from it with non-temporal stores
+            parts = f"""#pragma omp simd
+                for (int64_t j = 0; j < 512; j++) buffer[j] = {at_ij};
+                fa_stream(out + i, buffer, (int64_t)sizeof buffer);""" if part == 512 else f"""\
+                for (int64_t q = i; q < i + 512; q += {part}) {{
+#pragma omp simd
+                    for (int64_t j = 0; j < {part}; j++) buffer[j] = {at_qj};
+                    fa_stream(out + q, buffer, (int64_t)sizeof buffer);
+                }}"""
+            return f"""if (a->stream) {{
+        int64_t i = lo;
+        for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {at_i};
+        if (((uintptr_t)(out + i) & 63) == 0) {{
+            {real} buffer[{part}] __attribute__((aligned(64)));
+            for (; i + 512 <= hi; i += 512) {{
+{prefetch}{parts}
             }}
-            for (; i < hi; i++) out[i] = {at_i};
-            fa_store_fence();
-            return;
         }}
-        """
+        for (; i < hi; i++) out[i] = {at_i};
+        fa_store_fence();
+        return;
+    }}
+    """
+        if prefetched and arrays == 1 and name not in registry.UNSTREAMED_FORWARDS:
+            # as map_1_streamed: the forwards' large outputs 64 elements at a time (4 lines per
+            # store burst for float32), their input prefetched a block 4096 elements ahead
+            prefetch = f"""\
+                for (int64_t p = i + 4096; p < i + 4608 && p < hi; p += 64 / sizeof({real}))
+                    __builtin_prefetch(a0 + p, 0, 3);
+"""
+            streamed = stream_branch(64, prefetch)
         # as map_2_wide: the streamed blocks of the backwards bound by arithmetic prefetch one
         # line of each input 8 KiB ahead (the page walk the hardware prefetcher does not make)
         paged = wide and arrays == 2
         if arrays <= 2 and (paged or not prefetched):
-            page = "".join(
+            streamed = stream_branch(512, "".join(
                 f"                if (i + 2048 < hi) __builtin_prefetch(a{k} + i + 2048, 0, 3);\n"
-                for k in range(arrays)) if paged else ""
-            streamed = f"""if (a->stream) {{
-            int64_t i = lo;
-            for (; i < hi && ((uintptr_t)(out + i) & 63); i++) out[i] = {at_i};
-            if (((uintptr_t)(out + i) & 63) == 0) {{
-                {real} buffer[512] __attribute__((aligned(64)));
-                for (; i + 512 <= hi; i += 512) {{
-    {page}#pragma omp simd
-                    for (int64_t j = 0; j < 512; j++) buffer[j] = {at_ij};
-                    fa_stream(out + i, buffer, (int64_t)sizeof buffer);
-                }}
-            }}
-            for (; i < hi; i++) out[i] = {at_i};
-            fa_store_fence();
-            return;
-        }}
-        """
+                for k in range(arrays)) if paged else "")
         return streamed + loop
 
     params = [f"p{i}" for i in range(n_args - arrays)]
@@ -449,15 +451,15 @@ def _map_loop(name, arrays, n_args, dtype):
     }}"""
     else:
         code = body(params)
-    wide = "FA_WIDE " if wide else ""
+    attribute = "FA_WIDE " if wide else ""
     return f"""
-{wide}static void {export}_range(const void *args, int64_t lo, int64_t hi) {{
+{attribute}static void {export}_range(const void *args, int64_t lo, int64_t hi) {{
     const fa_map_args *a = args;
 {decls}    {real} *out = ({real} *)a->out;
     {code}
 }}
 
-{wide}{MAP_SIGNATURE.format(export=export)} {{
+{attribute}{MAP_SIGNATURE.format(export=export)} {{
     fa_map_args a = {{{{a0, a1, a2}}, out, {{p0, p1}}, stream}};
     fa_range({export}_range, &a, start, stop, pool, slot, seq);
 }}
