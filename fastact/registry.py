@@ -92,8 +92,8 @@ def over_alpha(x, alpha):
 @scalar
 def celu_forward(x, alpha):
     """For alpha = 1 (the default) celu is elu (a loop-invariant test, on which LLVM unswitches
-    the loop; C: _generate.UNSWITCHED), whose expm1 of a non-positive x is 11 instructions per
-    16 elements shorter than expm1_times of x / alpha."""
+    the loop; C: _generate.UNSWITCHED): elu's expm1 of a non-positive x and no division, 24
+    instructions per 16 elements where expm1_times of x / alpha took 39."""
     if alpha == like(x, 1.0):
         return elu_forward(x, alpha)
     return x if x > like(x, 0.0) else m.expm1_times(x / alpha, alpha)
