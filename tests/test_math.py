@@ -242,22 +242,15 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
     """The loop body must be packed SIMD (ymm/zmm) with no call to libm (expf, tanh, ...) and no
     call at all (a call that can raise, e.g. from error_model="python", blocks vectorization)."""
     import inspect
-    from fastact.kernels import cpu
     n_arrays = 2 if "backward" in fn.__name__ else 1
     n_params = len(inspect.signature(fn).parameters) - n_arrays
-    # the generated kernel itself, compiled without the disk cache (cached code has no assembly)
-    namespace = {}
-    exec(cpu.map_source(fn, n_arrays).replace("cache=True", "cache=False"), namespace)
-    loop = namespace["kernel"]
+    loop = _uncached_map_kernel(fn, n_arrays)
     x = np.ones(64, dtype)
     loop(*[x] * n_arrays, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)), 0, 64,
          0, -1, 0)  # one thread: no pool
-    asm = "\n".join(loop.inspect_asm().values())
+    asm = _assert_packed_without_libm(loop, fn.__name__, dtype)
     llvm = "\n".join(loop.inspect_llvm().values())
     suffix = "ps" if dtype == np.float32 else "pd"
-    packed = re.findall(r"\bv\w+%s\s+%%[yz]mm" % suffix, asm)
-    assert len(packed) >= 4, f"{fn.__name__}: {len(packed)} packed {suffix} instructions"
-    assert not re.search(r"call\w*\s+\S*(exp|log|tanh|erf)", asm), f"{fn.__name__} calls libm"
     left = re.findall(r"call [^\n]*@(_ZN7fastact8registry\w+|_ZN7fastact7kernels4math\w+)", llvm)
     assert not left, f"{fn.__name__}: calls to scalar functions are left: {left[:3]}"
     if _host_has_avx512():  # 512-bit vectors exactly where arithmetic binds (registry's choice)
@@ -277,9 +270,7 @@ def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dt
     from fastact import registry
     from fastact.kernels import cpu
     fn = getattr(registry, name)
-    namespace = {}
-    exec(cpu.map_source(fn, 1, streamed=True).replace("cache=True", "cache=False"), namespace)
-    loop = namespace["kernel"]
+    loop = _uncached_map_kernel(fn, 1, streamed=True)
     x = np.linspace(-30, 30, 3000).astype(dtype)  # a partial last block
     params = tuple(dtype(v) for v in (1.0, 20.0)[:len(inspect.signature(fn).parameters) - 1])
     expected = np.array([fn(v, *params) for v in x], dtype)
@@ -292,17 +283,35 @@ def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dt
         for lo, hi in ((0, 1203), (1203, x.size)):  # two chunks, the second starting mid-line
             loop(x, out, params, lo, hi, 0, -1, 0)
         np.testing.assert_array_equal(out.view(bits), expected.view(bits))
-    asm = "\n".join(loop.inspect_asm().values())
+    asm = _assert_packed_without_libm(loop, name, dtype)
     suffix = "ps" if dtype == np.float32 else "pd"
-    assert len(re.findall(r"\bv\w+%s\s+%%[yz]mm" % suffix, asm)) >= 4
     if _host_has_avx512():  # the 64-element parts on 512-bit vectors, as the other forwards
         assert re.findall(r"\bv(?!cvt|mov)\w+%s\s+%%zmm" % suffix, asm), "no zmm arithmetic"
     assert re.search(r"\bvmovnt", asm), "no non-temporal store"
-    assert not re.search(r"call\w*\s+\S*(exp|log|tanh|erf)", asm), f"{name} calls libm"
     big = np.empty(cpu.loops.m.STREAM_BYTES // x.itemsize, dtype)
     assert cpu.streams_forward(fn, 1, big) and not cpu.streams_forward(fn, 1, big[:-1])
     assert not cpu.streams_forward(registry.gelu_forward, 1, big)
     assert not cpu.streams_forward(registry.relu_forward, 1, big)
+
+
+def _uncached_map_kernel(fn, n_arrays, streamed=False):
+    """The generated kernel itself, compiled without the disk cache (cached code has no
+    assembly to inspect)."""
+    from fastact.kernels import cpu
+    namespace = {}
+    exec(cpu.map_source(fn, n_arrays, streamed).replace("cache=True", "cache=False"), namespace)
+    return namespace["kernel"]
+
+
+def _assert_packed_without_libm(loop, name, dtype):
+    """The compiled loop's assembly, after checking it has packed (ymm/zmm) arithmetic of dtype
+    and no call to libm."""
+    asm = "\n".join(loop.inspect_asm().values())
+    suffix = "ps" if dtype == np.float32 else "pd"
+    packed = re.findall(r"\bv\w+%s\s+%%[yz]mm" % suffix, asm)
+    assert len(packed) >= 4, f"{name}: {len(packed)} packed {suffix} instructions"
+    assert not re.search(r"call\w*\s+\S*(exp|log|tanh|erf)", asm), f"{name} calls libm"
+    return asm
 
 
 def _host_has_avx512():

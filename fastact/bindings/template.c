@@ -55,7 +55,6 @@ static INLINE real FN(two_sum)(real a, real b, real *err) {
     return s;
 }
 
-
 /* math.pow2_shifted: 2**(k + offset) for k in the shifter form ks = k + SHIFT (exp_reduce), the
    constant offset folded into the integer addition */
 static INLINE real FN(pow2_shifted)(real ks, ireal offset) {
@@ -249,19 +248,13 @@ static INLINE real FN(log1p_unit)(real x) {
 
 /* --- functions built from exp ------------------------------------------------------------------ */
 
-static INLINE real FN(sigmoid_pair)(real x, real *s_minus) {
+/* math.sigmoid: 1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|) */
+static INLINE real FN(sigmoid)(real x) {
     real k;
     real p = FN(exp_parts)(-FABS(x), L(-0.0), &k);
     real e = FN(scale_by_pow2_nonpositive)(p, k);
     real r = L(1.0) / (L(1.0) + e);
-    real er = e * r;
-    *s_minus = x >= L(0.0) ? er : r;
-    return x >= L(0.0) ? r : er;
-}
-
-static INLINE real FN(sigmoid)(real x) {
-    real unused;
-    return FN(sigmoid_pair)(x, &unused);
+    return x >= L(0.0) ? r : e * r;
 }
 
 /* math.sigmoid_times: c sigmoid(z) from exp(-|z|) = p 2**k and z >= 0 */
@@ -723,7 +716,6 @@ static INLINE double FN(row_others)(const real *x, real best, int64_t n, real *b
     }
     return others + (double)(ones - 1);
 }
-
 
 /* x - max - log1p(sum of the other terms). float32 (loops.log_softmax_rows): the exps go to the
    output row (its lines then arrive while the exps compute; 2^26, one thread: 0.84 -> 1.2
