@@ -101,13 +101,20 @@ def _prefetch(typingctx, array, index):
     return types.none(array, index), codegen
 
 
-@intrinsic
-def _wide_vectors(typingctx):
-    def codegen(context, builder, signature, args):
-        # llvmlite validates attribute names against a fixed list without key-value attributes
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
-        return context.get_dummy_value()
-    return types.none(), codegen
+def _vector_width_intrinsic(bits):
+    @intrinsic
+    def vector_width(typingctx):
+        def codegen(context, builder, signature, args):
+            # llvmlite validates attribute names against a fixed list without key-value
+            # attributes
+            set.add(builder.function.attributes, f'"prefer-vector-width"="{bits}"')
+            return context.get_dummy_value()
+        return types.none(), codegen
+    return vector_width
+
+
+_wide_vectors = _vector_width_intrinsic(512)
+_narrow_vectors = _vector_width_intrinsic(256)
 
 
 @intrinsic
@@ -296,6 +303,10 @@ def _register():
     @_overload(m.wide_vectors)
     def _wide_vectors_impl():
         return lambda: _wide_vectors()
+
+    @_overload(m.narrow_vectors)
+    def _narrow_vectors_impl():
+        return lambda: _narrow_vectors()
 
     @_overload(m.is_single)
     def _is_single(x):

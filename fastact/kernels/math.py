@@ -128,6 +128,15 @@ def wide_vectors():
     logsigmoid 1.3 -> 1.8 Gelem/s per core in cache (fastact/bench/NOTES.md)."""
 
 
+def narrow_vectors():
+    """Keep the loops of the calling kernel to 256-bit vectors (prefer-vector-width=256 when
+    compiled; nothing in the interpreter). LLVM's own choice depends on the CPU: 256 bits on Intel's
+    AVX-512 CPUs (the prefer-256-bit tuning), 512 on AMD's Zen 4. The loops bound by memory were
+    measured 10-25% slower in cache with 512-bit vectors (NumPy's arrays start 16 bytes past a
+    64-byte boundary, so every zmm access splits a line), so every loop that does not ask for
+    wide_vectors asks for this: the same code on every x86 CPU."""
+
+
 def is_single(x):
     """True when x is float32 (a compile-time constant in kernels)."""
     return isinstance(x, np.float32)
