@@ -18,12 +18,21 @@ def _fail(name, exc, message):
     raise exc(f"fastact.{name}: {message}")
 
 
+_GPU_TYPES = set()  # types whose every instance is a GPU array: CuPy's, Numba's device arrays
+
+
 def is_gpu_array(value):
     """CuPy arrays, PyTorch CUDA tensors, Numba device arrays: anything with the CUDA interface."""
+    kind = type(value)
+    if kind in _GPU_TYPES:  # (CuPy builds the interface's dict on each look: ~1 us)
+        return True
     try:
-        return hasattr(value, "__cuda_array_interface__")
+        found = hasattr(value, "__cuda_array_interface__")
     except RuntimeError:  # a torch CUDA tensor that requires grad refuses the interface
         return True
+    if found and kind.__module__.split(".")[0] in ("cupy", "numba"):
+        _GPU_TYPES.add(kind)  # (a torch tensor's type is also a CPU tensor's: looked at each time)
+    return found
 
 
 def _as_array(name, value, what):

@@ -244,6 +244,79 @@ def test_errors_before_anything_is_written():
         fa.relu(x)
 
 
+def test_repeated_calls_repeat_the_plan_with_this_calls_parameters(monkeypatch):
+    """A call whose arrays describe themselves as an earlier call's did repeats its plan (no
+    checks, no kernel choice) but reads its parameters, allocates a fresh result where out is
+    None, and writes where this call says; arrays described otherwise take the full path."""
+    x_host = _grid((6, 7))
+    x_host[0, :3] = [np.nan, -np.inf, -0.0]
+    alphas = (0.5, 2.0, -0.0, 0.0)
+    expected = [host(fa.elu(dev(x_host), alpha=alpha)).view(np.int32) for alpha in alphas]
+    expected_gelu = host(fa.gelu(dev(x_host)))
+    fcuda._plans.clear()
+    x = dev(x_host)
+    out = dev(np.full((6, 7), 7.0, np.float32))
+    checked = []
+    arrays = fcuda.Backend._arrays
+    monkeypatch.setattr(fcuda.Backend, "_arrays",
+                        lambda self, *a: checked.append(a[0]) or arrays(self, *a))
+    for alpha, want in zip(alphas, expected):  # -0.0 and 0.0 give different bits
+        assert fa.elu(x, alpha=alpha, out=out) is out
+        np.testing.assert_array_equal(host(out).view(np.int32), want)
+    assert checked.count("elu") == 1  # the first call; the others repeated its plan
+    first, second = fa.gelu(x), fa.gelu(x)
+    assert (first.__cuda_array_interface__["data"][0]
+            != second.__cuda_array_interface__["data"][0])
+    np.testing.assert_array_equal(host(first), expected_gelu)
+    np.testing.assert_array_equal(host(second), expected_gelu)
+    assert checked.count("gelu") == 1
+    # the same memory described otherwise: its own checks and kernel
+    with pytest.raises(ValueError, match="shape"):
+        fa.elu(x, out=out.reshape(7, 6))
+    readonly = host(out)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fa.elu(x, out=FakeCUDAArray(readonly))
+    out_host = host(out)
+    fa.elu(x[:, ::2], out=out[:, ::2])
+    out_host[:, ::2] = host(fa.elu(dev(x_host[:, ::2])))
+    np.testing.assert_array_equal(host(out), out_host)
+
+
+def test_repeated_row_calls_repeat_the_plan(monkeypatch):
+    """softmax / log_softmax rows (the block-per-row kernels) repeat a plan as elementwise calls
+    do; another axis, or an input that needs a copy, is not that plan."""
+    rows_host = _grid((10, 40))
+    rows_host[2, 5], rows_host[3, :] = np.nan, -np.inf
+    dy_host = _grid((10, 40), seed=3)
+    want = {}
+    for name in ("softmax", "log_softmax"):
+        y = host(getattr(fa, name)(dev(rows_host)))
+        want[name] = (y, host(getattr(fa, name).backward(dev(dy_host), dev(y))),
+                      host(getattr(fa, name)(dev(rows_host), axis=0)))
+    fcuda._plans.clear()
+    checked = []
+    arrays = fcuda.Backend._arrays
+    monkeypatch.setattr(fcuda.Backend, "_arrays",
+                        lambda self, *a: checked.append(a[0]) or arrays(self, *a))
+    x, dy = dev(rows_host), dev(dy_host)
+    for name, (y_want, dx_want, axis0_want) in want.items():
+        act = getattr(fa, name)
+        out, dx = dev(np.full((10, 40), 7.0, np.float32)), dev(np.full((10, 40), 7.0, np.float32))
+        for _ in range(3):
+            first, second = act(x), act(x)
+            np.testing.assert_array_equal(host(first), y_want)
+            np.testing.assert_array_equal(host(second), y_want)
+            assert act(x, out=out) is out
+            np.testing.assert_array_equal(host(out), y_want)
+            assert act.backward(dy, out, out=dx) is dx
+            np.testing.assert_array_equal(host(dx), dx_want)
+            np.testing.assert_array_equal(host(act(x, axis=0)), axis0_want)
+        # full path once per kind of call (axis 0 takes the column kernel: no plan, checked each
+        # time); every other call repeated a plan
+        assert checked.count(name) == 3 + 3, checked
+
+
 def test_empty_and_zero_dimensional():
     assert host(fa.relu(dev(np.zeros((0, 3), np.float32)))).shape == (0, 3)
     y = fa.tanh(dev(np.float64(0.5)))

@@ -159,6 +159,7 @@ def test_cuda_and_cpu_targets_keep_separate_registrations(tmp_path):
 
 
 _FAST_LAUNCH = r"""
+import ctypes
 import numpy as np
 from numba import types
 from numba.cuda import dispatcher
@@ -168,16 +169,32 @@ class Overload:  # what _Kernel._prepare_args reads from its kernel
     extensions = []
     _prepare_args = dispatcher._Kernel._prepare_args
 
-for ty, value in ((types.int64, 7), (types.int64, -3), (types.float32, np.float32(1.5)),
-                  (types.float64, np.float64(-2.25)), (types.UniTuple(types.int64, 3), (4, -5, 6))):
+cases = ((types.int64, 7), (types.int64, -3), (types.float32, np.float32(1.5)),
+         (types.float64, np.float64(-2.25)), (types.UniTuple(types.int64, 3), (4, -5, 6)),
+         (types.float32, np.float32(-0.0)), (types.int64, 2 ** 40 + 3))
+for ty, value in cases:
+    kinds, pack = kc._packer(ty)
     ours, theirs = [], []
-    kc._packer(ty)(value, ours)
+    pack(value, ours)
     Overload()._prepare_args(ty, value, 0, [], theirs)
-    assert [type(a) for a in ours] == [type(a) for a in theirs], (ty, ours, theirs)
-    assert [a.value for a in ours] == [a.value for a in theirs], (ty, ours, theirs)
+    fast = kc._FastKernel(None, 0, [(kinds, pack)])
+    assert fast.slot_values([value]) == [kc._comparable(a) for a in theirs], (ty, ours, theirs)
+    # the buffer cuLaunchKernel reads: slot i at pointer i holds numba-cuda's value i, bit for bit
+    buffer, pointers = kc._param_buffer(fast.slots)
+    fast.struct.pack_into(buffer, 0, *fast.pack([value]))
+    slots = (ctypes.c_void_p * fast.slots).from_address(pointers)
+    for slot, theirs_one in zip(slots, theirs):
+        size = ctypes.sizeof(theirs_one)
+        assert ctypes.string_at(slot, size) == bytes(theirs_one), (ty, slot, theirs_one)
+# an array: numba-cuda's seven slots (meminfo, parent, size, itemsize, data, shape, strides)
+flat = kc._Flat(0x7F0000001000, 5, np.dtype(np.float32), 0)
+kinds, pack = kc._packer(types.float32[::1])
+fast = kc._FastKernel(None, 0, [(kinds, pack), kc._packer(types.int64)])
+assert fast.slot_values([flat, 5]) == [("q", v) for v in (0, 0, 5, 4, 0x7F0000001000, 5, 4, 5)]
 for ty in (types.uint64, types.int32, types.float64[:, ::1], types.UniTuple(types.float64, 2)):
     assert kc._packer(ty) is None, ty  # left to the dispatcher
 assert kc._kind(3) is int and kc._kind((1, 2)) == (int, int) and kc._kind(np.float32(1)) is np.float32
+assert kc._kind(flat) == "<f4"
 assert kc._kind(np.uint64(3)) is None and kc._kind((1, 2.0)) is None and kc._kind(object()) is None
 assert kc._primary_is_current(0) is False  # no driver here: numba-cuda's push it is
 print("PACKED")
@@ -186,8 +203,9 @@ print("PACKED")
 
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed (pip install numba-cuda)")
 def test_fast_launch_packs_scalars_as_numba_cuda_does():
-    # after a kernel's first launch, _launch packs the arguments itself and calls cuda.core's
-    # launch (a GPU is needed to run that path: gpu_check compares its results with the first
-    # call's); here the scalar and tuple packers against numba-cuda's own _prepare_args
+    # after a kernel's first launch, _launch packs the arguments itself and calls the driver's
+    # cuLaunchKernel (a GPU is needed to run that path: gpu_check and tests/gpu_overhead.py
+    # compare its results with the first call's); here the packers against numba-cuda's own
+    # _prepare_args, and the slots of the parameter buffer byte for byte
     result = _python(_FAST_LAUNCH, NUMBA_ENABLE_CUDASIM="0")
     assert result.returncode == 0 and "PACKED" in result.stdout, result.stdout + result.stderr

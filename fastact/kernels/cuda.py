@@ -75,6 +75,17 @@ SEGMENT = 16 if SIMULATOR else 8192       # elements per block in prelu's weight
 _TAGS = {np.dtype(np.float16): "f16", np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 
+def _tag(inputs, work):
+    """The kernel's dtype tag: the inputs' dtype where they share one, else the work type."""
+    dtypes = {a.dtype for a in inputs}
+    return (_TAGS.get(inputs[0].dtype) or inputs[0].dtype.name) if len(dtypes) == 1 else work
+
+
+def _values(params, work):
+    wtype = np.float32 if work == "f32" else np.float64
+    return [wtype(p) for p in params]
+
+
 def _fail(name, exc, message):
     raise exc(f"fastact.{name}: {message}")
 
@@ -238,29 +249,49 @@ def _identical(a, b):
 def _flat(array, first, count, dtype=None):
     """A 1-D contiguous kernel argument over ``count`` elements from element offset ``first``."""
     dtype = np.dtype(dtype or array.dtype)
-    ptr = array.ptr + first * dtype.itemsize
-    count = max(int(count), 1) if array.size else 0
+    return _flat_at(array.ptr + first * dtype.itemsize, max(int(count), 1) if array.size else 0,
+                    dtype, array.device)
+
+
+def _flat_at(ptr, count, dtype, device):
+    """A 1-D contiguous kernel argument of ``count`` elements of ``dtype`` at address ``ptr``: a
+    _Flat (what numba-cuda passes for it, and a Numba view only when the dispatcher launches),
+    a NumPy array over that memory under the simulator."""
     if SIMULATOR:
         if count == 0:
             return np.empty(0, dtype)
         import ctypes
         buffer = (ctypes.c_char * (count * dtype.itemsize)).from_address(ptr)
         return np.frombuffer(buffer, dtype=dtype, count=count)
-    key = (ptr, count, dtype.str, array.device)
-    view = _views.get(key)
-    if view is None:
-        # No owner: the view is only (pointer, length, dtype), valid for whatever allocation is
-        # there while the caller holds it; kept so that a repeated call skips building it (tens
-        # of microseconds in numba-cuda)
-        desc = {"shape": (count,), "strides": None, "typestr": dtype.str, "data": (ptr, False),
-                "version": 3}
-        view = cuda.from_cuda_array_interface(desc, owner=None, sync=False)
-        # what numba-cuda passes a kernel for it (meminfo, parent, size, itemsize, data, shape,
-        # strides in bytes), for _launch's path around the dispatcher
-        view.fastact_packed = (dtype.str, (0, 0, count, dtype.itemsize, ptr, count, dtype.itemsize))
-        _views[key] = view
-        _forget_oldest(_views, _VIEWS_KEPT)
-    return view
+    return _Flat(ptr, count, dtype, device)
+
+
+class _Flat:
+    """A kernel argument over (pointer, length, dtype): ``fastact_packed`` is (dtype, what
+    numba-cuda passes a kernel for such an array: meminfo, parent, size, itemsize, data, shape,
+    strides in bytes), for _launch's path around the dispatcher; ``view()`` the Numba device array
+    the dispatcher takes, built once per (pointer, length, dtype, device) and kept (building one
+    costs tens of microseconds in numba-cuda)."""
+    __slots__ = ("fastact_packed", "ptr", "count", "dtype", "device")
+
+    def __init__(self, ptr, count, dtype, device):
+        self.ptr, self.count, self.dtype, self.device = ptr, count, dtype, device
+        self.fastact_packed = (dtype.str, (0, 0, count, dtype.itemsize, ptr, count,
+                                           dtype.itemsize))
+
+    def view(self):
+        key = (self.ptr, self.count, self.dtype.str, self.device)
+        view = _views.get(key)
+        if view is None:
+            # No owner: the view is only (pointer, length, dtype), valid for whatever allocation
+            # is there while the caller holds it
+            desc = {"shape": (self.count,), "strides": None, "typestr": self.dtype.str,
+                    "data": (self.ptr, False), "version": 3}
+            view = cuda.from_cuda_array_interface(desc, owner=None, sync=False)
+            view.fastact_packed = self.fastact_packed
+            _views[key] = view
+            _forget_oldest(_views, _VIEWS_KEPT)
+        return view
 
 
 _views = {}  # (pointer, count, dtype, device) -> a Numba device array over it, oldest first
@@ -1132,6 +1163,13 @@ def _row_kernels_built(op, work, fwd_block, bwd_block):
     return kernels
 
 
+def _plannable(recorder, result, target, given, used):
+    """Whether a row-wise call can become a plan: one is being recorded, the kernel writes the
+    result itself, and reads the arrays given (no contiguous or work-type copies)."""
+    return (recorder is not None and target is result and len(given) == len(used)
+            and all(u is g for u, g in zip(used, given)))
+
+
 def _vector_rows(work, n, *arrays):
     """Whether the block-per-row kernels can take 16-byte accesses (fwd_rowsv, bwd_rowsv): every
     array of the work type, 16-byte aligned, rows of a multiple of the vector's lanes."""
@@ -1207,12 +1245,14 @@ def _device_context(device):
 # --- launching without numba-cuda's dispatcher --------------------------------------------------
 # A launch through the dispatcher (kernel[grid, block, stream, shared](*args)) types every
 # argument, looks the overload up and converts each argument again (~40% of a call's ~110 us on an
-# H100, NOTES). After a kernel's first launch with some kinds of arguments, later launches with
-# the same kinds on the same device pack the arguments as numba-cuda's _Kernel.launch does and
-# call cuda.core's launch directly. Only what fastact passes: 1-D views from _flat, Python ints
-# (int64), NumPy float32/float64 scalars and tuples of ints; anything else takes the dispatcher.
+# H100, NOTES); cuda.core's launch, which it ends in, took another ~40 us a call on an H100's host.
+# After a kernel's first launch with some kinds of arguments, later launches with the same kinds on
+# the same device pack the arguments as numba-cuda's _Kernel.launch does, into one buffer of
+# 8-byte slots, and call the driver's cuLaunchKernel through ctypes. Only what fastact passes: 1-D
+# views from _flat, Python ints (int64), NumPy float32/float64 scalars and tuples of ints; anything
+# else takes the dispatcher.
 
-_fast = {}  # (dispatcher, device, argument kinds) -> (cuda.core kernel, packers) or False
+_fast = {}  # (dispatcher, device, argument kinds) -> _FastKernel, or False: the dispatcher
 
 
 def _kind(a):
@@ -1226,71 +1266,128 @@ def _kind(a):
 
 
 def _packer(ty):
-    """A function(value, list) that appends what numba-cuda passes for an argument of Numba type
-    ``ty`` (_Kernel._prepare_args), None where fastact does not pack that type itself."""
-    import ctypes
+    """(slot kinds, function(value, list)) for an argument of Numba type ``ty``: the function
+    appends the values that numba-cuda passes for it (_Kernel._prepare_args), one per 8-byte slot,
+    of the kinds given ('q' an integer or pointer, 'f' a float32, 'd' a float64); None where
+    fastact does not pack that type itself."""
     from numba import types
     if isinstance(ty, types.Array) and ty.ndim == 1 and ty.layout in "CA":
-        return lambda a, args: args.extend(a.fastact_packed[1])
-    scalar = {types.int64: ctypes.c_int64, types.float32: ctypes.c_float,
-              types.float64: ctypes.c_double}
+        # meminfo, parent, size, itemsize, data, shape, strides (bytes), as numba-cuda's array
+        return "q" * 7, lambda a, values: values.extend(a.fastact_packed[1])
+    scalar = {types.int64: "q", types.float32: "f", types.float64: "d"}
     if ty in scalar:
-        c = scalar[ty]
-        return lambda a, args: args.append(c(a))
+        return scalar[ty], lambda a, values: values.append(a)
     if isinstance(ty, types.UniTuple) and ty.dtype == types.int64:
-        return lambda a, args: args.extend(ctypes.c_int64(v) for v in a)
+        return "q" * ty.count, lambda a, values: values.extend(a)
     return None
 
 
+class _FastKernel:
+    """One overload's CUfunction/CUkernel handle and how to pack its arguments; launch() packs
+    them into a per-thread buffer (the ctypes call releases the GIL) and calls cuLaunchKernel."""
+    __slots__ = ("kernel", "handle", "packers", "kinds", "struct", "slots")
+
+    def __init__(self, kernel, handle, packers):
+        import struct
+        self.kernel, self.handle = kernel, handle  # kernel: keeps the handle's module loaded
+        self.packers = [pack for _, pack in packers]
+        self.kinds = "".join(kinds for kinds, _ in packers)
+        self.struct = struct.Struct("<" + "".join("f4x" if k == "f" else k for k in self.kinds))
+        self.slots = len(self.kinds)
+
+    def slot_values(self, args):
+        """The packed arguments as (kind, value) per slot, to compare with numba-cuda's."""
+        return [(k, float(v) if k in "fd" else int(v))
+                for k, v in zip(self.kinds, self.pack(args))]
+
+    def pack(self, args):
+        values = []
+        for pack, a in zip(self.packers, args):
+            pack(a, values)
+        return values
+
+    def launch(self, blocks, threads, shared, stream, args):
+        buffer, pointers = _param_buffer(self.slots)
+        self.struct.pack_into(buffer, 0, *self.pack(args))
+        err = _driver().cuLaunchKernel(self.handle, blocks, 1, 1, threads, 1, 1, shared, stream,
+                                       pointers, None)
+        if err:
+            raise RuntimeError(f"fastact: cuLaunchKernel failed: {_error_name(err)} ({err})")
+
+
+_buffers = threading.local()  # .get(slots) -> (buffer, address of its array of slot pointers)
+
+
+def _param_buffer(slots):
+    import ctypes
+    cache = getattr(_buffers, "cache", None)
+    if cache is None:
+        cache = _buffers.cache = {}
+    entry = cache.get(slots)
+    if entry is None:
+        buffer = (ctypes.c_int64 * slots)()
+        base = ctypes.addressof(buffer)
+        pointers = (ctypes.c_void_p * slots)(*(base + 8 * i for i in range(slots)))
+        entry = cache[slots] = (buffer, pointers, ctypes.addressof(pointers))
+    return entry[0], entry[2]
+
+
+@functools.lru_cache(maxsize=1)
+def _driver():
+    """libcuda's cuLaunchKernel (and cuGetErrorName) through ctypes."""
+    import ctypes
+    lib = ctypes.CDLL("libcuda.so.1")
+    lib.cuLaunchKernel.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+    lib.cuLaunchKernel.restype = ctypes.c_int
+    lib.cuGetErrorName.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+    lib.cuGetErrorName.restype = ctypes.c_int
+    return lib
+
+
+def _error_name(err):
+    import ctypes
+    name = ctypes.c_char_p()
+    _driver().cuGetErrorName(err, ctypes.byref(name))
+    return (name.value or b"CUDA_ERROR_UNKNOWN").decode()
+
+
 def _fast_entry(kernel, args, stream):
-    """(cuda.core kernel, packers) of the overload that the dispatcher just launched, or False
-    where fastact would pack its arguments differently from numba-cuda (checked on these
-    arguments against the overload's own _prepare_args) or this numba-cuda lacks a piece."""
+    """The _FastKernel of the overload that the dispatcher just launched, or False where fastact
+    would pack its arguments differently from numba-cuda (checked on these arguments against the
+    overload's own _prepare_args) or this numba-cuda or driver lacks a piece."""
     try:
-        from numba.cuda import dispatcher
-        from numba.cuda.cudadrv import driver
         overload = kernel.overloads[tuple(kernel.typeof_pyval(a) for a in args)]
         if overload.debug or overload.cooperative or overload.extensions:
             return False
         packers = [_packer(t) for t in overload.argument_types]
-        if None in packers or not all(callable(getattr(m, n, None)) for m, n in (
-                (dispatcher, "launch"), (dispatcher, "LaunchConfig"),
-                (driver, "_to_core_stream"))):
+        if None in packers:
             return False
-        ours, theirs = [], []
-        for pack, t, a in zip(packers, overload.argument_types, args):
-            pack(a, ours)
+        cufunc = overload._codelibrary.get_cufunc()
+        fast = _FastKernel(cufunc.kernel, int(cufunc.handle), packers)
+        theirs = []
+        for t, a in zip(overload.argument_types, args):
             overload._prepare_args(t, a, _stream(stream), [], theirs)
-        if [_comparable(v) for v in ours] != [_comparable(v) for v in theirs]:
+        if fast.slot_values(args) != [_comparable(v) for v in theirs]:
             return False
-        return overload._codelibrary.get_cufunc().kernel, packers
-    except Exception:  # another numba-cuda: the dispatcher it is
+        _driver()
+        return fast
+    except Exception:  # another numba-cuda, no libcuda.so.1: the dispatcher it is
         return False
 
 
 def _comparable(value):
-    """A packed argument as (kind, value): a ctypes scalar by its type, any integer as an int."""
+    """What numba-cuda passes for one slot, as (kind, value): a ctypes float or double by its
+    kind, any integer (ctypes ints and pointers, NumPy ints) as 'q'."""
+    import ctypes
+    if isinstance(value, ctypes.c_float):
+        return "f", float(value.value)
+    if isinstance(value, ctypes.c_double):
+        return "d", float(value.value)
     if isinstance(value, (int, np.integer)):
-        return int, int(value)
-    return type(value), getattr(value, "value", value)
-
-
-@functools.lru_cache(maxsize=1024)
-def _launch_config(blocks, threads, shared):
-    from numba.cuda import dispatcher
-    return dispatcher.LaunchConfig(grid=blocks, block=threads, shmem_size=shared)
-
-
-_core_streams = {}
-
-
-def _core_stream(ptr):
-    stream = _core_streams.get(ptr)
-    if stream is None:
-        from numba.cuda.cudadrv import driver
-        stream = _core_streams[ptr] = driver._to_core_stream(_stream(ptr))
-        _forget_oldest(_core_streams)
-    return stream
+        return "q", int(value)
+    if isinstance(value, ctypes.c_void_p):
+        return "q", int(value.value or 0)
+    return "q", int(getattr(value, "value", value))
 
 
 def _forget_oldest(cache, keep=64):
@@ -1331,6 +1428,88 @@ def _range(label):
     return _nvtx.annotate(label, domain="fastact") if _nvtx else contextlib.nullcontext()
 
 
+# --- repeated calls ------------------------------------------------------------------------------
+# A call's checks and choices (dtypes, out=, overlap, layout, kernel, grid) depend only on what the
+# arrays' __cuda_array_interface__ says (pointer, read-only flag, shape, strides, typestr) and on
+# what is computed (the scalar function; the row-wise op, direction and axis). A call whose arrays
+# say exactly what an earlier call's said, where that call wrote its result with one kernel over
+# flat views of its arrays, repeats that call's plan: the current stream, an allocation where out
+# is None, the launch (the parameters' values are read on every call). fa.sigmoid(x, out=out) on
+# 4096 float32 took ~36 us a call on an H100's host with the plan, ~98 us without (NOTES).
+
+_plans = {}  # (what is computed, per array: library, data, shape, strides, typestr) -> _Plan
+_PLANS_KEPT = 256
+
+
+def _plan_key(what, inputs, out):
+    """(key, data pointers of the arrays given), or (None, None) where an interface says what a
+    key cannot hold (a mask, a list for a shape)."""
+    parts, ptrs = [what], []
+    try:
+        for obj in (*inputs, out):
+            if obj is None:
+                parts.append(None)
+                continue
+            library = _library_of(obj)
+            cai = library.interface(obj)
+            if cai.get("mask") is not None:
+                return None, None
+            data = cai["data"]
+            parts.append((library, data, cai["shape"], cai.get("strides"), cai["typestr"]))
+            ptrs.append(int(data[0] or 0))
+        key = tuple(parts)
+        hash(key)
+    except Exception:  # an interface fastact's checks will explain (on the general path)
+        return None, None
+    return key, ptrs
+
+
+class _Plan:
+    """One launch of a kernel over flat views of a call's arrays (inputs, then the result), then
+    ``tail``, then the call's parameters in the work type (where ``work`` is set)."""
+    __slots__ = ("library", "device", "label", "kernel", "blocks", "threads", "shared", "counts",
+                 "dtypes", "tail", "work", "alloc")
+
+    def __init__(self, like, label, kernel, grid, arrays, tail, work, alloc):
+        self.library, self.device, self.label, self.kernel = like.library, like.device, label, kernel
+        self.blocks, self.threads, self.shared = grid
+        self.counts, self.dtypes = [a.size for a in arrays], [a.dtype for a in arrays]
+        self.tail, self.work, self.alloc = list(tail), work, alloc  # alloc: (shape, dtype, order)
+
+    def launch(self, backend, stream, ptrs, params):
+        args = [_flat_at(p, c, dt, self.device)
+                for p, c, dt in zip(ptrs, self.counts, self.dtypes)] + self.tail
+        if self.work is not None:
+            args += _values(params, self.work)
+        backend._launch(self.kernel, self.blocks, self.threads, stream, args, self.shared)
+
+    def run(self, backend, like, out, ptrs, params):
+        stream = self.library.stream(like)
+        with _range(self.label), _device_context(self.device):
+            if out is None:
+                shape, dtype, order = self.alloc
+                out = self.library.empty(like, shape, dtype, order)
+                ptrs = ptrs + [int(self.library.interface(out)["data"][0])]
+            self.launch(backend, stream, ptrs, params)
+        return out
+
+
+class _Recorder:
+    """Where a call may become a plan: its key and label, and whether it allocated its result
+    (out=None). launch() launches as the plan will and keeps the plan."""
+
+    def __init__(self, key, label, allocates):
+        self.key, self.label, self.allocates = key, label, allocates
+
+    def launch(self, backend, stream, kernel, grid, arrays, tail, alloc, params=(), work=None):
+        """alloc: (shape, dtype, order) of the result as the plan allocates it."""
+        plan = _Plan(arrays[0], self.label, kernel, grid, arrays, tail, work,
+                     alloc if self.allocates else None)
+        plan.launch(backend, stream, [a.ptr for a in arrays], params)
+        _plans[self.key] = plan
+        _forget_oldest(_plans, _PLANS_KEPT)
+
+
 # --- the backend ----------------------------------------------------------------------------------
 
 class Backend:
@@ -1369,15 +1548,9 @@ class Backend:
             key = (kernel, device, kinds)
             entry = _fast.get(key) if None not in kinds else False
             if entry:
-                from numba.cuda import dispatcher
-                core_kernel, packers = entry
-                packed = []
-                for pack, a in zip(packers, args):
-                    pack(a, packed)
-                dispatcher.launch(_core_stream(stream),
-                                  _launch_config(int(blocks), int(threads), int(shared)),
-                                  core_kernel, *packed)
+                entry.launch(int(blocks), int(threads), int(shared), stream, args)
                 return
+        args = [a.view() if type(a) is _Flat else a for a in args]
         kernel[int(blocks), int(threads), _stream(stream), int(shared)](*args)
         if device is not None and entry is None:
             _fast[key] = _fast_entry(kernel, args, stream)
@@ -1390,6 +1563,18 @@ class Backend:
     def _row_blocks(self, device, count, threads=ROW_BLOCK):
         sms, threads_per_sm = _device_limits(device)
         return max(1, min(count, sms * max(1, threads_per_sm // threads) * GRID_WAVES))
+
+    def _block_per_row(self, device, rows, threads):
+        """Grid of the block-per-row softmax kernels: a block for every row, as PyTorch launches
+        its row kernels, so that the blocks an SM holds are at different points of their rows
+        (loading, reducing, writing) and some always have loads in flight; rows of 4096 float32
+        at 2^28 on an H100: backward 2904 -> 3091 GB/s, forward 2750 -> 2854 (softmax), against
+        blocks looping over rows in a grid of twice the resident blocks (NOTES). The kernels loop
+        over rows all the same: the simulator keeps the smaller grid, so that tests reach the
+        loop."""
+        if SIMULATOR:
+            return self._row_blocks(device, rows, threads)
+        return max(1, min(rows, 2 ** 31 - 1))
 
     def _arrays(self, name, objs):
         arrays = [None if o is None else _Array(name, o) for o in objs]
@@ -1417,27 +1602,12 @@ class Backend:
         n = target.size
         if n == 0:
             return
-        tag = _TAGS.get(inputs[0].dtype) or inputs[0].dtype.name if len(
-            {a.dtype for a in inputs}) == 1 else work
-        wtype = np.float32 if work == "f32" else np.float64
-        values = [wtype(p) for p in params]
-        orders = [o for o in ("C", "F") if all(a.is_contiguous(o) for a in (*inputs, target))]
-        from ._cuda_jit import lanes as vector_lanes
-        lanes = vector_lanes(target.dtype)
-        if orders and lanes and all(a.dtype == target.dtype and a.ptr % 16 == 0
-                                    for a in (*inputs, target)) and work == _TAGS.get(
-                                        target.dtype):
-            kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, 0, lanes)
+        values = _values(params, work)
+        kernel, blocks = self._flat_kernel(scalar_fn, inputs, target, work, device)
+        if kernel is not None:
             args = [_flat(a, 0, n) for a in (*inputs, target)] + [n] + values
-            # one block per BLOCK * VECTOR_UNROLL vectors, not a grid-stride grid of a few waves:
-            # at 2^28 float32 on an H100 this took the forwards from 89-94% of the copy (2 waves)
-            # to 99-100% (NOTES)
-            blocks = min(-(-n // (lanes * BLOCK * VECTOR_UNROLL)), 2 ** 31 - 1)
-        elif orders:
-            kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, 0)
-            args = [_flat(a, 0, n) for a in (*inputs, target)] + [n] + values
-            blocks = self._blocks(device, n, BLOCK * UNROLL)
         else:
+            tag = _tag(inputs, work)
             shape, strides = _collapse(target.shape, [a.strides for a in (*inputs, target)])
             kernel = _elementwise_kernel(scalar_fn, tag, len(inputs), work, len(shape))
             args = []
@@ -1446,6 +1616,25 @@ class Backend:
             args += [tuple(shape), n] + values
             blocks = self._blocks(device, n, BLOCK)
         self._launch(kernel, blocks, BLOCK, stream, args)
+
+    def _flat_kernel(self, scalar_fn, inputs, target, work, device):
+        """(kernel, blocks) for arrays contiguous in one common order, whose kernel takes
+        (*flat arrays, n, *values); (None, None) for the strided kernel."""
+        n = target.size
+        if not any(all(a.is_contiguous(o) for a in (*inputs, target)) for o in ("C", "F")):
+            return None, None
+        from ._cuda_jit import lanes as vector_lanes
+        lanes = vector_lanes(target.dtype)
+        tag = _tag(inputs, work)
+        if lanes and all(a.dtype == target.dtype and a.ptr % 16 == 0
+                         for a in (*inputs, target)) and work == _TAGS.get(target.dtype):
+            # one block per BLOCK * VECTOR_UNROLL vectors, not a grid-stride grid of a few waves:
+            # at 2^28 float32 on an H100 this took the forwards from 89-94% of the copy (2 waves)
+            # to 99-100% (NOTES)
+            return (_elementwise_kernel(scalar_fn, tag, len(inputs), work, 0, lanes),
+                    min(-(-n // (lanes * BLOCK * VECTOR_UNROLL)), 2 ** 31 - 1))
+        return (_elementwise_kernel(scalar_fn, tag, len(inputs), work, 0),
+                self._blocks(device, n, BLOCK * UNROLL))
 
     def _contiguous(self, array, stream, dtype=None):
         """array itself when C-contiguous (and of dtype), else a C-contiguous copy."""
@@ -1469,6 +1658,10 @@ class Backend:
     # -- the interface --
 
     def elementwise(self, name, scalar_fn, inputs, params, out):
+        key, ptrs = _plan_key(scalar_fn, inputs, out)
+        plan = _plans.get(key) if key is not None else None
+        if plan is not None:  # these arrays as before: the same checks passed, the same kernel
+            return plan.run(self, inputs[0], out, ptrs, params)
         from .._api import compute_dtype, result_dtype
         arrays = self._arrays(name, [*inputs, out])
         inputs, out = arrays[:-1], arrays[-1]
@@ -1483,31 +1676,47 @@ class Backend:
         like = inputs[0]
         stream = like.library.stream(like.obj)
         direction = "fwd" if scalar_fn.__name__.endswith("forward") else "bwd"
-        with _range(f"fastact.{name}.{direction}"), _device_context(like.device):
+        label = f"fastact.{name}.{direction}"
+        with _range(label), _device_context(like.device):
+            order = "F" if all(a.is_contiguous("F") and not a.is_contiguous("C")
+                               for a in inputs) else "C"
             if out is None:
-                order = "F" if all(a.is_contiguous("F") and not a.is_contiguous("C")
-                                   for a in inputs) else "C"
                 result = target = self._empty(like, shape, dtype, order)
             else:
                 result = target = out
                 if any(_overlaps(out, a) and not _identical(out, a) for a in inputs):
                     target = self._empty(like, shape, dtype)
-            self._map(scalar_fn, inputs, target, params, work, stream, like.device)
+            kernel, blocks = self._flat_kernel(scalar_fn, inputs, target, work, like.device)
+            if key is not None and target is result and kernel is not None and result.size:
+                _Recorder(key, label, out is None).launch(
+                    self, stream, kernel, (blocks, BLOCK, 0), [*inputs, result], [result.size],
+                    (shape, dtype, order), params, work)
+            else:
+                self._map(scalar_fn, inputs, target, params, work, stream, like.device)
             if target is not result:
                 self._map(None, [target], result, [], work, stream, like.device)
         return result.obj
 
     def rowwise(self, name, direction, arrays, params, out):
+        rows = name not in ("prelu", "maxout", "rrelu")  # softmax, log_softmax
+        key, ptrs = _plan_key((name, direction, tuple(sorted(params.items()))), arrays,
+                              out) if rows else (None, None)
+        plan = _plans.get(key) if key is not None else None
+        if plan is not None:
+            return plan.run(self, arrays[0], out, ptrs, params)
         from .._api import compute_dtype, result_dtype
         arrays = self._arrays(name, [*arrays, out])
         arrays, out = arrays[:-1], arrays[-1]
         like = arrays[0]
         stream = like.library.stream(like.obj)
-        method = getattr(self, f"_{name}_{direction}" if name in ("prelu", "maxout", "rrelu")
-                         else f"_rows_{direction}")
-        with _range(f"fastact.{name}.{'fwd' if direction == 'forward' else 'bwd'}"):
-            with _device_context(like.device):
-                result = method(name, arrays, params, out, stream, result_dtype, compute_dtype)
+        label = f"fastact.{name}.{'fwd' if direction == 'forward' else 'bwd'}"
+        method = getattr(self, f"_rows_{direction}" if rows else f"_{name}_{direction}")
+        extra = {}
+        if key is not None:
+            extra["recorder"] = _Recorder(key, label, out is None)
+        with _range(label), _device_context(like.device):
+            result = method(name, arrays, params, out, stream, result_dtype, compute_dtype,
+                            **extra)
         if isinstance(result, tuple):
             return tuple(r.obj for r in result)
         return result.obj
@@ -1530,7 +1739,8 @@ class Backend:
             self._map(None, [target], result, [], work, stream, result.device)
         return result
 
-    def _rows_forward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+    def _rows_forward(self, name, arrays, params, out, stream, result_dtype, compute_dtype,
+                      recorder=None):
         outer, n, inner = self._rows_geometry(name, arrays, params)
         x = arrays[0]
         dtype = result_dtype(name, x.dtype)
@@ -1550,9 +1760,14 @@ class Backend:
         elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
             vector = _vector_rows(work, n, x, target)
             threads = k["threads"]["forward"] if vector else ROW_BLOCK
-            self._launch(k["fwd_rowsv" if vector else "fwd_rows"],
-                         self._row_blocks(x.device, rows, threads), threads, stream,
-                         (xa, ta, rows, n), shared=n * (4 if work == "f32" else 8))
+            kernel = k["fwd_rowsv" if vector else "fwd_rows"]
+            grid = (self._block_per_row(x.device, rows, threads), threads,
+                    n * (4 if work == "f32" else 8))
+            if _plannable(recorder, result, target, arrays, [x]):
+                recorder.launch(self, stream, kernel, grid, [x, target], [rows, n],
+                                (x.shape, dtype, "C"))
+            else:
+                self._launch(kernel, grid[0], threads, stream, (xa, ta, rows, n), shared=grid[2])
         else:
             chunks = -(-n // CHUNK)
             wdt = np.float32 if work == "f32" else np.float64
@@ -1572,7 +1787,8 @@ class Backend:
                          (xa, ta, rb, ro, rows, n, CHUNK, chunks))
         return self._finish(arrays, result, target, work, stream)
 
-    def _rows_backward(self, name, arrays, params, out, stream, result_dtype, compute_dtype):
+    def _rows_backward(self, name, arrays, params, out, stream, result_dtype, compute_dtype,
+                       recorder=None):
         outer, n, inner = self._rows_geometry(name, arrays, params)
         dy, y = arrays
         dtype = result_dtype(name, dy.dtype, y.dtype)
@@ -1594,9 +1810,13 @@ class Backend:
         elif n * (4 if work == "f32" else 8) <= SMEM_ROW_BYTES:
             vector = _vector_rows(work, n, dy, y, target)
             threads = k["threads"]["backward"] if vector else ROW_BLOCK
-            self._launch(k["bwd_rowsv" if vector else "bwd_rows"],
-                         self._row_blocks(y.device, rows, threads), threads, stream,
-                         (*args, rows, n))
+            kernel = k["bwd_rowsv" if vector else "bwd_rows"]
+            grid = (self._block_per_row(y.device, rows, threads), threads, 0)
+            if _plannable(recorder, result, target, arrays, [dy, y]):
+                recorder.launch(self, stream, kernel, grid, [dy, y, target], [rows, n],
+                                (y.shape, dtype, "C"))
+            else:
+                self._launch(kernel, grid[0], threads, stream, (*args, rows, n))
         else:
             chunks = -(-n // CHUNK)
             part = self._empty(y, (rows * chunks,), np.float64)
