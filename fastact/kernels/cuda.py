@@ -31,6 +31,11 @@ two-pass path (per
 chunk partial (max, sum) combined online in float64, then a pass that writes); short rows and rows
 along a strided axis take one thread per row. Under NUMBA_ENABLE_CUDASIM=1 (numba-cuda's simulator)
 everything runs as Python, with small blocks so that tests on small arrays reach every path.
+
+Per call: the first launch of a kernel goes through numba-cuda's dispatcher; later ones pack the
+arguments themselves and call the driver's cuLaunchKernel (_FastKernel). A call whose arrays
+describe themselves exactly as an earlier call's did repeats that call's plan (_Plan: no checks
+or choices again, only the stream, an allocation where out is None and the launch).
 """
 import contextlib
 import functools
