@@ -79,6 +79,35 @@ def test_reference_gelu_backward_in_the_subnormal_tail():
             assert abs(g - exact) <= 4 * unit, (xv, dv, g, exact)
 
 
+def test_reference_celu_backward_where_exp_alone_overflows():
+    """celu'(x) dy = dy exp(x / alpha) for x <= 0 with x / alpha from 600 to 1500 (alpha < 0) and
+    from -1500 to -600 (alpha > 0), against mpmath: finite where the product is, though exp alone overflows
+    (an H100 gpu_check drew dy = 0.38, x / alpha = 710.7: the old reference gave inf, the kernels
+    1.79e308), and accurate where exp alone is subnormal. Within 4 units of the last place (of
+    the result, or 2^-1074)."""
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(5)
+    z = np.concatenate([rng.uniform(600, 1500, 300), rng.uniform(-1500, -600, 300),
+                        [709.78, 710.74, 1419.6, -745.0, -708.5]])
+    dy = rng.uniform(-2, 2, z.size) * 10.0 ** rng.choice([0, 0, -300, -200, 200, 300], z.size)
+    for alpha in (-0.5, 0.75):
+        x = z * alpha  # exact enough: the test takes x / alpha as the kernels do
+        got = reference.celu_backward_from_input(dy, x, alpha=alpha)
+        with mp.workdps(60):
+            for xv, dv, g in zip(x, dy, got):
+                if xv > 0:  # (z of the other sign: the identity branch)
+                    assert g == dv
+                    continue
+                exact = mp.mpf(float(dv)) * mp.exp(mp.mpf(float(xv / alpha)))
+                if abs(exact) > mp.mpf(np.finfo(np.float64).max):
+                    assert np.isinf(g) and np.sign(g) == np.sign(dv), (xv, dv, g)
+                    continue
+                exact = float(exact)
+                unit = max(abs(exact) * 2.0 ** -52, 2.0 ** -1074)
+                assert abs(g - exact) <= 4 * unit, (alpha, xv, dv, g, exact)
+    assert np.isnan(reference.celu_backward_from_input(np.array([0.0]), np.array([-np.inf]), -0.5))
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_reference_backward_is_the_derivative(case):
     """Central differences of the reference forward confirm the reference derivatives (away from
