@@ -137,11 +137,16 @@ def test_non_contiguous_inputs(view):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_aligned_and_unaligned_contiguous_paths_agree(dtype):
+@pytest.mark.parametrize("one_vector", [False, True], ids=["two-vectors", "one-vector"])
+def test_aligned_and_unaligned_contiguous_paths_agree(dtype, one_vector, monkeypatch):
     """16-byte-aligned contiguous arrays of one dtype take the vector kernel (4 float32 or 2
     float64 per access, then a scalar tail); one element further on (unaligned) they take the
-    scalar kernel. Both give the CPU's bits, at lengths that end mid-vector, on hostile values."""
+    scalar kernel. Both give the CPU's bits, at lengths that end mid-vector, on hostile values;
+    the vector kernels with two vectors a thread and with one (ONE_VECTOR, float32)."""
     lanes = 16 // np.dtype(dtype).itemsize
+    monkeypatch.setattr(fcuda, "ONE_VECTOR", frozenset(
+        {"silu_forward", "sigmoid_backward_from_output"} if one_vector else ()))
+    fcuda._plans.clear()
     values = small(hostile(dtype, kinks("silu", {})), kinks("silu", {}))
     dy_all = _grid(values.size, dtype, seed=2)
     before = set(fcuda._modules)
@@ -159,10 +164,12 @@ def test_aligned_and_unaligned_contiguous_paths_agree(dtype):
             out = dev(np.full(n, 7.0, dtype))  # into a separate (aligned) out
             fa.silu(gx, out=out)
             np.testing.assert_array_equal(host(out), want[0])
+    fcuda._plans.clear()  # (plans keep the kernel they were made with)
     tag = "f32" if dtype == np.float32 else "f64"
     built = set(fcuda._modules) | before
-    assert f"fastact_silu_fwd_{tag}_v{lanes}" in built and f"fastact_silu_fwd_{tag}" in built
-    assert f"fastact_sigmoid_bwd_from_output_{tag}_v{lanes}" in built
+    v = f"_v{lanes}u1" if one_vector and lanes == 4 else f"_v{lanes}"  # (float32 only)
+    assert f"fastact_silu_fwd_{tag}{v}" in built and f"fastact_silu_fwd_{tag}" in built
+    assert f"fastact_sigmoid_bwd_from_output_{tag}{v}" in built
 
 
 def test_fortran_inputs_give_fortran_output():

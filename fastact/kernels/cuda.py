@@ -71,6 +71,19 @@ if SIMULATOR:  # simulated: the forward's pair loop, the backward's three paths 
     ROW_BLOCK_VECTOR = {"forward": 8, "backward": 4}
 UNROLL = 4                                # elements in flight per thread, contiguous kernels
 VECTOR_UNROLL = 2                         # 16-byte vectors in flight per thread, aligned kernels
+# scalar functions whose float32 aligned kernels take one 16-byte vector per thread: each was faster
+# so on an H100 at 2^28 float32 (tests/gpu_vector_unroll.py, NOTES: 3007-3020 -> 3026-3046 GB/s
+# forward, 3044-3053 -> 3060-3069 backward); the heavier forwards (a division or a long polynomial:
+# sigmoid, tanh, gelu, mish, hardsigmoid, softsign) lost 2-9% with one vector and keep two
+ONE_VECTOR = frozenset({"celu_backward_from_output", "celu_forward", "elu_backward_from_output",
+    "elu_forward", "gelu_backward_from_input", "hardsigmoid_backward_from_input",
+    "hardswish_backward_from_input", "hardswish_forward", "hardtanh_backward_from_input",
+    "hardtanh_forward", "leaky_relu_backward", "leaky_relu_forward",
+    "logsigmoid_backward_from_input", "logsigmoid_forward", "mish_backward_from_input",
+    "relu_backward_from_output", "relu_forward", "selu_backward_from_output", "selu_forward",
+    "sigmoid_backward_from_output", "silu_backward_from_input", "silu_forward",
+    "softplus_backward_from_input", "softplus_forward", "softsign_backward_from_input",
+    "tanh_backward_from_output", "threshold_backward_from_input", "threshold_forward"})
 GRID_WAVES = 1 if SIMULATOR else 2        # grid-stride grids: this many times the resident blocks
 SMEM_ROW_BYTES = 256 if SIMULATOR else 32768  # softmax rows up to this size stay in shared memory
 CHUNK = 64 if SIMULATOR else 16384        # elements per block in the long-row path
@@ -499,19 +512,20 @@ def _caller(scalar_fn, n_inputs):
 
 
 @functools.lru_cache(maxsize=None)
-def _elementwise_kernel(scalar_fn, tag, n_inputs, work, ndim, lanes=0):
-    """The elementwise kernel: contiguous for ndim 0 (with 16-byte accesses of ``lanes`` elements
-    where lanes is given), else strided over ndim dimensions."""
+def _elementwise_kernel(scalar_fn, tag, n_inputs, work, ndim, lanes=0, unroll=VECTOR_UNROLL):
+    """The elementwise kernel: contiguous for ndim 0 (with 16-byte accesses of ``lanes`` elements,
+    ``unroll`` vectors a thread, where lanes is given), else strided over ndim dimensions."""
     name = kernel_name(scalar_fn, tag, n_inputs) + (f"_nd{ndim}" if ndim else "") + (
-        f"_v{lanes}" if lanes else "")
+        f"_v{lanes}" if lanes else "") + (
+        f"u{unroll}" if lanes and unroll != VECTOR_UNROLL else "")
     if lanes:
-        return _load(name, _vector_source(name, scalar_fn, n_inputs, work, lanes))
+        return _load(name, _vector_source(name, scalar_fn, n_inputs, work, lanes, unroll))
     return _load(name, _elementwise_source(name, scalar_fn, n_inputs, work, ndim))
 
 
-def _vector_source(name, scalar_fn, n_inputs, work, lanes):
+def _vector_source(name, scalar_fn, n_inputs, work, lanes, unroll):
     """out[i] = scalar(a0[i], ..., p0, ...) on contiguous 16-byte-aligned arrays of one dtype: each
-    thread loads VECTOR_UNROLL vectors of ``lanes`` elements (h.load_vector) before it computes,
+    thread loads ``unroll`` vectors of ``lanes`` elements (h.load_vector) before it computes,
     then stores them whole; the last n % lanes elements, one per thread, after."""
     w = _WORK[work][0]
     params, call = _caller(scalar_fn, n_inputs)
@@ -534,12 +548,11 @@ def _vector_source(name, scalar_fn, n_inputs, work, lanes):
              "    i = cuda.grid(1)",
              "    stride = cuda.gridsize(1)",
              f"    vectors = n // {lanes}",
-             f"    while i + {VECTOR_UNROLL - 1} * stride < vectors:",
-             *body("        ", VECTOR_UNROLL),
-             f"        i += {VECTOR_UNROLL} * stride",
-             "    while i < vectors:",
-             *body("        ", 1),
-             "        i += stride",
+             f"    while i + {unroll - 1} * stride < vectors:",
+             *body("        ", unroll),
+             f"        i += {unroll} * stride",
+             *(["    while i < vectors:", *body("        ", 1), "        i += stride"]
+               if unroll > 1 else []),
              f"    j = vectors * {lanes} + cuda.grid(1)",
              "    if j < n:",
              f"        out[j] = {call([f'{w}({a}[j])' for a in ins])}"]
@@ -1633,11 +1646,13 @@ class Backend:
         tag = _tag(inputs, work)
         if lanes and all(a.dtype == target.dtype and a.ptr % 16 == 0
                          for a in (*inputs, target)) and work == _TAGS.get(target.dtype):
-            # one block per BLOCK * VECTOR_UNROLL vectors, not a grid-stride grid of a few waves:
-            # at 2^28 float32 on an H100 this took the forwards from 89-94% of the copy (2 waves)
-            # to 99-100% (NOTES)
-            return (_elementwise_kernel(scalar_fn, tag, len(inputs), work, 0, lanes),
-                    min(-(-n // (lanes * BLOCK * VECTOR_UNROLL)), 2 ** 31 - 1))
+            # one block per BLOCK * unroll vectors, not a grid-stride grid of a few waves: at 2^28
+            # float32 on an H100 this took the forwards from 89-94% of the copy (2 waves) to
+            # 99-100% (NOTES)
+            unroll = 1 if lanes == 4 and getattr(  # float32: where it was measured
+                scalar_fn, "__name__", "") in ONE_VECTOR else VECTOR_UNROLL
+            return (_elementwise_kernel(scalar_fn, tag, len(inputs), work, 0, lanes, unroll),
+                    min(-(-n // (lanes * BLOCK * unroll)), 2 ** 31 - 1))
         return (_elementwise_kernel(scalar_fn, tag, len(inputs), work, 0),
                 self._blocks(device, n, BLOCK * UNROLL))
 
