@@ -171,7 +171,6 @@ def map_3(a0, a1, a2, out, params, start, stop):
 # sizes: this source is copied into another module.)
 
 def prelu_forward_rows(x, weight, out, start, stop):
-    m.narrow_vectors()
     channels = weight.size
     stream = out.size * out.itemsize >= m.STREAM_BYTES
     buffer = np.empty(2048 if stream else 0, out.dtype)
@@ -195,7 +194,6 @@ def prelu_backward_rows(dy, x, weight, dx, grad_weight_rows, start, stop):
     """dx, and per row the sum of dy*x over x <= 0 (the rows' sums are added per channel later),
     in blocks of 2048 so that the sum and dx read the inputs from memory once (a whole row's
     sum first, then its dx, read long rows twice: 55% of the roofline at 2^26)."""
-    m.narrow_vectors()
     channels = weight.size
     stream = dx.size * dx.itemsize >= m.STREAM_BYTES
     buffer = np.empty(2048 if stream else 0, dx.dtype)
@@ -221,7 +219,6 @@ def stream_row(d, buffer):
     """d[:] = buffer[:d.size]: d's whole 64-byte lines by non-temporal stores, its partial first
     and last lines by plain ones (d may start anywhere; a line split between two chunks is
     written plainly by both)."""
-    m.narrow_vectors()
     head = m.aligned_head(d)
     lanes = 64 // d.itemsize
     end = head + (d.size - head) // lanes * lanes
@@ -267,7 +264,6 @@ def row_exp(row, best, dst):
 def row_others(e):
     """Sum of e over all but one of the entries equal to 1 (the max's exp(0) is exactly 1), so that
     log1p of it is exact where log_softmax is close to 0; NaN entries count (as NaN)."""
-    m.narrow_vectors()
     others, ones = 0.0, 0
     for j in range(e.size):
         others += np.float64(e[j]) if e[j] != 1.0 else 0.0
@@ -277,7 +273,6 @@ def row_others(e):
 
 def row_grad_weight(dy, x):
     """prelu's per-row sum of dy * x over x <= 0, in float64 (a reduction: reassoc, see below)."""
-    m.narrow_vectors()
     total = 0.0
     for j in range(x.size):
         total += np.float64(registry.prelu_grad_weight_term(dy[j], x[j]))
@@ -418,7 +413,6 @@ def log_softmax_backward_rows(dy, y, dx, start, stop):
 def group_max(row, base, stride, k):
     """(max, index of its first occurrence) over row[base + j*stride], j < k; the first NaN if there
     is one (registry.maxout_takes_over)."""
-    m.narrow_vectors()
     best, where = row[base], 0
     for j in range(1, k):
         v = row[base + j * stride]
@@ -431,7 +425,6 @@ def maxout_forward_groups(x, out, k, inner, start, stop):
     """Inputs beyond the caches are prefetched 4 KiB ahead: the hardware prefetcher stops at each
     4 KiB page, and this loop, faster than memory, then waited on every page's first lines (2^26
     float32, 2 threads: 21.7 -> 27.5 GB/s; in L2 it cost 7%, hence only from PREFETCH_BYTES)."""
-    m.narrow_vectors()
     ahead = 4096 // x.itemsize if x.size * x.itemsize >= m.PREFETCH_BYTES else 0
     for o in range(start, stop):
         if ahead:
@@ -446,7 +439,6 @@ def maxout_backward_groups(dy, x, dx, k, inner, start, stop):
     """dy goes to each group's first arg-max, 0 elsewhere: a row's arg-maxes first (scratch), then
     its outputs in memory order (writing a group's k outputs together became scatters for inner 1:
     14 against 24 GB/s)."""
-    m.narrow_vectors()
     where = np.empty(dy.shape[1], np.int32)
     for o in range(start, stop):
         row, g, d = x[o], dy[o], dx[o]
@@ -461,7 +453,6 @@ def maxout_backward_groups(dy, x, dx, k, inner, start, stop):
 
 
 def maxout_forward_rows(x, out, start, stop):
-    m.narrow_vectors()
     k, inner = x.shape[2], x.shape[3]
     rows, outs = x.reshape(x.shape[0], -1), out.reshape(out.shape[0], -1)
     if inner == 1 and k == 2:
@@ -475,7 +466,6 @@ def maxout_forward_rows(x, out, start, stop):
 
 
 def maxout_backward_rows(dy, x, dx, start, stop):
-    m.narrow_vectors()
     k, inner = x.shape[2], x.shape[3]
     rows, outs = x.reshape(x.shape[0], -1), dx.reshape(dx.shape[0], -1)
     grads = dy.reshape(dy.shape[0], -1)

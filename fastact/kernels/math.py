@@ -131,10 +131,12 @@ def wide_vectors():
 def narrow_vectors():
     """Keep the loops of the calling kernel to 256-bit vectors (prefer-vector-width=256 when
     compiled; nothing in the interpreter). LLVM's own choice depends on the CPU: 256 bits on Intel's
-    AVX-512 CPUs (the prefer-256-bit tuning), 512 on AMD's Zen 4. The loops bound by memory were
-    measured 10-25% slower in cache with 512-bit vectors (NumPy's arrays start 16 bytes past a
-    64-byte boundary, so every zmm access splits a line), so every loop that does not ask for
-    wide_vectors asks for this: the same code on every x86 CPU."""
+    AVX-512 CPUs (the prefer-256-bit tuning), 512 on AMD's Zen 4. The elementwise loops bound by
+    memory were measured 10-25% slower in cache with 512-bit vectors on Intel (NumPy's arrays
+    start 16 bytes past a 64-byte boundary, so every zmm access splits a line), so the elementwise
+    maps that do not ask for wide_vectors ask for this: the same code on every x86 CPU. The row
+    kernels (prelu, maxout) keep LLVM's choice: on Zen 4, maxout's backward ran 2.5x slower at 256
+    bits than at its default 512 (NOTES)."""
 
 
 def is_single(x):
