@@ -290,6 +290,74 @@ def test_repeated_calls_repeat_the_plan_with_this_calls_parameters(monkeypatch):
     np.testing.assert_array_equal(host(out), out_host)
 
 
+class _Held:
+    """An array type of a library registered with register_array_type (tests below)."""
+
+    def __init__(self, data, device=0):
+        self.data, self.device = data, device
+
+    @property
+    def __cuda_array_interface__(self):
+        return _interface(self.data)
+
+    ndim = property(lambda self: self.data.ndim)
+    shape = property(lambda self: self.data.shape)
+
+
+class _HeldLibrary(fcuda._Library):
+    """Allocates _Held arrays; ``offsets`` (elements) shift the allocations that follow, one each:
+    a custom allocator handing back memory that is not 16-byte aligned."""
+    name = "held"
+
+    def __init__(self):
+        self.offsets = []
+
+    def device(self, obj):
+        return obj.device
+
+    def empty(self, like, shape, dtype, order):
+        skip = self.offsets.pop(0) if self.offsets else 0
+        n = int(np.prod(shape))
+        buffer = np.full(n + 8, np.nan, dtype)
+        start = (-buffer.ctypes.data // np.dtype(dtype).itemsize) % 4 + skip  # 16-byte + skip
+        return _Held(buffer[start:start + n].reshape(shape, order=order), like.device)
+
+    def stream(self, like):
+        return 0
+
+
+def test_plans_hold_for_the_same_devices_and_allocations_only(monkeypatch):
+    """A plan is the same arrays on the same devices: the same buffers said to be on another
+    device are checked again (and refused); an allocation unlike the plan's (a custom allocator's
+    memory 4 bytes past 16-byte alignment) takes the full path, with the scalar kernel."""
+    library = _HeldLibrary()
+    monkeypatch.setattr(fcuda, "_custom", [(lambda o: isinstance(o, _Held), library)])
+    fcuda._plans.clear()
+    x_host = _grid(64)
+    x, y = _Held(x_host.copy(), 0), _Held(np.full(64, 7.0, np.float32), 0)
+    want = host(fa.relu(dev(x_host)))
+    for _ in range(2):
+        fa.relu(x, out=y)
+        np.testing.assert_array_equal(y.data, want)
+    y.device = 1  # the same memory, said to be on device 1
+    with pytest.raises(ValueError, match="different devices"):
+        fa.relu(x, out=y)
+    launched = []
+    launch = fcuda.Backend._launch
+
+    def spy(self, kernel, *args, **kwargs):
+        launched.append(getattr(kernel, "__name__", None) or kernel.py_func.__name__)
+        return launch(self, kernel, *args, **kwargs)
+    monkeypatch.setattr(fcuda.Backend, "_launch", spy)
+    first = fa.relu(x)  # a plan made on an aligned result
+    assert first.data.ctypes.data % 16 == 0 and launched[-1].endswith("_v4u1")
+    library.offsets = [1]
+    second = fa.relu(x)  # the same call, its result 4 bytes off: not the plan's vector kernel
+    assert second.data.ctypes.data % 16 == 4 and launched[-1] == "fastact_relu_fwd_f32"
+    np.testing.assert_array_equal(first.data, want)
+    np.testing.assert_array_equal(second.data, want)
+
+
 def test_repeated_row_calls_repeat_the_plan(monkeypatch):
     """softmax / log_softmax rows (the block-per-row kernels) repeat a plan as elementwise calls
     do; another axis, or an input that needs a copy, is not that plan."""

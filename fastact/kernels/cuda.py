@@ -34,8 +34,9 @@ everything runs as Python, with small blocks so that tests on small arrays reach
 
 Per call: the first launch of a kernel goes through numba-cuda's dispatcher; later ones pack the
 arguments themselves and call the driver's cuLaunchKernel (_FastKernel). A call whose arrays
-describe themselves exactly as an earlier call's did repeats that call's plan (_Plan: no checks
-or choices again, only the stream, an allocation where out is None and the launch).
+describe themselves exactly as an earlier call's did (interface and device) repeats that call's
+plan (_Plan: no checks or choices again, only the stream, an allocation where out is None, checked
+to be aligned and laid out as the plan's was, and the launch).
 """
 import contextlib
 import functools
@@ -1267,8 +1268,8 @@ def _device_context(device):
 # After a kernel's first launch with some kinds of arguments, later launches with the same kinds on
 # the same device pack the arguments as numba-cuda's _Kernel.launch does, into one buffer of
 # 8-byte slots, and call the driver's cuLaunchKernel through ctypes. Only what fastact passes: 1-D
-# views from _flat, Python ints (int64), NumPy float32/float64 scalars and tuples of ints; anything
-# else takes the dispatcher.
+# arrays from _flat (_Flat), Python ints (int64), NumPy float32/float64 scalars and tuples of
+# ints; anything else takes the dispatcher.
 
 _fast = {}  # (dispatcher, device, argument kinds) -> _FastKernel, or False: the dispatcher
 
@@ -1448,15 +1449,18 @@ def _range(label):
 
 # --- repeated calls ------------------------------------------------------------------------------
 # A call's checks and choices (dtypes, out=, overlap, layout, kernel, grid) depend only on what the
-# arrays' __cuda_array_interface__ says (pointer, read-only flag, shape, strides, typestr) and on
-# what is computed (the scalar function; the row-wise op, direction and axis). A call whose arrays
-# say exactly what an earlier call's said, where that call wrote its result with one kernel over
-# flat views of its arrays, repeats that call's plan: the current stream, an allocation where out
-# is None, the launch (the parameters' values are read on every call). fa.sigmoid(x, out=out) on
+# arrays' __cuda_array_interface__ says (pointer, read-only flag, shape, strides, typestr), on their
+# devices and on what is computed (the scalar function; the row-wise op, direction and axis), and,
+# where out is None, on the new result's alignment and layout (checked again on every call). A
+# call whose arrays say exactly what an earlier call's said, where that call wrote its result
+# with one kernel over flat views of its arrays, repeats that call's plan: the current stream, an
+# allocation where out is None, the launch (the parameters' values are read on every call).
+# Module settings (ONE_VECTOR, ROW_BLOCK_VECTOR, ...) are read when a plan is made: clear _plans
+# after changing one. fa.sigmoid(x, out=out) on
 # 4096 float32 took ~36 us a call on an H100's host with the plan, ~98 us without (NOTES).
 
-_plans = {}  # (what is computed, per array: library, data, shape, strides, typestr) -> _Plan
-_PLANS_KEPT = 256
+_plans = {}  # (what, per array: library, device, data, shape, strides, typestr) -> _Plan
+_PLANS_KEPT = 1024
 
 
 def _plan_key(what, inputs, out):
@@ -1473,7 +1477,8 @@ def _plan_key(what, inputs, out):
             if cai.get("mask") is not None:
                 return None, None
             data = cai["data"]
-            parts.append((library, data, cai["shape"], cai.get("strides"), cai["typestr"]))
+            parts.append((library, library.device(obj), data, cai["shape"], cai.get("strides"),
+                          cai["typestr"]))
             ptrs.append(int(data[0] or 0))
         key = tuple(parts)
         hash(key)
@@ -1482,17 +1487,26 @@ def _plan_key(what, inputs, out):
     return key, ptrs
 
 
+def _made(library, obj):
+    """(address, what a plan's kernel choice read from a result it allocated: its alignment,
+    shape, strides and typestr) from the result's interface."""
+    cai = library.interface(obj)
+    ptr = int(cai["data"][0] or 0)
+    return ptr, (ptr % 16, tuple(cai["shape"]), cai.get("strides"), cai["typestr"])
+
+
 class _Plan:
     """One launch of a kernel over flat views of a call's arrays (inputs, then the result), then
     ``tail``, then the call's parameters in the work type (where ``work`` is set)."""
     __slots__ = ("library", "device", "label", "kernel", "blocks", "threads", "shared", "counts",
-                 "dtypes", "tail", "work", "alloc")
+                 "dtypes", "tail", "work", "alloc", "made")
 
     def __init__(self, like, label, kernel, grid, arrays, tail, work, alloc):
         self.library, self.device, self.label, self.kernel = like.library, like.device, label, kernel
         self.blocks, self.threads, self.shared = grid
         self.counts, self.dtypes = [a.size for a in arrays], [a.dtype for a in arrays]
         self.tail, self.work, self.alloc = list(tail), work, alloc  # alloc: (shape, dtype, order)
+        self.made = _made(like.library, arrays[-1].obj)[1]  # the result, as its interface says
 
     def launch(self, backend, stream, ptrs, params):
         args = [_flat_at(p, c, dt, self.device)
@@ -1502,14 +1516,19 @@ class _Plan:
         backend._launch(self.kernel, self.blocks, self.threads, stream, args, self.shared)
 
     def run(self, backend, like, out, ptrs, params):
+        """(True, result), or (False, the new result) where out is None and the allocation is not
+        as the plan's was (another alignment or layout: the caller takes the full path into it)."""
         stream = self.library.stream(like)
         with _range(self.label), _device_context(self.device):
             if out is None:
                 shape, dtype, order = self.alloc
                 out = self.library.empty(like, shape, dtype, order)
-                ptrs = ptrs + [int(self.library.interface(out)["data"][0])]
+                ptr, made = _made(self.library, out)
+                if made != self.made:
+                    return False, out
+                ptrs = ptrs + [ptr]
             self.launch(backend, stream, ptrs, params)
-        return out
+        return True, out
 
 
 class _Recorder:
@@ -1524,8 +1543,9 @@ class _Recorder:
         plan = _Plan(arrays[0], self.label, kernel, grid, arrays, tail, work,
                      alloc if self.allocates else None)
         plan.launch(backend, stream, [a.ptr for a in arrays], params)
-        _plans[self.key] = plan
-        _forget_oldest(_plans, _PLANS_KEPT)
+        with _lock:  # (the eviction iterates over the dict)
+            _plans[self.key] = plan
+            _forget_oldest(_plans, _PLANS_KEPT)
 
 
 # --- the backend ----------------------------------------------------------------------------------
@@ -1681,7 +1701,10 @@ class Backend:
         key, ptrs = _plan_key(scalar_fn, inputs, out)
         plan = _plans.get(key) if key is not None else None
         if plan is not None:  # these arrays as before: the same checks passed, the same kernel
-            return plan.run(self, inputs[0], out, ptrs, params)
+            done, result = plan.run(self, inputs[0], out, ptrs, params)
+            if done:
+                return result
+            out, key = result, None  # a new result unlike the plan's: the full path into it
         from .._api import compute_dtype, result_dtype
         arrays = self._arrays(name, [*inputs, out])
         inputs, out = arrays[:-1], arrays[-1]
@@ -1723,7 +1746,10 @@ class Backend:
                               out) if rows else (None, None)
         plan = _plans.get(key) if key is not None else None
         if plan is not None:
-            return plan.run(self, arrays[0], out, ptrs, params)
+            done, result = plan.run(self, arrays[0], out, ptrs, params)
+            if done:
+                return result
+            out, key = result, None  # a new result unlike the plan's: the full path into it
         from .._api import compute_dtype, result_dtype
         arrays = self._arrays(name, [*arrays, out])
         arrays, out = arrays[:-1], arrays[-1]
