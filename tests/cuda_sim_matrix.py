@@ -251,6 +251,27 @@ def test_errors_before_anything_is_written():
         fa.relu(x)
 
 
+def _spy_launches(monkeypatch):
+    """The names of the kernels Backend._launch launches from now on, in order."""
+    launched = []
+    launch = fcuda.Backend._launch
+
+    def spy(self, kernel, *args, **kwargs):
+        launched.append(getattr(kernel, "__name__", None) or kernel.py_func.__name__)
+        return launch(self, kernel, *args, **kwargs)
+    monkeypatch.setattr(fcuda.Backend, "_launch", spy)
+    return launched
+
+
+def _spy_checks(monkeypatch):
+    """The activation names of the calls that take the full path (Backend._arrays) from now on."""
+    checked = []
+    arrays = fcuda.Backend._arrays
+    monkeypatch.setattr(fcuda.Backend, "_arrays",
+                        lambda self, *a: checked.append(a[0]) or arrays(self, *a))
+    return checked
+
+
 def test_repeated_calls_repeat_the_plan_with_this_calls_parameters(monkeypatch):
     """A call whose arrays describe themselves as an earlier call's did repeats its plan (no
     checks, no kernel choice) but reads its parameters, allocates a fresh result where out is
@@ -263,10 +284,7 @@ def test_repeated_calls_repeat_the_plan_with_this_calls_parameters(monkeypatch):
     fcuda._plans.clear()
     x = dev(x_host)
     out = dev(np.full((6, 7), 7.0, np.float32))
-    checked = []
-    arrays = fcuda.Backend._arrays
-    monkeypatch.setattr(fcuda.Backend, "_arrays",
-                        lambda self, *a: checked.append(a[0]) or arrays(self, *a))
+    checked = _spy_checks(monkeypatch)
     for alpha, want in zip(alphas, expected):  # -0.0 and 0.0 give different bits
         assert fa.elu(x, alpha=alpha, out=out) is out
         np.testing.assert_array_equal(host(out).view(np.int32), want)
@@ -342,13 +360,7 @@ def test_plans_hold_for_the_same_devices_and_allocations_only(monkeypatch):
     y.device = 1  # the same memory, said to be on device 1
     with pytest.raises(ValueError, match="different devices"):
         fa.relu(x, out=y)
-    launched = []
-    launch = fcuda.Backend._launch
-
-    def spy(self, kernel, *args, **kwargs):
-        launched.append(getattr(kernel, "__name__", None) or kernel.py_func.__name__)
-        return launch(self, kernel, *args, **kwargs)
-    monkeypatch.setattr(fcuda.Backend, "_launch", spy)
+    launched = _spy_launches(monkeypatch)
     first = fa.relu(x)  # a plan made on an aligned result
     assert first.data.ctypes.data % 16 == 0 and launched[-1].endswith("_v4u1")
     library.offsets = [1]
@@ -370,10 +382,7 @@ def test_repeated_row_calls_repeat_the_plan(monkeypatch):
         want[name] = (y, host(getattr(fa, name).backward(dev(dy_host), dev(y))),
                       host(getattr(fa, name)(dev(rows_host), axis=0)))
     fcuda._plans.clear()
-    checked = []
-    arrays = fcuda.Backend._arrays
-    monkeypatch.setattr(fcuda.Backend, "_arrays",
-                        lambda self, *a: checked.append(a[0]) or arrays(self, *a))
+    checked = _spy_checks(monkeypatch)
     x, dy = dev(rows_host), dev(dy_host)
     for name, (y_want, dx_want, axis0_want) in want.items():
         act = getattr(fa, name)
@@ -463,13 +472,7 @@ def test_block_rows_vector_and_scalar_kernels(name, dtype, monkeypatch):
     lanes = 16 // np.dtype(dtype).itemsize
     n = 40 if dtype == np.float32 else 30  # 160 / 240 bytes: in shared memory (SMEM_ROW_BYTES)
     rows = 10
-    launched = []
-    launch = fcuda.Backend._launch
-
-    def spy(self, kernel, *args, **kwargs):
-        launched.append(getattr(kernel, "__name__", None) or kernel.py_func.__name__)
-        return launch(self, kernel, *args, **kwargs)
-    monkeypatch.setattr(fcuda.Backend, "_launch", spy)
+    launched = _spy_launches(monkeypatch)
     act = getattr(fa, name)
     tag = "f32" if dtype == np.float32 else "f64"
     results = {}

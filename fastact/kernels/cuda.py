@@ -1506,7 +1506,9 @@ class _Plan:
         self.blocks, self.threads, self.shared = grid
         self.counts, self.dtypes = [a.size for a in arrays], [a.dtype for a in arrays]
         self.tail, self.work, self.alloc = list(tail), work, alloc  # alloc: (shape, dtype, order)
-        self.made = _made(like.library, arrays[-1].obj)[1]  # the result, as its interface says
+        # where the plan allocates its result (by like's library): that result as its interface
+        # says, to compare each new allocation with
+        self.made = _made(self.library, arrays[-1].obj)[1] if alloc is not None else None
 
     def launch(self, backend, stream, ptrs, params):
         args = [_flat_at(p, c, dt, self.device)
@@ -1529,6 +1531,15 @@ class _Plan:
                 ptrs = ptrs + [ptr]
             self.launch(backend, stream, ptrs, params)
         return True, out
+
+
+def _repeat(backend, key, ptrs, like, out, params):
+    """(True, result) where a plan for key ran; else (False, out): the caller's out, or the new
+    result a plan allocated unlike its own (another alignment or layout), for the full path."""
+    plan = _plans.get(key) if key is not None else None
+    if plan is None:  # (a plan: these arrays as before, the same checks passed, the same kernel)
+        return False, out
+    return plan.run(backend, like, out, ptrs, params)
 
 
 class _Recorder:
@@ -1699,12 +1710,10 @@ class Backend:
 
     def elementwise(self, name, scalar_fn, inputs, params, out):
         key, ptrs = _plan_key(scalar_fn, inputs, out)
-        plan = _plans.get(key) if key is not None else None
-        if plan is not None:  # these arrays as before: the same checks passed, the same kernel
-            done, result = plan.run(self, inputs[0], out, ptrs, params)
-            if done:
-                return result
-            out, key = result, None  # a new result unlike the plan's: the full path into it
+        done, result = _repeat(self, key, ptrs, inputs[0], out, params)
+        if done:
+            return result
+        out, key = result, key if result is out else None
         from .._api import compute_dtype, result_dtype
         arrays = self._arrays(name, [*inputs, out])
         inputs, out = arrays[:-1], arrays[-1]
@@ -1744,12 +1753,10 @@ class Backend:
         rows = name not in ("prelu", "maxout", "rrelu")  # softmax, log_softmax
         key, ptrs = _plan_key((name, direction, tuple(sorted(params.items()))), arrays,
                               out) if rows else (None, None)
-        plan = _plans.get(key) if key is not None else None
-        if plan is not None:
-            done, result = plan.run(self, arrays[0], out, ptrs, params)
-            if done:
-                return result
-            out, key = result, None  # a new result unlike the plan's: the full path into it
+        done, result = _repeat(self, key, ptrs, arrays[0], out, params)
+        if done:
+            return result
+        out, key = result, key if result is out else None
         from .._api import compute_dtype, result_dtype
         arrays = self._arrays(name, [*arrays, out])
         arrays, out = arrays[:-1], arrays[-1]
