@@ -1,0 +1,117 @@
+"""A Numba target of fastact's own whose machine code uses the small code model.
+
+Numba compiles for the JIT's large code model (static relocation): each constant that a vector
+loop cannot keep in a register costs a ``movabsq`` of its constant-pool address on every
+iteration (softplus forward: 21 per 16 elements). The small code model with position-independent
+code addresses them relative to the instruction pointer instead (bench/NOTES.md, next step 0:
++10-25% on several forwards at 2^26 on an AMD Zen 4, +0-13% in cache on Intel).
+
+That needs every section of an object within 2 GiB of its code. Numba's engine places each
+section where the system's allocator puts it, so ``njit`` here compiles through a target context
+of fastact's own: the same typing and lowering as Numba's CPU target (callees are Numba's own
+dispatchers, linked in as IR), but its final modules are emitted by a code generator with its own
+execution engine that uses llvmlite's memory manager, which reserves one block per object. The
+rest of the user's process keeps Numba's code generator.
+
+Where this Numba lacks what the target needs, or FASTACT_NUMBA_CODEGEN=numba asks for it
+(``available()`` says why), ``njit`` is Numba's.
+"""
+import functools
+import os
+
+_REASON = None
+
+
+def _build():
+    from numba.core import base, codegen, config, cpu, registry, types
+    from numba.core.compiler_lock import global_compiler_lock
+
+    if not hasattr(config, "USE_LLVMLITE_MEMORY_MANAGER"):
+        raise RuntimeError("this Numba cannot choose llvmlite's memory manager")
+
+    class Codegen(codegen.JITCPUCodegen):
+        def _customize_tm_options(self, options):
+            super()._customize_tm_options(options)
+            options["codemodel"] = "small"
+            options["reloc"] = "pic"
+
+        def _init(self, llvm_module):
+            # CPUCodegen._init reads this setting when it makes the engine, and only there
+            with global_compiler_lock:
+                saved = config.USE_LLVMLITE_MEMORY_MANAGER
+                config.USE_LLVMLITE_MEMORY_MANAGER = True
+                try:
+                    super()._init(llvm_module)
+                finally:
+                    config.USE_LLVMLITE_MEMORY_MANAGER = saved
+
+        def magic_tuple(self):
+            # cached objects of this model are not loaded by Numba's engine, nor its by this one
+            return super().magic_tuple() + ("fastact-small-pic",)
+
+    class Context(cpu.CPUContext):
+        def init(self):
+            super().init()
+            self._internal_codegen = Codegen("fastact.exec")
+
+        def get_function(self, fn, sig, _firstcall=True):
+            # A Numba dispatcher that a kernel calls registers its compiled code with Numba's
+            # context only: take the implementation from there, bound to this context (whose
+            # library then links the callee's IR in).
+            try:
+                return super().get_function(fn, sig, _firstcall)
+            except NotImplementedError:
+                if not isinstance(fn, types.Dispatcher):
+                    raise
+                sig = sig.as_function()
+                known = registry.cpu_target.target_context._defns.get(fn.get_impl_key(sig))
+                if known is None:
+                    raise
+                return base._wrap_impl(known.find(sig.args), self, sig)
+
+    class Target(registry.CPUTarget):
+        @functools.cached_property
+        def _toplevel_target_context(self):
+            return Context(self.typing_context, self._target_name)
+
+        @property
+        def typing_context(self):
+            return registry.cpu_target.typing_context
+
+    class Dispatcher(registry.CPUDispatcher):
+        targetdescr = Target("cpu")
+
+    return Dispatcher
+
+
+@functools.lru_cache(maxsize=None)
+def _dispatcher_class():
+    global _REASON
+    if os.environ.get("FASTACT_NUMBA_CODEGEN", "").lower() == "numba":
+        _REASON = "FASTACT_NUMBA_CODEGEN=numba"
+        return None
+    try:
+        return _build()
+    except Exception as e:  # an older or newer Numba: its own njit
+        _REASON = f"{type(e).__name__}: {e}"
+        return None
+
+
+def available():
+    """(True, "") or (False, why fastact's kernels use Numba's own code generator)."""
+    return (_dispatcher_class() is not None, _REASON or "")
+
+
+def njit(cache=False, **options):
+    """numba.njit(**options) compiling through fastact's small-code-model target."""
+    import numba
+    cls = _dispatcher_class()
+    if cls is None:
+        return numba.njit(cache=cache, **options)
+
+    def wrap(fn):
+        dispatcher = cls(py_func=fn, locals={}, targetoptions=dict(nopython=True, **options))
+        if cache:
+            dispatcher.enable_caching()
+        return dispatcher
+    return wrap

@@ -1,0 +1,105 @@
+"""fastact's own Numba target (kernels/_smallcode.py): its kernels are compiled for the small code
+model (constants addressed relative to the instruction pointer, no movabsq per constant), give
+the same bits as Numba's own code generator, load from the disk cache, and leave the code model
+of the user's other Numba functions alone."""
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from fastact import registry  # noqa: E402
+from fastact.kernels import _smallcode, cpu  # noqa: E402
+from test_runtime import run_python  # noqa: E402
+
+
+def _uncached(fn, n_arrays, numba_codegen=False):
+    source = cpu.map_source(fn, n_arrays).replace("cache=True", "cache=False")
+    if numba_codegen:
+        source = source.replace("from fastact.kernels._smallcode import njit",
+                                "from numba import njit")
+    namespace = {}
+    exec(source, namespace)
+    return namespace["kernel"]
+
+
+def _hot_loop(asm):
+    """The innermost backward-jump loop with the most vector instructions."""
+    lines = asm.split("\n")
+    labels = {line.strip()[:-1]: i for i, line in enumerate(lines)
+              if re.match(r"^\.\w+:$", line.strip())}
+    loops = [(labels[m.group(1)], i) for i, line in enumerate(lines)
+             for m in [re.match(r"\s*j\w+\s+(\.\w+)$", line)]
+             if m and m.group(1) in labels and labels[m.group(1)] < i]
+    inner = [(a, b) for a, b in loops if not any(a < c and d < b for c, d in loops)]
+    bodies = [lines[a:b + 1] for a, b in inner]
+    return max(bodies, key=lambda body: sum(bool(re.search(r"%[yz]mm", x)) for x in body))
+
+
+def test_the_kernels_take_the_small_code_model():
+    assert _smallcode.available() == (True, "")
+    x = np.linspace(-30, 30, 4096).astype(np.float32)
+    loops = {}
+    for label, numba_codegen in (("small", False), ("numba", True)):
+        kernel = _uncached(registry.softplus_forward, 1, numba_codegen)
+        out = np.empty_like(x)
+        kernel(x, out, (np.float32(1.0), np.float32(20.0)), 0, x.size, 0, -1, 0)
+        loops[label] = "\n".join(_hot_loop("\n".join(kernel.inspect_asm().values())))
+        loops[label + "_out"] = out
+        assert (type(kernel).__module__ == _smallcode.__name__) == (label == "small")
+    # Numba's large code model loads constant-pool addresses with movabsq in the loop
+    assert re.search(r"movabsq\s+\$\.LCPI", loops["numba"])
+    assert not re.search(r"movabsq", loops["small"])
+    assert re.search(r"\.LCPI\w*\(%rip\)", loops["small"])  # constants relative to the code
+    np.testing.assert_array_equal(loops["small_out"].view(np.int32),
+                                  loops["numba_out"].view(np.int32))
+
+
+def test_the_users_numba_functions_keep_numba_s_code_generator():
+    import numba
+    from numba.core.registry import cpu_target
+    x = np.ones(8, np.float32)
+    _uncached(registry.sigmoid_forward, 1)(x, np.empty_like(x), (), 0, 8, 0, -1, 0)
+
+    @numba.njit
+    def users(a):
+        return a * np.float32(1.25) + np.float32(0.75)
+    np.testing.assert_array_equal(users(x), x * np.float32(1.25) + np.float32(0.75))
+    assert type(users).__module__ == "numba.core.registry"
+    assert "fastact-small-pic" not in cpu_target.target_context.codegen().magic_tuple()
+    fastact_codegen = _smallcode._dispatcher_class().targetdescr.target_context.codegen()
+    assert "fastact-small-pic" in fastact_codegen.magic_tuple()
+    assert fastact_codegen is not cpu_target.target_context.codegen()
+
+
+_EVERY_FAMILY = ("import hashlib, numpy as np, fastact as fa\n"
+                 "from fastact.kernels import _smallcode\n"
+                 "x = np.linspace(-40, 40, 70007, dtype=np.float32)\n"
+                 "with fa.backend('cpu'):\n"
+                 "    ys = [fa.gelu(x), fa.gelu(x, approximate='tanh'), fa.mish(x), fa.relu(x),\n"
+                 "          fa.softplus.backward(x, x), fa.gelu.backward(x, x, approximate='tanh'),\n"
+                 "          fa.softmax(x.reshape(-1, 7)), fa.prelu(x.reshape(-1, 7), x[:7]),\n"
+                 "          fa.maxout(x.reshape(-1, 7), 7)]\n"
+                 "print(_smallcode.available()[0],\n"
+                 "      hashlib.sha256(b''.join(y.tobytes() for y in ys)).hexdigest())\n")
+
+
+def test_numba_s_code_generator_on_request_gives_the_same_bits(tmp_path):
+    """FASTACT_NUMBA_CODEGEN=numba compiles the same kernels with Numba's code generator: the
+    same results bit for bit; a second process loads each generator's code from the disk cache
+    (one cache directory for both: the cached objects are told apart)."""
+    env = {"FASTACT_CACHE_DIR": str(tmp_path)}
+    small = run_python(_EVERY_FAMILY, env).split()
+    numba_own = run_python(_EVERY_FAMILY, {**env, "FASTACT_NUMBA_CODEGEN": "numba"}).split()
+    assert small[0] == "True" and numba_own[0] == "False"
+    assert small[1] == numba_own[1]
+    assert run_python(_EVERY_FAMILY, env).split() == small  # loaded from the cache
+    assert run_python(_EVERY_FAMILY, {**env, "FASTACT_NUMBA_CODEGEN": "numba"}).split() == \
+        numba_own
+
+
+def test_available_names_the_reason_when_off(tmp_path):
+    out = run_python("from fastact.kernels import _smallcode\nprint(_smallcode.available())",
+                     {"FASTACT_NUMBA_CODEGEN": "numba"})
+    assert "FASTACT_NUMBA_CODEGEN=numba" in out and "False" in out
