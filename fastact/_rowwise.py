@@ -168,6 +168,43 @@ def _channel_rows(name, x, weight):
     return (x.size // inner if inner else 0, inner)
 
 
+class _Columns:
+    """prelu on x of shape (N, C, *rest) where rest holds fewer than BELOW elements (x of shape
+    (N, C) above all): one row per (sample, channel), the row kernels' layout, would run loops a
+    few elements long, so rows here are whole samples, k of them joined so that a row holds at
+    least ROW elements and a multiple of 16, each element with its own weight from the per-channel weights repeated
+    to the row's length (the prelu_*_cols kernels). A last part of fewer than k samples goes as
+    rows of one sample each."""
+    BELOW = 512
+    ROW = 2048
+
+    def __init__(self, inner, period, samples, k, weights):
+        self.inner, self.period, self.samples, self.k, self.weights = inner, period, samples, k, \
+            weights
+
+    @classmethod
+    def of(cls, x, w, rows):
+        """The layout for x and its compute-dtype weights w, or None for the row kernels'."""
+        samples, inner = (x.shape[0], rows[1]) if x.ndim >= 2 else (0, 0)
+        if w.size == 1 or samples == 0 or inner == 0 or inner >= cls.BELOW:
+            return None
+        period = w.size * inner
+        step = 16 // math.gcd(period, 16)  # rows of whole 64-byte lines (float32) keep alignment
+        k = min(samples, -(-cls.ROW // (period * step)) * step)
+        return cls(inner, period, samples, k, np.tile(np.repeat(w, inner), k))
+
+    def parts(self, *arrays):
+        """[(views of each array, their weights)] for the joined rows and the last samples."""
+        main = self.samples // self.k * self.k
+        flat = [a.reshape(-1) for a in arrays]
+        parts = [([f[:main * self.period].reshape(main // self.k, self.k * self.period)
+                   for f in flat], self.weights)]
+        if main < self.samples:
+            parts.append(([f[main * self.period:].reshape(self.samples - main, self.period)
+                           for f in flat], self.weights[:self.period]))
+        return parts
+
+
 class _Prelu(Activation):
     def __call__(self, x, weight, *, out=None):
         x = _as_array(self.name, x, "x")
@@ -180,9 +217,16 @@ class _Prelu(Activation):
         dtype = result_dtype(self.name, x.dtype, weight.dtype)
         w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
 
+        columns = _Columns.of(x, w, rows)
+
         def compute(arrays, target):
-            _backends.get().rows("prelu_forward_rows",
-                                 (arrays[0].reshape(rows), w, target.reshape(rows)), *rows)
+            if columns is None:
+                _backends.get().rows("prelu_forward_rows",
+                                     (arrays[0].reshape(rows), w, target.reshape(rows)), *rows)
+                return
+            for view, weights in columns.parts(arrays[0], target):
+                _backends.get().rows("prelu_forward_cols", (view[0], weights, view[1]),
+                                     *view[0].shape)
         return unwrap(_run(self.name, [x], x.shape, out, compute, dtype), out, x.ndim == 0)
 
     def backward(self, grad_output, saved, weight, *, out=None):
@@ -199,14 +243,32 @@ class _Prelu(Activation):
         rows = _channel_rows(self.name, x, weight)
         dtype = result_dtype(self.name, dy.dtype, x.dtype, weight.dtype)
         w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
-        row_sums = np.zeros(rows[0], np.float64)
+        columns = _Columns.of(x, w, rows)
+        row_sums = np.zeros(rows[0] if columns is None else 0, np.float64)
+        column_sums = []
 
         def compute(arrays, target):
-            _backends.get().rows("prelu_backward_rows", (arrays[0].reshape(rows),
-                                 arrays[1].reshape(rows), w, target.reshape(rows), row_sums), *rows)
+            if columns is None:
+                _backends.get().rows("prelu_backward_rows", (
+                    arrays[0].reshape(rows), arrays[1].reshape(rows), w, target.reshape(rows),
+                    row_sums), *rows)
+                return
+            for view, weights in columns.parts(arrays[0], arrays[1], target):
+                n_rows, length = view[0].shape
+                block = max(1, min(64, n_rows // 16))
+                partial = np.empty((-(-n_rows // block), length), np.float64)
+                _backends.get().rows("prelu_backward_cols", (*view[:2], weights, view[2], partial,
+                                     block), partial.shape[0], block * length)
+                with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, as torch
+                    column_sums.append(partial.sum(axis=0).reshape(-1, weight.size,
+                                                                   columns.inner))
         grad_input = _run(self.name, [dy, x], x.shape, out, compute, dtype)
-        per_channel = row_sums.reshape(-1, weight.size).sum(axis=0) if row_sums.size else np.zeros(
-            weight.size)
+        if columns is not None:
+            with np.errstate(invalid="ignore", over="ignore"):
+                per_channel = sum(c.sum(axis=(0, 2)) for c in column_sums)
+        else:
+            per_channel = row_sums.reshape(-1, weight.size).sum(axis=0) if row_sums.size else \
+                np.zeros(weight.size)
         grad_weight = per_channel.astype(result_dtype(self.name, weight.dtype)).reshape(
             weight_in.shape)
         return unwrap(grad_input, out, x.ndim == 0), grad_weight

@@ -195,7 +195,8 @@ def test_maxout_errors():
 
 
 @pytest.mark.parametrize("shape,channels", [((4, 3, 5, 5), 3), ((4, 3, 5, 5), 1), ((1000,), 1),
-                                            ((6, 7), 7), ((2, 4, 0), 4)])
+                                            ((6, 7), 7), ((2, 4, 0), 4), ((1000, 3), 3),
+                                            ((2, 3, 600), 3), ((0, 5), 5)])
 def test_prelu(shape, channels, dtype, cpu_backend):
     rng = np.random.default_rng(7)
     x = hostile(dtype)[:int(np.prod(shape))]
@@ -249,6 +250,80 @@ def test_prelu_large_outputs_stream_with_the_same_bits(dtype, cpu_backend):
     in_place = x.copy()
     fa.prelu(in_place, w, out=in_place)
     np.testing.assert_array_equal(in_place, expected_y)
+    in_place = dy.copy()
+    fa.prelu.backward(in_place, x, w, out=in_place)
+    np.testing.assert_array_equal(in_place, expected_dx)
+
+
+@pytest.mark.parametrize("shape,path", [((6, 7), "cols"), ((1000, 3), "cols"),
+                                        ((4, 3, 5, 5), "cols"), ((2, 3, 600), "rows"),
+                                        ((1000,), "rows")])
+def test_prelu_layouts_give_the_same_results(shape, path, dtype, cpu_backend, monkeypatch):
+    """prelu runs x of shape (N, C, *short) by whole samples with a weight per element
+    (prelu_*_cols, samples joined into rows of 2048+ elements, the last ones a row each) and
+    longer inner extents by (sample, channel) rows: each shape takes the path named, and both
+    paths give the same bits (grad_weight: the same float64 sums in another order)."""
+    from fastact import _backends, _rowwise
+    rng = np.random.default_rng(3)
+    x = np.resize(hostile(dtype), shape).astype(dtype)
+    dy = rng.uniform(-1, 1, shape).astype(dtype)
+    w = rng.uniform(-0.5, 0.5, shape[1] if len(shape) > 1 else 1).astype(dtype)
+    backend = _backends.get()
+    called = []
+    rows = type(backend).rows
+    monkeypatch.setattr(type(backend), "rows", lambda self, name, *a: (called.append(name),
+                                                                      rows(self, name, *a)))
+    y, (dx, dw) = fa.prelu(x, w), fa.prelu.backward(dy, x, w)
+    assert called == [f"prelu_forward_{path}", f"prelu_backward_{path}"] or (
+        path == "cols" and called[0] == called[1] == "prelu_forward_cols")  # + a last part
+    assert {c.rsplit("_", 1)[1] for c in called} == {path}
+    monkeypatch.setattr(_rowwise._Columns, "BELOW", 0 if path == "cols" else 10 ** 9)
+    called.clear()
+    y2, (dx2, dw2) = fa.prelu(x, w), fa.prelu.backward(dy, x, w)
+    assert {c.rsplit("_", 1)[1] for c in called} == ({"rows"} if path == "cols" else
+                                                      ({"rows"} if len(shape) == 1 else {"cols"}))
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(dx, dx2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = np.abs(np.where(x > 0, 0.0, dy.astype(np.float64) * x))
+    scale = np.nan_to_num(terms.reshape(shape[0], w.size, -1).sum(axis=(0, 2)), posinf=0.0)
+    np.testing.assert_array_less(np.nan_to_num(np.abs(dw.astype(np.float64) - dw2), nan=0.0),
+                                 scale * (2e-7 if dtype == np.float32 else 1e-13) + 1e-300)
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(dw2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_prelu_by_columns_streams_with_the_same_bits(dtype, cpu_backend):
+    """(N, C) outputs of STREAM_BYTES and more go through an L1 buffer and non-temporal stores:
+    the same bits as the call made in pieces below the threshold, in place too, and a row of
+    joined samples that an out= an element off 64-byte alignment splits differently."""
+    from fastact.kernels import math as m
+    item = np.dtype(dtype).itemsize
+    shape = (m.STREAM_BYTES // item // 3 + 997, 3)  # joined rows, and a last part of samples
+    n = int(np.prod(shape))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[5:9] = np.nan
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(-0.5, 0.5, 3).astype(dtype)
+    cut = [0, shape[0] // 3, 2 * shape[0] // 3, shape[0]]
+    parts = [slice(a, b) for a, b in zip(cut, cut[1:])]
+    pieces = [fa.prelu.backward(dy[p], x[p], w) for p in parts]  # plain stores
+    expected_y = np.concatenate([fa.prelu(x[p], w) for p in parts])
+    expected_dx = np.concatenate([p[0] for p in pieces])
+    expected_dw = sum(p[1].astype(np.float64) for p in pieces)
+    storage = np.empty(n + 32, dtype)
+    base = (-storage.ctypes.data % 64) // item
+    for shift in (0, 1):
+        out = storage[base + shift:base + shift + n].reshape(shape)
+        assert fa.prelu(x, w, out=out) is out
+        np.testing.assert_array_equal(out, expected_y)
+        dx, dw = fa.prelu.backward(dy, x, w, out=out)
+        np.testing.assert_array_equal(dx, expected_dx)
+        assert np.isnan(dw).all() == np.isnan(expected_dw).all()
+    clean_dx, clean_dw = fa.prelu.backward(dy[10:], x[10:], w)
+    reference_dw = np.where(x[10:] > 0, 0.0, dy[10:].astype(np.float64) * x[10:]).sum(axis=0)
+    np.testing.assert_allclose(clean_dw, reference_dw, rtol=1e-5 if dtype == np.float32 else 1e-12)
     in_place = dy.copy()
     fa.prelu.backward(in_place, x, w, out=in_place)
     np.testing.assert_array_equal(in_place, expected_dx)

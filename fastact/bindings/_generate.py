@@ -37,7 +37,8 @@ def map_functions():
                   for (name, arrays), fn in wanted.items())
 
 
-ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
+ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "prelu_forward_cols",
+               "prelu_backward_cols", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
 MAX_PARAMS = 2
@@ -203,6 +204,18 @@ void fa_prelu_backward_rows_{s}(const void *dy, const void *x, const void *w, in
     fa_range(prelu_backward_range_{s}, &a, start, stop, pool, slot, seq);
 }}
 
+void fa_prelu_forward_cols_{s}(const void *x, const void *w, void *out, int64_t n, {chunk}) {{
+    prelu_cols_args_{s} a = {{x, w, NULL, out, NULL, n, 0, 0}};
+    fa_range(prelu_forward_cols_range_{s}, &a, start, stop, pool, slot, seq);
+}}
+
+void fa_prelu_backward_cols_{s}(const void *dy, const void *x, const void *w, void *dx,
+                                double *partial, int64_t n, int64_t block_rows, int64_t n_rows,
+                                {chunk}) {{
+    prelu_cols_args_{s} a = {{x, w, dy, dx, partial, n, block_rows, n_rows}};
+    fa_range(prelu_backward_cols_range_{s}, &a, start, stop, pool, slot, seq);
+}}
+
 FA_WIDE void fa_softmax_rows_{s}(const void *x, void *out, int64_t n, {chunk}) {{
     softmax_args_{s} a = {{x, NULL, out, n}};
     fa_range(softmax_range_{s}, &a, start, stop, pool, slot, seq);
@@ -248,6 +261,9 @@ void fa_prelu_forward_rows_{s}(const void *x, const void *w, int64_t channels, v
     int64_t inner, {chunk});
 void fa_prelu_backward_rows_{s}(const void *dy, const void *x, const void *w, int64_t channels,
     void *dx, double *grad_weight_rows, int64_t inner, {chunk});
+void fa_prelu_forward_cols_{s}(const void *x, const void *w, void *out, int64_t n, {chunk});
+void fa_prelu_backward_cols_{s}(const void *dy, const void *x, const void *w, void *dx,
+    double *partial, int64_t n, int64_t block_rows, int64_t n_rows, {chunk});
 void fa_softmax_rows_{s}(const void *x, void *out, int64_t n, {chunk});
 void fa_log_softmax_rows_{s}(const void *x, void *out, int64_t n, {chunk});
 void fa_softmax_backward_rows_{s}(const void *dy, const void *y, void *dx, int64_t n,

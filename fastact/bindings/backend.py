@@ -61,7 +61,7 @@ class Backend:
         if n_rows <= 0:
             return
         dtype = args[0].dtype
-        if not all(a.flags.c_contiguous for a in args):
+        if not all(a.flags.c_contiguous for a in args if isinstance(a, np.ndarray)):
             raise ValueError(f"{name}: the C backend takes C-contiguous arrays")
         fn = getattr(self.lib, f"fa_{name}_{_SUFFIX[dtype]}")
         buf = self.ffi.from_buffer
@@ -73,6 +73,14 @@ class Backend:
             call = (buf(dy), buf(x), buf(w), w.size, buf(dx, require_writable=True),
                     self.ffi.from_buffer("double[]", grad_weight_rows, require_writable=True),
                     x.shape[1])
+        elif name == "prelu_forward_cols":
+            x, w, out = args
+            call = (buf(x), buf(w), buf(out, require_writable=True), x.shape[1])
+        elif name == "prelu_backward_cols":
+            dy, x, w, dx, partial, block = args
+            call = (buf(dy), buf(x), buf(w), buf(dx, require_writable=True),
+                    self.ffi.from_buffer("double[]", partial, require_writable=True), x.shape[1],
+                    block, x.shape[0])
         elif name in ("softmax_rows", "log_softmax_rows"):
             x, out = args
             call = (buf(x), buf(out, require_writable=True), x.shape[1])

@@ -644,6 +644,48 @@ static void FN(prelu_backward_range)(const void *args, int64_t lo, int64_t hi) {
     }
 }
 
+/* loops.prelu_forward_cols / prelu_backward_cols: rows of n elements, each with its own weight
+   w[j] (the per-channel weights repeated to the row's length); the backward's float64 column
+   sums of a block of block_rows rows go to partial[b * n + j] (one writer per block) */
+typedef struct {
+    const real *x, *w, *dy;
+    real *out;
+    double *partial;
+    int64_t n, block_rows, n_rows;
+} FN(prelu_cols_args);
+
+static void FN(prelu_forward_cols_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(prelu_cols_args) *a = args;
+    for (int64_t r = lo; r < hi; r++) {
+        const real *x = a->x + r * a->n;
+        real *out = a->out + r * a->n;
+#pragma omp simd
+        for (int64_t j = 0; j < a->n; j++) out[j] = FN(leaky_relu_forward)(x[j], a->w[j]);
+    }
+}
+
+static void FN(prelu_backward_cols_range)(const void *args, int64_t lo, int64_t hi) {
+    const FN(prelu_cols_args) *a = args;
+    const int64_t n = a->n;
+    for (int64_t b = lo; b < hi; b++) {
+        double *acc = a->partial + b * n;
+        for (int64_t j = 0; j < n; j++) acc[j] = 0.0;
+        int64_t last = (b + 1) * a->block_rows < a->n_rows ? (b + 1) * a->block_rows : a->n_rows;
+        for (int64_t r = b * a->block_rows; r < last; r++)
+            for (int64_t j0 = 0; j0 < n; j0 += 2048) {  /* a piece's sums first: dx may be dy or x */
+                int64_t m = n - j0 < 2048 ? n - j0 : 2048;
+                const real *g = a->dy + r * n + j0, *v = a->x + r * n + j0, *w = a->w + j0;
+                real *d = a->out + r * n + j0;
+                double *s = acc + j0;
+#pragma omp simd
+                for (int64_t j = 0; j < m; j++)
+                    s[j] += (double)FN(prelu_grad_weight_term)(g[j], v[j]);
+#pragma omp simd
+                for (int64_t j = 0; j < m; j++) d[j] = FN(leaky_relu_backward)(g[j], v[j], w[j]);
+            }
+    }
+}
+
 typedef struct {
     const real *x, *y;  /* softmax: x; backward: dy (x) and y */
     real *out;

@@ -215,6 +215,55 @@ def prelu_backward_rows(dy, x, weight, dx, grad_weight_rows, start, stop):
         m.store_fence()
 
 
+def prelu_forward_cols(x, weight, out, start, stop):
+    """prelu where the channel changes along a row: out[r, j] = leaky(x[r, j], weight[j]). The
+    rows hold whole periods of the channel pattern (weight is the per-channel weights repeated
+    to a row's length): x of shape (N, C), or with a short extent after the channels, where one
+    row per (sample, channel) ran a loop a few elements long (0.6 GB/s for (2^16, 1024))."""
+    stream = out.size * out.itemsize >= m.STREAM_BYTES
+    buffer = np.empty(2048 if stream else 0, out.dtype)
+    for r in range(start, stop):
+        v, d = x[r], out[r]
+        if stream:
+            for c in range(0, d.size, 2048):
+                vc, wc = v[c:c + 2048], weight[c:c + 2048]
+                for j in range(vc.size):
+                    buffer[j] = registry.leaky_relu_forward(vc[j], wc[j])
+                stream_row(d[c:c + 2048], buffer)
+        else:
+            for j in range(d.size):
+                d[j] = registry.leaky_relu_forward(v[j], weight[j])
+    if stream:
+        m.store_fence()
+
+
+def prelu_backward_cols(dy, x, weight, dx, partial, block_rows, start, stop):
+    """prelu_forward_cols's backward: dx, and for each block b of block_rows rows the float64
+    column sums of dy*x over x <= 0 in partial[b] (the blocks are what the threads split, so
+    each partial row has one writer; the caller adds them up per channel). A row goes by
+    2048-element pieces, each piece's sums first (dx may be dy or x) and then its dx."""
+    stream = dx.size * dx.itemsize >= m.STREAM_BYTES
+    buffer = np.empty(2048 if stream else 0, dx.dtype)
+    for b in range(start, stop):
+        acc = partial[b]
+        acc[:] = 0.0
+        for r in range(b * block_rows, min((b + 1) * block_rows, dx.shape[0])):
+            for c in range(0, dx.shape[1], 2048):
+                g, v, d = dy[r, c:c + 2048], x[r, c:c + 2048], dx[r, c:c + 2048]
+                w, a = weight[c:c + 2048], acc[c:c + 2048]
+                for j in range(d.size):
+                    a[j] += np.float64(registry.prelu_grad_weight_term(g[j], v[j]))
+                if stream:
+                    for j in range(d.size):
+                        buffer[j] = registry.leaky_relu_backward(g[j], v[j], w[j])
+                    stream_row(d, buffer)
+                else:
+                    for j in range(d.size):
+                        d[j] = registry.leaky_relu_backward(g[j], v[j], w[j])
+    if stream:
+        m.store_fence()
+
+
 def stream_row(d, buffer):
     """d[:] = buffer[:d.size]: d's whole 64-byte lines by non-temporal stores, its partial first
     and last lines by plain ones (d may start anywhere; a line split between two chunks is
@@ -524,7 +573,8 @@ POOLED = """
 """
 
 
-ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "softmax_rows", "log_softmax_rows",
+ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "prelu_forward_cols",
+               "prelu_backward_cols", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
 HELPERS = ("prefetch_ahead", "stream_row", "row_grad_weight", "row_max", "row_exp", "row_others",
