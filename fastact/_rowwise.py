@@ -172,7 +172,7 @@ class _Columns:
     """prelu on x of shape (N, C, *rest) where rest holds fewer than BELOW elements (x of shape
     (N, C) above all): one row per (sample, channel), the row kernels' layout, would run loops a
     few elements long, so rows here are whole samples, k of them joined so that a row holds at
-    least ROW elements and a multiple of 16, each element with its own weight from the per-channel weights repeated
+    least ROW elements and a multiple of 16 (a sample of ROW or more: a row each), each element with its own weight from the per-channel weights repeated
     to the row's length (the prelu_*_cols kernels). A last part of fewer than k samples goes as
     rows of one sample each."""
     BELOW = 512
@@ -190,7 +190,7 @@ class _Columns:
             return None
         period = w.size * inner
         step = 16 // math.gcd(period, 16)  # rows of whole 64-byte lines (float32) keep alignment
-        k = min(samples, -(-cls.ROW // (period * step)) * step)
+        k = 1 if period >= cls.ROW else min(samples, -(-cls.ROW // (period * step)) * step)
         return cls(inner, period, samples, k, np.tile(np.repeat(w, inner), k))
 
     def parts(self, *arrays):

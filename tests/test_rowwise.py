@@ -320,13 +320,46 @@ def test_prelu_by_columns_streams_with_the_same_bits(dtype, cpu_backend):
         np.testing.assert_array_equal(out, expected_y)
         dx, dw = fa.prelu.backward(dy, x, w, out=out)
         np.testing.assert_array_equal(dx, expected_dx)
-        assert np.isnan(dw).all() == np.isnan(expected_dw).all()
+        np.testing.assert_array_equal(np.isnan(dw), np.isnan(expected_dw))
+        np.testing.assert_allclose(dw, expected_dw, rtol=1e-6)
     clean_dx, clean_dw = fa.prelu.backward(dy[10:], x[10:], w)
     reference_dw = np.where(x[10:] > 0, 0.0, dy[10:].astype(np.float64) * x[10:]).sum(axis=0)
     np.testing.assert_allclose(clean_dw, reference_dw, rtol=1e-5 if dtype == np.float32 else 1e-12)
     in_place = dy.copy()
     fa.prelu.backward(in_place, x, w, out=in_place)
     np.testing.assert_array_equal(in_place, expected_dx)
+    in_place = x.copy()
+    _, dw = fa.prelu.backward(dy, in_place, w, out=in_place)  # the sums read x before dx is written
+    np.testing.assert_array_equal(in_place, expected_dx)
+    np.testing.assert_allclose(dw, expected_dw, rtol=1e-6)
+
+
+def test_prelu_by_columns_in_place_and_long_samples(dtype, cpu_backend):
+    """In place on x and on dy (the column sums read a piece before its dx is written), for
+    joined samples and for samples of ROW elements or more (a row each)."""
+    rng = np.random.default_rng(12)
+    for shape in ((300, 5, 3), (6, 700, 3)):
+        x = rng.standard_normal(shape).astype(dtype)
+        dy = rng.standard_normal(shape).astype(dtype)
+        w = rng.uniform(-0.5, 0.5, shape[1]).astype(dtype)
+        expected_y = np.where(x > 0, x, w[:, None] * x)
+        expected_dx = np.where(x > 0, dy, w[:, None] * dy)
+        terms = np.where(x > 0, 0.0, dy.astype(np.float64) * x)
+        expected_dw = terms.sum(axis=(0, 2))
+        # each term rounded to dtype (float32 for float16) before the float64 sum
+        dw_bound = np.abs(terms).sum(axis=(0, 2)) * (1e-13 if dtype == np.float64 else 2e-7) + \
+            np.abs(expected_dw) * (1e-3 if dtype == np.float16 else 1e-7)
+        tolerance = {"rtol": 1e-3 if dtype == np.float16 else 1e-6}
+        for target in ("x", "dy"):
+            a, g = x.copy(), dy.copy()
+            out = a if target == "x" else g
+            dx, dw = fa.prelu.backward(g, a, w, out=out)
+            assert dx is out
+            np.testing.assert_allclose(dx, expected_dx, **tolerance)
+            np.testing.assert_array_less(np.abs(dw - expected_dw), dw_bound)
+        a = x.copy()
+        assert fa.prelu(a, w, out=a) is a
+        np.testing.assert_allclose(a, expected_y, **tolerance)
 
 
 def test_prelu_errors():

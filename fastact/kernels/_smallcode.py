@@ -17,17 +17,25 @@ Where this Numba lacks what the target needs, or FASTACT_NUMBA_CODEGEN=numba ask
 (``available()`` says why), ``njit`` is Numba's.
 """
 import functools
+import inspect
 import os
+import threading
 
 _REASON = None
+_lock = threading.Lock()
+MARK = "fastact-small-pic"
 
 
 def _build():
-    from numba.core import base, codegen, config, cpu, registry, types
+    from numba.core import base, codegen, config, cpu, registry, types, utils
     from numba.core.compiler_lock import global_compiler_lock
 
-    if not hasattr(config, "USE_LLVMLITE_MEMORY_MANAGER"):
-        raise RuntimeError("this Numba cannot choose llvmlite's memory manager")
+    # CPUCodegen._init must read this setting when it makes the engine (it does in Numba
+    # 0.68): else the small code model could meet a memory manager that scatters sections
+    if "USE_LLVMLITE_MEMORY_MANAGER" not in inspect.getsource(codegen.CPUCodegen._init):
+        raise RuntimeError("this Numba's code generator does not take llvmlite's memory manager")
+    if not hasattr(base, "_wrap_impl"):
+        raise RuntimeError("this Numba's target context has no _wrap_impl")
 
     class Codegen(codegen.JITCPUCodegen):
         def _customize_tm_options(self, options):
@@ -36,7 +44,6 @@ def _build():
             options["reloc"] = "pic"
 
         def _init(self, llvm_module):
-            # CPUCodegen._init reads this setting when it makes the engine, and only there
             with global_compiler_lock:
                 saved = config.USE_LLVMLITE_MEMORY_MANAGER
                 config.USE_LLVMLITE_MEMORY_MANAGER = True
@@ -47,21 +54,22 @@ def _build():
 
         def magic_tuple(self):
             # cached objects of this model are not loaded by Numba's engine, nor its by this one
-            return super().magic_tuple() + ("fastact-small-pic",)
+            return super().magic_tuple() + (MARK,)
 
     class Context(cpu.CPUContext):
+        @global_compiler_lock
         def init(self):
             super().init()
             self._internal_codegen = Codegen("fastact.exec")
 
         def get_function(self, fn, sig, _firstcall=True):
-            # A Numba dispatcher that a kernel calls registers its compiled code with Numba's
-            # context only: take the implementation from there, bound to this context (whose
-            # library then links the callee's IR in).
+            # A Numba dispatcher (or overload) that a kernel calls registers its compiled code
+            # with Numba's context only: take the implementation from there, bound to this
+            # context (whose library then links the callee's IR in).
             try:
                 return super().get_function(fn, sig, _firstcall)
             except NotImplementedError:
-                if not isinstance(fn, types.Dispatcher):
+                if not isinstance(fn, types.Callable):
                     raise
                 sig = sig.as_function()
                 known = registry.cpu_target.target_context._defns.get(fn.get_impl_key(sig))
@@ -70,7 +78,7 @@ def _build():
                 return base._wrap_impl(known.find(sig.args), self, sig)
 
     class Target(registry.CPUTarget):
-        @functools.cached_property
+        @utils.threadsafe_cached_property
         def _toplevel_target_context(self):
             return Context(self.typing_context, self._target_name)
 
@@ -81,20 +89,28 @@ def _build():
     class Dispatcher(registry.CPUDispatcher):
         targetdescr = Target("cpu")
 
+    if MARK not in Dispatcher.targetdescr.target_context.codegen().magic_tuple():
+        raise RuntimeError("the target context did not take fastact's code generator")
     return Dispatcher
 
 
-@functools.lru_cache(maxsize=None)
+_UNBUILT = object()
+_class = _UNBUILT
+
+
 def _dispatcher_class():
-    global _REASON
-    if os.environ.get("FASTACT_NUMBA_CODEGEN", "").lower() == "numba":
-        _REASON = "FASTACT_NUMBA_CODEGEN=numba"
-        return None
-    try:
-        return _build()
-    except Exception as e:  # an older or newer Numba: its own njit
-        _REASON = f"{type(e).__name__}: {e}"
-        return None
+    """fastact's dispatcher class, built once (None: Numba's own njit, _REASON says why)."""
+    global _REASON, _class
+    with _lock:
+        if _class is _UNBUILT:
+            if os.environ.get("FASTACT_NUMBA_CODEGEN", "").lower() == "numba":
+                _class, _REASON = None, "FASTACT_NUMBA_CODEGEN=numba"
+            else:
+                try:
+                    _class = _build()
+                except Exception as e:  # an older or newer Numba: its own njit
+                    _class, _REASON = None, f"{type(e).__name__}: {e}"
+        return _class
 
 
 def available():
