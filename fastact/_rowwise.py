@@ -172,9 +172,9 @@ class _Columns:
     """prelu on x of shape (N, C, *rest) where rest holds fewer than BELOW elements (x of shape
     (N, C) above all): one row per (sample, channel), the row kernels' layout, would run loops a
     few elements long, so rows here are whole samples, k of them joined so that a row holds at
-    least ROW elements and a multiple of 16 (a sample of ROW or more: a row each), each element with its own weight from the per-channel weights repeated
-    to the row's length (the prelu_*_cols kernels). A last part of fewer than k samples goes as
-    rows of one sample each."""
+    least ROW elements and a multiple of 16 (a sample of ROW or more: a row each), each element
+    with its own weight from the per-channel weights repeated to the row's length (the
+    prelu_*_cols kernels). A last part of fewer than k samples goes as rows of one sample each."""
     BELOW = 512
     ROW = 2048
 

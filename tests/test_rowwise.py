@@ -329,7 +329,7 @@ def test_prelu_by_columns_streams_with_the_same_bits(dtype, cpu_backend):
     fa.prelu.backward(in_place, x, w, out=in_place)
     np.testing.assert_array_equal(in_place, expected_dx)
     in_place = x.copy()
-    _, dw = fa.prelu.backward(dy, in_place, w, out=in_place)  # the sums read x before dx is written
+    _, dw = fa.prelu.backward(dy, in_place, w, out=in_place)  # sums read x before dx is written
     np.testing.assert_array_equal(in_place, expected_dx)
     np.testing.assert_allclose(dw, expected_dw, rtol=1e-6)
 

@@ -672,7 +672,7 @@ static void FN(prelu_backward_cols_range)(const void *args, int64_t lo, int64_t 
         for (int64_t j = 0; j < n; j++) acc[j] = 0.0;
         int64_t last = (b + 1) * a->block_rows < a->n_rows ? (b + 1) * a->block_rows : a->n_rows;
         for (int64_t r = b * a->block_rows; r < last; r++)
-            for (int64_t j0 = 0; j0 < n; j0 += 2048) {  /* a piece's sums first: dx may be dy or x */
+            for (int64_t j0 = 0; j0 < n; j0 += 2048) {  /* sums first: dx may be dy or x */
                 int64_t m = n - j0 < 2048 ? n - j0 : 2048;
                 const real *g = a->dy + r * n + j0, *v = a->x + r * n + j0, *w = a->w + j0;
                 real *d = a->out + r * n + j0;

@@ -3,8 +3,8 @@
 Numba compiles for the JIT's large code model (static relocation): each constant that a vector
 loop cannot keep in a register costs a ``movabsq`` of its constant-pool address on every
 iteration (softplus forward: 21 per 16 elements). The small code model with position-independent
-code addresses them relative to the instruction pointer instead (bench/NOTES.md, next step 0:
-+10-25% on several forwards at 2^26 on an AMD Zen 4, +0-13% in cache on Intel).
+code addresses them relative to the instruction pointer instead (bench/NOTES.md, work log
+2026-11-23 08:00: the exponential forwards and softmax rows 1.03-1.26x on an AMD Zen 4).
 
 That needs every section of an object within 2 GiB of its code. Numba's engine places each
 section where the system's allocator puts it, so ``njit`` here compiles through a target context
@@ -16,7 +16,6 @@ rest of the user's process keeps Numba's code generator.
 Where this Numba lacks what the target needs, or FASTACT_NUMBA_CODEGEN=numba asks for it
 (``available()`` says why), ``njit`` is Numba's.
 """
-import functools
 import inspect
 import os
 import threading

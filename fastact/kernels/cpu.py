@@ -100,8 +100,9 @@ def streams_forward(scalar_fn, n_arrays, out):
             and name not in registry.UNSTREAMED_FORWARDS)
 
 
-_LOOP_JIT = '@numba.njit(nogil=True, error_model="numpy", boundscheck=False)'  # called by the entry point
-_INLINE = "@numba.njit(inline='always', error_model='numpy')"  # inlined by Numba, before LLVM vectorizes
+# called by the entry point (Numba's own target; linked into the entry point's module)
+_LOOP_JIT = '@numba.njit(nogil=True, error_model="numpy", boundscheck=False)'
+_INLINE = "@numba.njit(inline='always', error_model='numpy')"  # inlined by Numba pre-LLVM
 # inlined by LLVM (forceinline), which keeps each instruction's fastmath flags (loops.FASTMATH)
 _FORCEINLINE = "@numba.njit(forceinline=True, error_model='numpy', fastmath={flags!r})"
 
