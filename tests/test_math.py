@@ -294,12 +294,16 @@ def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dt
     assert not cpu.streams_forward(registry.relu_forward, 1, big)
 
 
-def _uncached_map_kernel(fn, n_arrays, streamed=False):
+def _uncached_map_kernel(fn, n_arrays, streamed=False, numba_codegen=False):
     """The generated kernel itself, compiled without the disk cache (cached code has no
-    assembly to inspect)."""
+    assembly to inspect); numba_codegen: with Numba's code generator (kernels/_smallcode.py)."""
     from fastact.kernels import cpu
+    source = cpu.map_source(fn, n_arrays, streamed).replace("cache=True", "cache=False")
+    if numba_codegen:
+        source = source.replace("from fastact.kernels._smallcode import njit",
+                                "from numba import njit")
     namespace = {}
-    exec(cpu.map_source(fn, n_arrays, streamed).replace("cache=True", "cache=False"), namespace)
+    exec(source, namespace)
     return namespace["kernel"]
 
 

@@ -11,18 +11,9 @@ import pytest
 pytest.importorskip("numba")
 
 from fastact import registry  # noqa: E402
-from fastact.kernels import _smallcode, cpu  # noqa: E402
+from fastact.kernels import _smallcode  # noqa: E402
+from test_math import _uncached_map_kernel as _uncached  # noqa: E402
 from test_runtime import run_python  # noqa: E402
-
-
-def _uncached(fn, n_arrays, numba_codegen=False):
-    source = cpu.map_source(fn, n_arrays).replace("cache=True", "cache=False")
-    if numba_codegen:
-        source = source.replace("from fastact.kernels._smallcode import njit",
-                                "from numba import njit")
-    namespace = {}
-    exec(source, namespace)
-    return namespace["kernel"]
 
 
 def _hot_loop(asm):
@@ -48,7 +39,7 @@ def test_the_kernels_take_the_small_code_model():
     x = np.linspace(-30, 30, 4096).astype(np.float32)
     loops = {}
     for label, numba_codegen in (("small", False), ("numba", True)):
-        kernel = _uncached(registry.softplus_forward, 1, numba_codegen)
+        kernel = _uncached(registry.softplus_forward, 1, numba_codegen=numba_codegen)
         out = np.empty_like(x)
         kernel(x, out, (np.float32(1.0), np.float32(20.0)), 0, x.size, 0, -1, 0)
         asm = "\n".join(kernel.inspect_asm().values())
