@@ -822,17 +822,18 @@ static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t 
             FN(prefetch_row)(dy + n, n);
             FN(prefetch_row)(y + n, n);
         }
-        double total = 0.0, size = 0.0;
+        double total = 0.0;
         if (log) {
 #pragma omp simd reduction(+:total)
             for (int64_t j = 0; j < n; j++) total += (double)dy[j];
 #pragma omp simd
             for (int64_t j = 0; j < n; j++) dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
         } else {  /* loops.softmax_backward_rows: in real, the dot split in two, where in range */
+            real size = 0;  /* the sum of |dy| in real (loops.row_dot) */
 #pragma omp simd reduction(+:total, size)
             for (int64_t j = 0; j < n; j++) {
                 total += (double)dy[j] * (double)y[j];
-                size += __builtin_fabs((double)dy[j]);
+                size += (real)__builtin_fabs(dy[j]);
             }
             if (size < 0x1p126 && __builtin_fabs(total) < 0x1p126) {
                 real hi = (real)total, lo = (real)(total - (double)hi);

@@ -330,13 +330,15 @@ def row_grad_weight(dy, x):
 
 def row_dot(dy, y):
     """softmax backward's row sum of dy y in float64 (registry.softmax_backward_term), and the
-    sum of |dy| (which bounds every |dy|). The float32 products are exact in float64, so the
-    fma that contract allows changes no bits."""
+    sum of |dy| in dy's type (which bounds every |dy|, or is inf or NaN). The float32 products
+    are exact in float64, so the fma that contract allows changes no bits. The sum of |dy| in
+    float64 had cost 4 of the loop's 12 vector operations per 16 elements (two conversions,
+    two adds on 8 lanes): float32, 2^20 rows of 1024, 2 threads 62 -> 75 GB/s (NOTES.md)."""
     m.wide_vectors()
-    total, size = 0.0, 0.0
+    total, size = 0.0, m.like(dy[0], 0.0)
     for j in range(y.size):
         total += registry.softmax_backward_term(dy[j], y[j])
-        size += abs(np.float64(dy[j]))
+        size += abs(dy[j])
     return total, size
 
 
