@@ -81,6 +81,33 @@ def test_softmax_backward_rows_near_the_float32_range(cpu_backend):
     assert_close(dx, ref, np.float32)
 
 
+def test_log_softmax_backward_from_any_saved_output(dtype, cpu_backend):
+    """log_softmax's backward takes e^y by the cheaper exp for rows whose max is <= 0 (every
+    log_softmax output) and by the general one otherwise: rows of both kinds, with the tails of
+    e^y (subnormal, 0, inf), an exact 0, -inf, +inf and NaN entries, against the float64
+    formula, each row on the scale of its terms. Rows of 37: vector loops and remainders."""
+    rng = np.random.default_rng(5)
+    y = -rng.exponential(3.0, (9, 37))
+    y[1, :] = np.linspace(-120.0, 0.0, 37)         # e^y subnormal, 0 and 1 (max exactly 0)
+    y[2, :] = np.linspace(-800.0, -1e-30, 37)      # float64's subnormal e^y too
+    y[3, 4], y[3, 9] = -np.inf, -0.0
+    y[4, 11] = np.nan
+    y[5, 20] = 0.5                                 # one positive entry: the general exp
+    y[6, :] = np.linspace(-3.0, 80.0, 37)          # e^80: large, finite in float32
+    y[7, 2], y[7, 30] = np.inf, 700.0              # inf (and inf in float32 for 700)
+    y[8, :] = rng.uniform(-1.0, 1.0, 37)
+    y = y.astype(dtype)
+    dy = rng.uniform(-1.0, 1.0, y.shape).astype(dtype)
+    dy[8, :] = 1.0 / 37                            # dy - e^y sum(dy) cancels where y is near 0
+    dx = fa.log_softmax.backward(dy, y)
+    y64, dy64 = y.astype(np.float64), dy.astype(np.float64)
+    with np.errstate(all="ignore"):
+        ref = reference.backward("log_softmax", dy64, y64)
+        scale = np.abs(dy64) + np.exp(y64) * np.sum(np.abs(dy64), axis=-1, keepdims=True)
+    assert np.isnan(dx[4, 11]) and np.isfinite(np.delete(dx[4], 11)).all() and np.isinf(dx[7, 2])
+    assert_close(dx, ref, dtype, scale=scale)
+
+
 def test_row_calls_with_an_overlapping_or_foreign_out(cpu_backend):
     """The short path for C-contiguous rows along the last axis takes only an out exactly like
     the input (or the input itself); a partly overlapping out, a strided one and a wrong one go
