@@ -118,7 +118,7 @@ static INLINE real FN(exp_parts_q_in_range)(real hi, real lo, real *k) {
 static INLINE real FN(exp_parts_q)(real hi, real lo, real *k) {
     real lowest = K(-118.0, -760.0);
     real x = FN(clamp)(hi, lowest, K(176.0, 1418.0));
-    lo = x == hi ? lo : L(0.0);
+    lo = x == hi ? lo : L(-0.0);  /* math.exp_parts_q: -0.0 folds away with a -0.0 lo */
     real q = FN(exp_parts_q_in_range)(x, lo, k);
     return hi < lowest ? L(-1.0) : q;
 }
@@ -127,7 +127,7 @@ static INLINE real FN(exp_parts_q)(real hi, real lo, real *k) {
 static INLINE real FN(exp_parts_q_bounded_above)(real hi, real lo, real *k) {
     real lowest = K(-118.0, -760.0);
     real x = hi < lowest ? lowest : hi;
-    lo = x == hi ? lo : L(0.0);
+    lo = x == hi ? lo : L(-0.0);
     real q = FN(exp_parts_q_in_range)(x, lo, k);
     return hi < lowest ? L(-1.0) : q;
 }
@@ -178,15 +178,15 @@ static INLINE real FN(exp_hilo)(real hi, real lo) {
 
 static INLINE real FN(exp_times)(real x, real c) {
     real k;
-    real p = FN(exp_parts)(x, L(0.0), &k);
+    real p = FN(exp_parts)(x, L(-0.0), &k);
     return FN(scale_by_pow2)(p * c, k);
 }
 
-static INLINE real FN(exp)(real x) { return FN(exp_hilo)(x, L(0.0)); }
+static INLINE real FN(exp)(real x) { return FN(exp_hilo)(x, L(-0.0)); }
 
 static INLINE real FN(exp_nonpositive)(real x) {
     real k;
-    real p = FN(exp_parts_bounded_above)(x, L(0.0), &k);
+    real p = FN(exp_parts_bounded_above)(x, L(-0.0), &k);
     return FN(scale_by_pow2_nonpositive)(p, k);
 }
 
@@ -296,7 +296,7 @@ static INLINE real FN(softplus)(real x) {
 static INLINE real FN(mish_times_x)(real x) {
     real k;
     real xs = FN(clamp_select)(x, K(-200.0, -1000.0), K(20.0, 40.0));
-    real p = FN(exp_parts_bounded_above)(xs, L(0.0), &k);  /* xs <= 20: GCC kept the upper clamp */
+    real p = FN(exp_parts_bounded_above)(xs, L(-0.0), &k);  /* xs <= 20: GCC kept the upper clamp */
     real e = FN(scale_by_pow2_nonpositive)(p, k);  /* k <= 29 / 58: within its range */
     int negative = xs < L(0.0);
     real numerator = FN(pick_bits)(negative, FMA(e, e, e), L(2.0));  /* one division, not two */

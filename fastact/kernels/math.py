@@ -300,7 +300,10 @@ def exp_parts_q(hi, lo):
     then accurate where exp(x) alone would be subnormal, and no rounding of 1 + q (up to 1 ulp)."""
     lowest = pick(hi, -118.0, -760.0)  # exp is 0 below, even times a factor up to 2**20
     x = clamp(hi, lowest, pick(hi, 176.0, 1418.0))  # inf above, even times a factor down to 2**-80
-    lo = lo if x == hi else like(hi, 0.0)  # beyond the clamp lo is meaningless (and can be huge)
+    # beyond the clamp lo is meaningless (and can be huge); -0.0, which adding is no operation at
+    # all: where a caller's lo is the constant -0.0 the select then folds away, where +0.0 it
+    # had stayed as a compare, an add and a blend (sigmoid forward 36 -> 33 instructions)
+    lo = lo if x == hi else like(hi, -0.0)
     q, k = exp_parts_q_in_range(x, lo)
     return (like(hi, -1.0) if hi < lowest else q), k
 
@@ -317,7 +320,7 @@ def exp_parts_q_bounded_above(hi, lo):
     forward 64 -> 74 instructions a vector in Numba, 67 -> 87 in C; review, 19:00 UTC)."""
     lowest = pick(hi, -118.0, -760.0)
     x = lowest if hi < lowest else hi
-    lo = lo if x == hi else like(hi, 0.0)
+    lo = lo if x == hi else like(hi, -0.0)  # (see exp_parts_q)
     q, k = exp_parts_q_in_range(x, lo)
     return (like(hi, -1.0) if hi < lowest else q), k
 
@@ -399,14 +402,14 @@ def exp_hilo(hi, lo):
 def exp_times(x, c):
     """c * e**x with c applied before the final scaling: accurate where the result is subnormal
     and finite where e**x alone would overflow. Error: 1.5 ulp / 1.5 ulp."""
-    p, k = exp_parts(x, like(x, 0.0))
+    p, k = exp_parts(x, like(x, -0.0))  # -0.0: no low part (exp_parts_q)
     return scale_by_pow2(p * c, k)
 
 
 @scalar
 def exp_nonpositive(x):
     """e**x for x <= 0 (or NaN): exp with the cheaper scaling. Error: 1.5 ulp / 1.5 ulp."""
-    p, k = exp_parts_bounded_above(x, like(x, 0.0))
+    p, k = exp_parts_bounded_above(x, like(x, -0.0))
     return scale_by_pow2_nonpositive(p, k)
 
 
@@ -423,7 +426,7 @@ def exp_difference(v, best):
 @scalar
 def exp(x):
     """e**x. Error: 1.5 ulp (f32) / 1.5 ulp (f64); exp(-inf) = 0, exp(inf) = inf, NaN -> NaN."""
-    return exp_hilo(x, like(x, 0.0))
+    return exp_hilo(x, like(x, -0.0))
 
 
 @scalar
@@ -586,7 +589,7 @@ def mish_times_x(x):
     e (e + 2) / (n + 2) rounds e + 2 and n + 2 apart: 4.1 ulp at x = -2.05 in float32.)
     Error: 2.5 ulp / 2.5 ulp."""
     xs = clamp(x, pick(x, -200.0, -1000.0), pick(x, 20.0, 40.0))
-    p, k = exp_parts(xs, like(x, 0.0))  # (C: exp_parts_bounded_above, for GCC)
+    p, k = exp_parts(xs, like(x, -0.0))  # (C: exp_parts_bounded_above, for GCC)
     e = scale_by_pow2_nonpositive(p, k)  # k <= 29 (f32) / 58 (f64): within its range
     negative = xs < like(x, 0.0)
     numerator = fma(e, e, e) if negative else like(x, 2.0)
