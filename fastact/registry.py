@@ -210,9 +210,10 @@ def gelu_tanh_backward_from_input(dy, x):
 def silu_forward(x):
     """x sigmoid(x) from exp(-|x|) with x itself as the factor, clamped below only: where x e^x
     underflows (p = 0) -inf would make 0 * inf. Above, x / (1 + e) = x once e rounds away, +inf
-    included: no final select (Numba 42 -> 38, C 63 -> 41 instructions per 16 elements; with
-    exp_parts_bounded_above, Numba 37 but C 74)."""
-    p, k = m.exp_parts(-abs(x), like(x, -0.0))
+    included: no final select (Numba 42 -> 38, C 63 -> 41 instructions per 16 elements). -|x|
+    needs no upper clamp: exp_parts_bounded_above here (Numba one instruction fewer, +2-5%);
+    C keeps exp_parts (74 instructions with the other)."""
+    p, k = m.exp_parts_bounded_above(-abs(x), like(x, -0.0))
     lowest = pick(x, -1e30, -1e300)
     return m.sigmoid_times(p, k, x >= like(x, 0.0), x if x > lowest else lowest)
 
@@ -221,7 +222,7 @@ def silu_forward(x):
 def silu_backward_from_input(dy, x):
     """sigmoid(x) + x sigmoid(x) sigmoid(-x) (math.sigmoid_plus_scaled_derivative)."""
     big = pick(x, 1e30, 1e300)
-    q, k = m.exp_parts_q(-abs(x), like(x, -0.0))  # no low part: no select of its sign
+    q, k = m.exp_parts_q_bounded_above(-abs(x), like(x, -0.0))
     c = m.clamp(x, -big, big)
     return dy * m.sigmoid_plus_scaled_derivative(q, k, x >= like(x, 0.0), c, like(x, 0.0))
 

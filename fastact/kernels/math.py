@@ -313,9 +313,10 @@ def exp_parts_q_bounded_above(hi, lo):
     """exp_parts_q for hi that cannot exceed its upper clamp (176 f32 / 1418 f64), e.g. x <= 0 or
     an argument clamped lower, or NaN: that clamp is left out (a vminps in Numba's loops, compares
     and blends in GCC's). Used by exp_nonpositive (softplus and logsigmoid forwards, +5% Numba,
-    +9-14% C in cache) and by C's mish (+8-16%; Numba's was 3% slower with it). At the sigmoid
-    family's -|z| sites GCC if-converted their selects differently with it and duplicated
-    divisions (C sigmoid forward -35%): those keep exp_parts. It repeats exp_parts_q's lines on
+    +9-14% C in cache), by C's mish (+8-16%; Numba's was 3% slower with it) and by Numba's
+    sigmoid, silu and silu backward (+2-5%, 2026-11-23). At the sigmoid family's -|z| sites GCC
+    if-converted their selects differently with it and duplicated divisions (C sigmoid forward
+    -35%): C's keep exp_parts. It repeats exp_parts_q's lines on
     purpose: exp_parts_q as its upper clamp followed by this function compiled worse (sigmoid
     forward 64 -> 74 instructions a vector in Numba, 67 -> 87 in C; review, 19:00 UTC)."""
     lowest = pick(hi, -118.0, -760.0)
@@ -527,7 +528,7 @@ def sigmoid(x):
     """1 / (1 + e^-x) from e = exp(-|x|) <= 1 (nothing overflows): r = 1 / (1 + e) for x >= 0
     and e r below, accurate relative to itself (no 1 - sigmoid cancellation; NaN: e r is NaN).
     Error: 3 ulp / 3 ulp; sigmoid(-100) is 3.7e-44 in float32, not 0."""
-    p, k = exp_parts(-abs(x), like(x, -0.0))
+    p, k = exp_parts_bounded_above(-abs(x), like(x, -0.0))
     e = scale_by_pow2_nonpositive(p, k)
     r = like(x, 1.0) / (like(x, 1.0) + e)
     return r if x >= like(x, 0.0) else e * r
