@@ -405,14 +405,6 @@ def log_softmax_backward_element(dy, y, total):
 
 
 @scalar
-def log_softmax_backward_element_nonpositive(dy, y, total):
-    """log_softmax_backward_element for y <= 0 or NaN, as every log_softmax output is (the CPU
-    kernels check each row's max): e^y by math.exp_nonpositive, one clamp and the cheaper
-    scaling (2^20 rows of 1024, 2 threads: 51.6 -> 60.2 GB/s; NOTES.md)."""
-    return m.fma(-m.exp_nonpositive(y), like(y, total), dy)
-
-
-@scalar
 def softmax_backward_term(dy, y):
     """One term of the row sum softmax's backward needs: dy y, in float64."""
     return np.float64(dy) * np.float64(y)

@@ -82,23 +82,24 @@ def test_softmax_backward_rows_near_the_float32_range(cpu_backend):
 
 
 def test_log_softmax_backward_from_any_saved_output(dtype, cpu_backend):
-    """log_softmax's backward takes e^y by the cheaper exp for rows whose max is <= 0 (every
-    log_softmax output) and by the general one otherwise: rows of both kinds, with the tails of
-    e^y (subnormal, 0, inf), an exact 0, -inf, +inf and NaN entries, against the float64
-    formula, each row on the scale of its terms. Rows of 37: vector loops and remainders."""
+    """log_softmax's backward from saved outputs of any kind, not only log_softmax's (<= 0):
+    positive entries, the tails of e^y (subnormal, 0, inf), an exact 0, -inf, +inf and NaN (a
+    NaN beside a large entry), against the float64 formula, each row on the scale of its terms.
+    (A cheaper exp for rows of entries <= 0, picked by a max that ignored NaN, failed here.) Rows of 130: vector loops and remainders."""
     rng = np.random.default_rng(5)
-    y = -rng.exponential(3.0, (9, 37))
-    y[1, :] = np.linspace(-120.0, 0.0, 37)         # e^y subnormal, 0 and 1 (max exactly 0)
-    y[2, :] = np.linspace(-800.0, -1e-30, 37)      # float64's subnormal e^y too
+    y = -rng.exponential(3.0, (9, 130))
+    y[1, :] = np.linspace(-120.0, 0.0, 130)         # e^y subnormal, 0 and 1 (max exactly 0)
+    y[2, :] = np.linspace(-800.0, -1e-30, 130)      # float64's subnormal e^y too
     y[3, 4], y[3, 9] = -np.inf, -0.0
     y[4, 11] = np.nan
     y[5, 20] = 0.5                                 # one positive entry: the general exp
-    y[6, :] = np.linspace(-3.0, 80.0, 37)          # e^80: large, finite in float32
+    y[0, 1], y[0, 65] = np.nan, 60.0               # a NaN must not hide a large entry
+    y[6, :] = np.linspace(-3.0, 80.0, 130)          # e^80: large, finite in float32
     y[7, 2], y[7, 30] = np.inf, 700.0              # inf (and inf in float32 for 700)
-    y[8, :] = rng.uniform(-1.0, 1.0, 37)
+    y[8, :] = rng.uniform(-5.0, 1.0, 130)
     y = y.astype(dtype)
     dy = rng.uniform(-1.0, 1.0, y.shape).astype(dtype)
-    dy[8, :] = 1.0 / 37                            # dy - e^y sum(dy) cancels where y is near 0
+    dy[8, :] = 1.0 / 130                           # dx = 1/130 - e^y: cancels near y = -4.9
     dx = fa.log_softmax.backward(dy, y)
     y64, dy64 = y.astype(np.float64), dy.astype(np.float64)
     with np.errstate(all="ignore"):

@@ -798,7 +798,7 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
 }
 
 
-/* registry.softmax_backward_element / _split / log_softmax_backward_element / _nonpositive */
+/* registry.softmax_backward_element / _split / log_softmax_backward_element */
 static INLINE real FN(softmax_backward_element)(real dy, real y, double dot) {
     return (real)((double)y * ((double)dy - dot));
 }
@@ -809,10 +809,6 @@ static INLINE real FN(softmax_backward_element_split)(real dy, real y, real hi, 
 
 static INLINE real FN(log_softmax_backward_element)(real dy, real y, double total) {
     return FMA(-FN(exp)(y), (real)total, dy);
-}
-
-static INLINE real FN(log_softmax_backward_element_nonpositive)(real dy, real y, double total) {
-    return FMA(-FN(exp_nonpositive)(y), (real)total, dy);
 }
 
 /* one row at a time: the row's float64 sum (of dy y for softmax, dy for log_softmax), then dx */
@@ -830,15 +826,8 @@ static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t 
         if (log) {
 #pragma omp simd reduction(+:total)
             for (int64_t j = 0; j < n; j++) total += (double)dy[j];
-            if (FN(row_maxnum)(y, n) <= 0) {  /* every row of a log_softmax output */
 #pragma omp simd
-                for (int64_t j = 0; j < n; j++)
-                    dx[j] = FN(log_softmax_backward_element_nonpositive)(dy[j], y[j], total);
-            } else {
-#pragma omp simd
-                for (int64_t j = 0; j < n; j++)
-                    dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
-            }
+            for (int64_t j = 0; j < n; j++) dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
         } else {  /* loops.softmax_backward_rows: in real, the dot split in two, where in range */
             real size = 0;  /* the sum of |dy| in real (loops.row_dot) */
 #pragma omp simd reduction(+:total, size)

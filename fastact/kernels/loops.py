@@ -450,12 +450,8 @@ def log_softmax_backward_rows(dy, y, dx, start, stop):
         prefetch_ahead(y, r, y.shape[1])
         g, s, d = dy[r], y[r], dx[r]
         total = row_sum(g)
-        if row_max(s) <= 0.0:  # every row of a log_softmax output (NaN aside, which either takes)
-            for j in range(d.size):
-                d[j] = registry.log_softmax_backward_element_nonpositive(g[j], s[j], total)
-        else:
-            for j in range(d.size):
-                d[j] = registry.log_softmax_backward_element(g[j], s[j], total)
+        for j in range(d.size):
+            d[j] = registry.log_softmax_backward_element(g[j], s[j], total)
 
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
