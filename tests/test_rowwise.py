@@ -182,7 +182,8 @@ def test_maxout(pieces, axis, inner, dtype, cpu_backend):
 
 
 def test_softmax_backward_large_output(cpu_backend):
-    """Outputs of 4 MiB and more take the path that prefetches the next output row."""
+    """Outputs of 4 MiB and more take the path that prefetches the next output row (where
+    math.SOFTWARE_PREFETCH; test_runtime runs the other setting)."""
     x = np.random.default_rng(8).standard_normal((1100, 1024)).astype(np.float32) * 4
     y = fa.softmax(x)
     dy = np.random.default_rng(9).standard_normal(x.shape).astype(np.float32)

@@ -61,6 +61,62 @@ def test_second_process_loads_compiled_kernels_from_disk(tmp_path):
     assert (hits, misses) == ("1", "0")  # second process loads the machine code
 
 
+def test_software_prefetch_setting_comes_from_the_environment_or_the_cpu_vendor(monkeypatch):
+    from fastact.kernels import math as m
+    monkeypatch.setenv("FASTACT_PREFETCH", "0")
+    assert m._software_prefetch() is False
+    monkeypatch.setenv("FASTACT_PREFETCH", "1")
+    assert m._software_prefetch() is True
+    monkeypatch.delenv("FASTACT_PREFETCH")
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next((line for line in f if line.startswith("vendor_id")), None)
+    except OSError:
+        vendor = None
+    if vendor is not None:
+        assert m._software_prefetch() is ("AuthenticAMD" not in vendor)
+
+
+def test_software_prefetch_setting_keys_the_caches_and_keeps_the_bits(tmp_path):
+    """The other setting than this process's, in a second process: its own Numba cache directory
+    and C build key, and the same bits for loops with and without the prefetches (a streamed
+    forward, a wide backward from the input at 32 MiB, log_softmax's backward rows)."""
+    from fastact.kernels import math as m
+    other = "0" if m.SOFTWARE_PREFETCH else "1"
+    n = m.STREAM_BYTES // 4 + 1001
+    rng = np.random.default_rng(5)
+    x = (3 * rng.standard_normal(n)).astype(np.float32)
+    dy = rng.standard_normal(n).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "dy.npy", dy)
+    backends = [name for name in ("cpu", "c") if fa.backends()[name][0]]
+    code = (f"import numpy as np, fastact as fa\n"
+            f"from fastact.kernels import math as m, cpu\n"
+            f"from fastact.bindings import _build\n"
+            f"print(int(m.SOFTWARE_PREFETCH), cpu.cache_dir(), _build.key())\n"
+            f"x = np.load({str(tmp_path / 'x.npy')!r}); dy = np.load({str(tmp_path / 'dy.npy')!r})\n"
+            f"xr, dyr = x[:1 << 20].reshape(1024, 1024), dy[:1 << 20].reshape(1024, 1024)\n"
+            f"for be in {backends!r}:\n"
+            f"    with fa.backend(be):\n"
+            f"        np.save({str(tmp_path)!r} + '/' + be + '_s.npy', fa.sigmoid(x))\n"
+            f"        np.save({str(tmp_path)!r} + '/' + be + '_g.npy', fa.silu.backward(dy, x))\n"
+            f"        np.save({str(tmp_path)!r} + '/' + be + '_l.npy',\n"
+            f"                fa.log_softmax.backward(dyr, fa.log_softmax(xr)))\n")
+    flag, directory, key = run_python(code, {"FASTACT_PREFETCH": other}).split()
+    from fastact.bindings import _build
+    from fastact.kernels import cpu
+    assert flag == other
+    assert directory != cpu.cache_dir() and ("-noprefetch" in directory) == (other == "0")
+    assert key != _build.key()
+    xr, dyr = x[:1 << 20].reshape(1024, 1024), dy[:1 << 20].reshape(1024, 1024)
+    for be in backends:
+        with fa.backend(be):
+            np.testing.assert_array_equal(np.load(tmp_path / f"{be}_s.npy"), fa.sigmoid(x))
+            np.testing.assert_array_equal(np.load(tmp_path / f"{be}_g.npy"), fa.silu.backward(dy, x))
+            np.testing.assert_array_equal(np.load(tmp_path / f"{be}_l.npy"),
+                                          fa.log_softmax.backward(dyr, fa.log_softmax(xr)))
+
+
 def test_import_does_not_compile_or_import_numba():
     out = run_python("import sys, fastact as fa\n"
                      "print('numba' in sys.modules, len(fa.ACTIVATIONS))")

@@ -81,6 +81,13 @@ def _native():
     return os.environ.get("FASTACT_C_NATIVE", "1") not in ("0", "false", "no", "")
 
 
+def _software_prefetch():
+    """kernels/math.py's SOFTWARE_PREFETCH (a constant in the generated C: FASTACT_PREFETCH can
+    change it between processes on one machine)."""
+    from ..kernels.math import SOFTWARE_PREFETCH
+    return int(SOFTWARE_PREFETCH)
+
+
 def key():
     """16 hex digits from the sources, the ABI, the compiler choice and the CPU (two 32-bit
     checksums: hashlib's import alone would cost a fresh process's first call milliseconds)."""
@@ -89,7 +96,7 @@ def key():
         with open(path, "rb") as f:
             parts.append(f.read())
     parts.append(f"{sys.implementation.cache_tag}{EXT_SUFFIX}{os.uname().machine if hasattr(os, 'uname') else ''}"
-                 f"|{os.environ.get('CC', '')}|{_native()}".encode())
+                 f"|{os.environ.get('CC', '')}|{_native()}|{_software_prefetch()}".encode())
     parts.append(_cpu_identity())
     data = b"\0".join(parts)
     return f"{zlib.crc32(data):08x}{zlib.adler32(data[::-1]):08x}"

@@ -393,7 +393,10 @@ def _map_loop(name, arrays, n_args, dtype):
     export = map_export(name, arrays, dtype)
     wide = name in registry.arithmetic_bound_scalar_names()
     prefetched = wide and arrays <= 2 and name not in STREAMED_WIDE
-    # as kernels/loops.py: the kernels bound by arithmetic (512-bit vectors) prefetch their inputs
+    # FA_SOFTWARE_PREFETCH (math.SOFTWARE_PREFETCH: 0 on AMD CPUs) switches every prefetch of the
+    # map loops and of log_softmax's backward rows off (Zen 4 VM, 2^26, 2 threads, C: sigmoid
+    # forward 35 -> 42, tanh 40 -> 50, silu 31-32 -> 36-37, log_softmax backward 26-27 -> 35-36 GB/s).
+    # As kernels/loops.py: the kernels bound by arithmetic (512-bit vectors) prefetch their inputs
     # 4096 elements ahead (Numba's 2048 since 2026-11-23; here both measured the same), 512 at a
     # time (in DRAM a core did not overlap their arithmetic with its loads); the memory-bound ones
     # write large outputs past the caches (non-temporal stores)
@@ -404,7 +407,7 @@ def _map_loop(name, arrays, n_args, dtype):
         for (int64_t i = lo; i < hi; i++) out[i] = {at_i};"""
         streamed = ""
         if prefetched:
-            prefetch = "".join(f"            __builtin_prefetch(a{i} + p, 0, 3);\n"
+            prefetch = "".join(f"            if (FA_SOFTWARE_PREFETCH) __builtin_prefetch(a{i} + p, 0, 3);\n"
                                for i in range(arrays))
             loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
             int64_t e = b + 512 < hi ? b + 512 : hi;
@@ -444,7 +447,7 @@ def _map_loop(name, arrays, n_args, dtype):
             # store burst for float32), their input prefetched a block 4096 elements ahead
             prefetch = f"""\
                 for (int64_t p = i + 4096; p < i + 4608 && p < hi; p += 64 / sizeof({real}))
-                    __builtin_prefetch(a0 + p, 0, 3);
+                    if (FA_SOFTWARE_PREFETCH) __builtin_prefetch(a0 + p, 0, 3);
 """
             streamed = stream_branch(64, prefetch)
         # as map_2_wide: the streamed blocks of the backwards bound by arithmetic prefetch one
@@ -452,7 +455,8 @@ def _map_loop(name, arrays, n_args, dtype):
         paged = wide and arrays == 2
         if arrays <= 2 and (paged or not prefetched):
             streamed = stream_branch(512, "".join(
-                f"                if (i + 2048 < hi) __builtin_prefetch(a{k} + i + 2048, 0, 3);\n"
+                f"                if (FA_SOFTWARE_PREFETCH && i + 2048 < hi) "
+                f"__builtin_prefetch(a{k} + i + 2048, 0, 3);\n"
                 for k in range(arrays)) if paged else "")
         return streamed + loop
 
@@ -489,7 +493,8 @@ def source(dtype):
     with open(TEMPLATE) as f:
         template = f.read()
     first, rest = PRELUDE.split("\n", 1)  # the pool state's layout from fastact/_threads.py
-    parts = [f"{first}\n#define FA_POOL_STRIDE {POOL_STRIDE}\n#define FA_POOL_DONE {POOL_DONE}\n{rest}"]
+    parts = [f"{first}\n#define FA_POOL_STRIDE {POOL_STRIDE}\n#define FA_POOL_DONE {POOL_DONE}\n"
+             f"#define FA_SOFTWARE_PREFETCH {int(m.SOFTWARE_PREFETCH)}\n{rest}"]
     for dt in ("float64", "float32"):
         define, undef = _dtype_header(dt)
         parts += [f"\n/* ===== {dt} ===== */\n", define, template, "\n"]

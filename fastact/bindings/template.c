@@ -818,7 +818,7 @@ static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t 
     for (int64_t r = lo; r < hi; r++) {
         const real *dy = a->x + r * n, *y = a->y + r * n;
         real *dx = a->out + r * n;
-        if (log && r + 1 < hi) {  /* (softmax's loads keep up without it: loops.py) */
+        if (FA_SOFTWARE_PREFETCH && log && r + 1 < hi) {  /* (softmax's: loops.py) */
             FN(prefetch_row)(dy + n, n);
             FN(prefetch_row)(y + n, n);
         }

@@ -86,7 +86,10 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
 # and 256-prefetch bursts cost sigmoid 13%). Now 2048 ahead (8 KiB): 2026-11-23, on faster
 # kernels, 2 threads, four alternations, gelu 22.3 -> 23.0 GB/s, gelu-tanh 21.9 -> 22.2, silu
 # 24.8 -> 25.6, sigmoid 25.2 -> 26.2, softplus 23.1 -> 24.3, 2^20 unchanged (C's loops measured
-# the same either way and keep 4096). Their large outputs (STREAM_BYTES and more) take
+# the same either way and keep 4096). All of this on the Intel VM: on AMD CPUs these prefetches
+# are left out (math.SOFTWARE_PREFETCH, a constant in the compiled loops), since on the Zen 4 VM
+# the loops ran faster without them (2^26, 2 threads: sigmoid +7-10%, tanh and gelu +10-14%;
+# NOTES.md). Their large outputs (STREAM_BYTES and more) take
 # map_1_streamed, its own compiled kernel: 64 elements at a time into an L1 buffer, then 4 lines
 # of non-temporal stores (512-element parts, 32 lines a burst, had lost: silu 22.7 -> 18.8 GB/s).
 # 2^26, 2 threads, two alternations: silu 24.6 -> 31.0-33.0 GB/s, sigmoid 25.2 -> 32.6-34.0,
@@ -105,8 +108,9 @@ def map_1_prefetched(a0, out, params, start, stop):
     m.wide_vectors()
     a0, out = a0[start:stop], out[start:stop]
     for block in range(0, out.size, 512):
-        for i in range(block + 2048, block + 2560, 64 // a0.itemsize):  # one per cache line
-            m.prefetch(a0, i)
+        if m.SOFTWARE_PREFETCH:
+            for i in range(block + 2048, block + 2560, 64 // a0.itemsize):  # one per cache line
+                m.prefetch(a0, i)
         x, y = a0[block:block + 512], out[block:block + 512]
         for i in range(y.size):
             y[i] = scalar(x[i], *params)
@@ -125,8 +129,9 @@ def map_1_streamed(a0, out, params, start, stop):
     lanes = 16 if m.is_single(buffer[0]) else 8  # a constant: a division otherwise
     end = head + (out.size - head) // 512 * 512
     for block in range(head, end, 512):
-        for i in range(block + 2048, block + 2560, 64 // a0.itemsize):  # one per cache line
-            m.prefetch(a0, i)
+        if m.SOFTWARE_PREFETCH:
+            for i in range(block + 2048, block + 2560, 64 // a0.itemsize):  # one per cache line
+                m.prefetch(a0, i)
         for part in range(block, block + 512, 64):
             x = a0[part:part + 64]
             for i in range(x.size):  # not range(64): unrolled 4 times, it spilled
@@ -147,9 +152,10 @@ def map_2_wide(a0, a1, out, params, start, stop):
     translation and first lines without transparent huge pages: 2^24, 2 threads, THP off for
     the process, gelu backward 17.5-18.7 -> 23.9-24.3 GB/s, mish 19.6-20.8 -> 25.5-26.6, silu
     22.3-24.4 -> 28.4-29.1 (with THP: +2 to +12%); 2^26 with THP gelu 22.1-22.9 -> 24.3, mish
-    23.5 -> 25.2. In map_2's light loops (relu, sigmoid backward) the same cost 13% (NOTES)."""
+    23.5 -> 25.2. In map_2's light loops (relu, sigmoid backward) the same cost 13% (NOTES). Not
+    on AMD CPUs (math.SOFTWARE_PREFETCH): on the Zen 4 VM the loops ran 1-10% faster without."""
     m.wide_vectors()
-    map_2_body(a0, a1, out, params, start, stop, True)
+    map_2_body(a0, a1, out, params, start, stop, m.SOFTWARE_PREFETCH)
 
 
 # What each loop's generated module also holds, inlined into it by Numba (kernels/cpu.py).
@@ -410,8 +416,10 @@ def prefetch_ahead(rows, r, ahead):
     softmax's backward prefetches its output's next row from PREFETCH_BYTES up: its last pass,
     with little arithmetic, otherwise waits for each line it writes (write-allocate; 2^26, 2
     threads: 27.2 -> 33.8 GB/s). log_softmax's backward, which prefetches its inputs' next rows,
-    lost 15% with that one too (NOTES.md). Indexed from row r's own view with a constant step:
-    the flat view (a reshape call) and 64 // itemsize (a division) had cost each row ~50 cycles,
+    lost 15% with that one too (NOTES.md). Both only where math.SOFTWARE_PREFETCH: on the AMD
+    Zen 4 VM, 2^26 rows of 1024, softmax's backward ran 5-15% and log_softmax's 30-60% faster
+    without (maxout's forward keeps its prefetch everywhere: there it gained 14% on one thread
+    and was even on two). Indexed from row r's own view with a constant step: the flat view (a reshape call) and 64 // itemsize (a division) had cost each row ~50 cycles,
     a third of a row of 128 (softmax backward, 2^20 rows of 128: see NOTES.md)."""
     row = rows[r]
     for j in range(ahead, ahead + row.size, 16 if m.is_single(row[0]) else 8):  # one per line
@@ -422,12 +430,13 @@ def prefetch_ahead(rows, r, ahead):
 # (registry.softmax_backward_element_split), on rows where neither the sum of |dy| nor |dot|
 # reaches 2^126, so that dy - hi cannot overflow; in float64 on other rows. In cache, one core:
 # 3.1 -> 4.4 Gelem/s (NOTES.md), without prefetching the next row (which cost 20% in cache;
-# log_softmax's backward keeps it: its exps do not overlap their loads otherwise). Both on
+# log_softmax's backward keeps it where math.SOFTWARE_PREFETCH: its exps did not overlap their
+# loads otherwise, on Intel). Both on
 # 512-bit vectors: log_softmax's exp loop 1.8 -> 2.2 Gelem/s.
 
 def softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
-    ahead = dx.size * dx.itemsize >= m.PREFETCH_BYTES  # see prefetch_ahead
+    ahead = m.SOFTWARE_PREFETCH and dx.size * dx.itemsize >= m.PREFETCH_BYTES  # prefetch_ahead
     for r in range(start, stop):
         if ahead:
             prefetch_ahead(dx, r, dx.shape[1])
@@ -446,8 +455,9 @@ def softmax_backward_rows(dy, y, dx, start, stop):
 def log_softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
     for r in range(start, stop):
-        prefetch_ahead(dy, r, dy.shape[1])
-        prefetch_ahead(y, r, y.shape[1])
+        if m.SOFTWARE_PREFETCH:
+            prefetch_ahead(dy, r, dy.shape[1])
+            prefetch_ahead(y, r, y.shape[1])
         g, s, d = dy[r], y[r], dx[r]
         total = row_sum(g)
         for j in range(d.size):

@@ -63,6 +63,35 @@ STREAM_BYTES = 1 << 25
 PREFETCH_BYTES = 1 << 22
 
 
+def _software_prefetch():
+    """Whether the streaming loops prefetch their inputs (and softmax's backward its output) ahead
+    of the hardware prefetcher: FASTACT_PREFETCH=1 or 0, else not on AMD CPUs and yes on others.
+    On the Intel Xeon VM these prefetches were the streaming loops' largest gain (2^26, per thread:
+    silu forward 0.71 -> 1.31, gelu 0.48 -> 0.70 Gelem/s; log_softmax backward 13 -> 16-20 GB/s);
+    on the AMD EPYC (Zen 4) VM the same loops ran faster without them (2^26, 2 threads, same
+    process, alternated: sigmoid forward 23.6-34.4 -> 30.7-39.3 GB/s, tanh 28-44 -> 44-50, silu
+    27.7-31.5 -> 31.2-35.7, log_softmax backward 26.9-28.0 -> 36.2-38.5; see NOTES.md). maxout's
+    4 KiB-ahead prefetch (loops.maxout_forward_groups) is not one of these: it helped on both.
+    The C backend's loops follow the same setting (bindings/_generate.py)."""
+    import os
+    setting = os.environ.get("FASTACT_PREFETCH", "").strip()
+    if setting in ("0", "1"):
+        return setting == "1"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "AuthenticAMD" not in line
+    except OSError:
+        pass
+    import platform
+    return "AMD" not in platform.processor()
+
+
+# Read once, at import: compiled kernels take it as a constant (kernels/cpu.py keys its cache on it).
+SOFTWARE_PREFETCH = _software_prefetch()
+
+
 def aligned_head(out):
     """How many elements of out come before its first 64-byte boundary; all of them when no
     element starts on one (an address that is not a multiple of the item size)."""
