@@ -394,7 +394,7 @@ def _map_loop(name, arrays, n_args, dtype):
     wide = name in registry.arithmetic_bound_scalar_names()
     prefetched = wide and arrays <= 2 and name not in STREAMED_WIDE
     # FA_SOFTWARE_PREFETCH (math.SOFTWARE_PREFETCH: 0 on AMD CPUs) switches every prefetch of the
-    # map loops and of log_softmax's backward rows off (Zen 4 VM, 2^26, 2 threads, C: sigmoid
+    # map loops and of log_softmax's rows (template.c) off (Zen 4 VM, 2^26, 2 threads, C: sigmoid
     # forward 35 -> 42, tanh 40 -> 50, silu 31-32 -> 36-37, log_softmax backward 26-27 -> 35-36 GB/s).
     # As kernels/loops.py: the kernels bound by arithmetic (512-bit vectors) prefetch their inputs
     # 4096 elements ahead (Numba's 2048 since 2026-11-23; here both measured the same), 512 at a
