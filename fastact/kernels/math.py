@@ -85,8 +85,8 @@ def _software_prefetch():
                     return "AuthenticAMD" not in line
     except OSError:
         pass
-    import platform
-    return "AMD" not in platform.processor()
+    import platform  # Windows: "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD"
+    return "AuthenticAMD" not in platform.processor()
 
 
 # Read once, at import: compiled kernels take it as a constant (kernels/cpu.py keys its cache on it).
