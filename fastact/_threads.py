@@ -181,8 +181,11 @@ def run(kernel, args, n, cost=1):
     slot -1). A call made while another Python thread's call holds the workers runs whole on its
     own thread (the cores are busy anyway; nothing queues behind anything)."""
     global _seq
-    threads = min(_num_threads, max(1, (n * cost) // PARALLEL_THRESHOLD))
-    if threads <= 1 or not _busy.acquire(blocking=False):
+    if n * cost < 2 * PARALLEL_THRESHOLD or _num_threads == 1:  # one thread: the short way
+        kernel(*args, 0, n, 0, -1, 0)  # (min/max below cost a small call ~0.3 us)
+        return
+    threads = min(_num_threads, (n * cost) // PARALLEL_THRESHOLD)
+    if not _busy.acquire(blocking=False):
         kernel(*args, 0, n, 0, -1, 0)
         return
     try:

@@ -193,7 +193,7 @@ class Backend:
         _threads.set_spinner(spin_function)
 
     def map(self, scalar_fn, inputs, out, params):
-        streamed = streams_forward(scalar_fn, len(inputs), out)
+        streamed = out.nbytes >= loops.m.STREAM_BYTES and streams_forward(scalar_fn, len(inputs), out)
         key = (scalar_fn, len(inputs), out.dtype, streamed)
         kernel = self._maps.get(key)
         if kernel is None:
