@@ -61,26 +61,58 @@ def test_second_process_loads_compiled_kernels_from_disk(tmp_path):
     assert (hits, misses) == ("1", "0")  # second process loads the machine code
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="reads /proc/cpuinfo elsewhere")
 def test_software_prefetch_setting_comes_from_the_environment_or_the_cpu_vendor(monkeypatch):
+    import builtins
+    import io
     from fastact.kernels import math as m
-    monkeypatch.setenv("FASTACT_PREFETCH", "0")
-    assert m._software_prefetch() is False
-    monkeypatch.setenv("FASTACT_PREFETCH", "1")
-    assert m._software_prefetch() is True
-    monkeypatch.delenv("FASTACT_PREFETCH")
-    try:
-        with open("/proc/cpuinfo") as f:
-            vendor = next((line for line in f if line.startswith("vendor_id")), None)
-    except OSError:
-        vendor = None
-    if vendor is not None:
-        assert m._software_prefetch() is ("AuthenticAMD" not in vendor)
+    for value, expected in (("0", False), ("off", False), ("False", False), ("1", True),
+                            ("on", True), (" yes ", True)):
+        monkeypatch.setenv("FASTACT_PREFETCH", value)
+        assert m._software_prefetch() is expected, value
+    monkeypatch.setenv("FASTACT_PREFETCH", "maybe")  # not a setting: the vendor decides
+    real_open = builtins.open
+
+    def cpuinfo(text):
+        def fake_open(path, *args, **kwargs):
+            if path == "/proc/cpuinfo":
+                if text is None:
+                    raise OSError("no /proc")
+                return io.StringIO(text)
+            return real_open(path, *args, **kwargs)
+        return fake_open
+    for text, expected in (("processor\t: 0\nvendor_id\t: AuthenticAMD\n", False),
+                           ("vendor_id\t: HygonGenuine\n", False),
+                           ("processor\t: 0\nvendor_id\t: GenuineIntel\n", True),
+                           ("processor\t: 0\nCPU implementer\t: 0x41\n", True), (None, True)):
+        monkeypatch.setattr(builtins, "open", cpuinfo(text))
+        assert m._software_prefetch() is expected, text
+
+
+# The streamed sigmoid forward compiled afresh (not from the disk cache, whose code Numba does
+# not show): its assembly, to see whether its loop prefetches.
+_FRESH_SIGMOID_ASM = (
+    "import numpy as np\n"
+    "from fastact import registry\n"
+    "from fastact.kernels import cpu\n"
+    "def fresh_sigmoid_asm():\n"
+    "    ns = {}\n"
+    "    source = cpu.map_source(registry.sigmoid_forward, 1, True)\n"
+    "    exec(source.replace('cache=True', 'cache=False'), ns)\n"
+    "    x = np.ones(64, np.float32)\n"
+    "    ns['kernel'](x, np.empty_like(x), (), 0, 64, 0, -1, 0)\n"
+    "    return '\\n'.join(ns['kernel'].inspect_asm().values())\n")
 
 
 def test_software_prefetch_setting_keys_the_caches_and_keeps_the_bits(tmp_path):
-    """The other setting than this process's, in a second process: its own Numba cache directory
-    and C build key, and the same bits for loops with and without the prefetches (a streamed
-    forward, a wide backward from the input at 32 MiB, log_softmax's backward rows)."""
+    """This process's setting and the other one (in a second process with its own cache root):
+    the prefetch instructions are in the streamed loop exactly when the setting is on, each
+    setting has its own Numba cache directory and C build key (and its generated C says which),
+    and the results are the same bits: forwards streamed (32 MiB) and not, a wide backward from
+    the input, softmax's and log_softmax's backward rows at 4 MiB (PREFETCH_BYTES)."""
+    import platform
+    from fastact.bindings import _build, _generate
+    from fastact.kernels import cpu
     from fastact.kernels import math as m
     other = "0" if m.SOFTWARE_PREFETCH else "1"
     n = m.STREAM_BYTES // 4 + 1001
@@ -90,31 +122,48 @@ def test_software_prefetch_setting_keys_the_caches_and_keeps_the_bits(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "dy.npy", dy)
     backends = [name for name in ("cpu", "c") if fa.backends()[name][0]]
-    code = (f"import numpy as np, fastact as fa\n"
-            f"from fastact.kernels import math as m, cpu\n"
-            f"from fastact.bindings import _build\n"
-            f"print(int(m.SOFTWARE_PREFETCH), cpu.cache_dir(), _build.key())\n"
-            f"x = np.load({str(tmp_path / 'x.npy')!r}); dy = np.load({str(tmp_path / 'dy.npy')!r})\n"
-            f"xr, dyr = x[:1 << 20].reshape(1024, 1024), dy[:1 << 20].reshape(1024, 1024)\n"
+    compute = ("def compute(fa, x, dy, be):\n"
+               "    xr, dyr = x[:1 << 20].reshape(1024, 1024), dy[:1 << 20].reshape(1024, 1024)\n"
+               "    with fa.backend(be):\n"
+               "        return {'s': fa.sigmoid(x), 's_small': fa.sigmoid(x[:100003]),\n"
+               "                'g': fa.silu.backward(dy, x),\n"
+               "                'l': fa.log_softmax.backward(dyr, fa.log_softmax(xr)),\n"
+               "                'm': fa.softmax.backward(dyr, fa.softmax(xr))}\n")
+    code = (_FRESH_SIGMOID_ASM + compute +
+            "import fastact as fa\n"
+            "from fastact.kernels import math as m\n"
+            "from fastact.bindings import _build, _generate\n"
+            "print(int(m.SOFTWARE_PREFETCH))\n"
+            "print(os.path.basename(cpu.cache_dir()))\n"
+            "print(_build.key())\n"
+            "print(f'#define FA_SOFTWARE_PREFETCH {int(m.SOFTWARE_PREFETCH)}' in "
+            "_generate.source('float32'))\n"
+            "print('prefetcht0' in fresh_sigmoid_asm())\n"
+            f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+            f"dy = np.load({str(tmp_path / 'dy.npy')!r})\n"
             f"for be in {backends!r}:\n"
-            f"    with fa.backend(be):\n"
-            f"        np.save({str(tmp_path)!r} + '/' + be + '_s.npy', fa.sigmoid(x))\n"
-            f"        np.save({str(tmp_path)!r} + '/' + be + '_g.npy', fa.silu.backward(dy, x))\n"
-            f"        np.save({str(tmp_path)!r} + '/' + be + '_l.npy',\n"
-            f"                fa.log_softmax.backward(dyr, fa.log_softmax(xr)))\n")
-    flag, directory, key = run_python(code, {"FASTACT_PREFETCH": other}).split()
-    from fastact.bindings import _build
-    from fastact.kernels import cpu
-    assert flag == other
-    assert directory != cpu.cache_dir() and ("-noprefetch" in directory) == (other == "0")
+            "    for k, v in compute(fa, x, dy, be).items():\n"
+            f"        np.save(os.path.join({str(tmp_path)!r}, be + '_' + k + '.npy'), v)\n")
+    lines = run_python("import os\n" + code, {"FASTACT_PREFETCH": other,
+                                              "FASTACT_CACHE_DIR": str(tmp_path / "cache")}
+                       ).splitlines()
+    flag, directory, key, defined, prefetches = lines[:5]
+    assert flag == other and defined == "True"
+    assert f"#define FA_SOFTWARE_PREFETCH {int(m.SOFTWARE_PREFETCH)}" in _generate.source("float32")
+    assert directory != os.path.basename(cpu.cache_dir())
+    assert ("-noprefetch" in directory) == (other == "0")
+    assert ("-noprefetch" in cpu.cache_dir()) == (other == "1")
     assert key != _build.key()
-    xr, dyr = x[:1 << 20].reshape(1024, 1024), dy[:1 << 20].reshape(1024, 1024)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        namespace = {}
+        exec(_FRESH_SIGMOID_ASM, namespace)
+        assert ("prefetcht0" in namespace["fresh_sigmoid_asm"]()) == m.SOFTWARE_PREFETCH
+        assert prefetches == str(other == "1")
+    namespace = {}
+    exec(compute, namespace)
     for be in backends:
-        with fa.backend(be):
-            np.testing.assert_array_equal(np.load(tmp_path / f"{be}_s.npy"), fa.sigmoid(x))
-            np.testing.assert_array_equal(np.load(tmp_path / f"{be}_g.npy"), fa.silu.backward(dy, x))
-            np.testing.assert_array_equal(np.load(tmp_path / f"{be}_l.npy"),
-                                          fa.log_softmax.backward(dyr, fa.log_softmax(xr)))
+        for k, v in namespace["compute"](fa, x, dy, be).items():
+            np.testing.assert_array_equal(np.load(tmp_path / f"{be}_{k}.npy"), v, err_msg=be + k)
 
 
 def test_import_does_not_compile_or_import_numba():

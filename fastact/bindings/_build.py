@@ -2,7 +2,8 @@
 
 Where: ``$FASTACT_CACHE_DIR`` (else ``$XDG_CACHE_HOME/fastact``, else ``~/.cache/fastact``) /
 ``c-<key>/``, where the key hashes the C template, the generator, the math and registry sources, the
-Python ABI, the compiler choice and the CPU (the build may use ``-march=native``). A new fastact
+Python ABI, the compiler choice, the CPU (the build may use ``-march=native``) and
+kernels/math.py's SOFTWARE_PREFETCH (a constant in the generated C). A new fastact
 version or another machine therefore gets its own directory; nothing is ever loaded stale.
 
 How: fastact/bindings/_generate.py writes one C file per dtype; cffi (API mode, ``set_source``)
@@ -96,7 +97,8 @@ def key():
         with open(path, "rb") as f:
             parts.append(f.read())
     parts.append(f"{sys.implementation.cache_tag}{EXT_SUFFIX}{os.uname().machine if hasattr(os, 'uname') else ''}"
-                 f"|{os.environ.get('CC', '')}|{_native()}|{_software_prefetch()}".encode())
+                 f"|{os.environ.get('CC', '')}|{_native()}"
+                 f"|{_software_prefetch()}".encode())
     parts.append(_cpu_identity())
     data = b"\0".join(parts)
     return f"{zlib.crc32(data):08x}{zlib.adler32(data[::-1]):08x}"
@@ -228,7 +230,7 @@ def _compile(directory):
             raise BuildError(f"linking failed: {output[-2000:]}")
         info = {"compiler": cc, "flags": flags, "link_flags": link_flags, "notes": notes,
                 "seconds": round(time.perf_counter() - started, 2), "built_at": time.time(),
-                "key": os.path.basename(directory)}
+                "key": os.path.basename(directory), "software_prefetch": bool(_software_prefetch())}
         with open(os.path.join(work, "build.json"), "w") as f:
             json.dump(info, f, indent=1)
         os.replace(os.path.join(work, "build.json"), os.path.join(directory, "build.json"))

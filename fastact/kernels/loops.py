@@ -88,8 +88,8 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
 # 24.8 -> 25.6, sigmoid 25.2 -> 26.2, softplus 23.1 -> 24.3, 2^20 unchanged (C's loops measured
 # the same either way and keep 4096). All of this on the Intel VM: on AMD CPUs these prefetches
 # are left out (math.SOFTWARE_PREFETCH, a constant in the compiled loops), since on the Zen 4 VM
-# the loops ran faster without them (2^26, 2 threads: sigmoid +7-10%, tanh and gelu +10-14%;
-# NOTES.md). Their large outputs (STREAM_BYTES and more) take
+# the loops ran faster without them (2^26, 2 threads: the exponential forwards +5-30%; NOTES.md,
+# work log). Their large outputs (STREAM_BYTES and more) take
 # map_1_streamed, its own compiled kernel: 64 elements at a time into an L1 buffer, then 4 lines
 # of non-temporal stores (512-element parts, 32 lines a burst, had lost: silu 22.7 -> 18.8 GB/s).
 # 2^26, 2 threads, two alternations: silu 24.6 -> 31.0-33.0 GB/s, sigmoid 25.2 -> 32.6-34.0,
@@ -417,8 +417,8 @@ def prefetch_ahead(rows, r, ahead):
     with little arithmetic, otherwise waits for each line it writes (write-allocate; 2^26, 2
     threads: 27.2 -> 33.8 GB/s). log_softmax's backward, which prefetches its inputs' next rows,
     lost 15% with that one too (NOTES.md). Both only where math.SOFTWARE_PREFETCH: on the AMD
-    Zen 4 VM, 2^26 rows of 1024, softmax's backward ran 5-15% and log_softmax's 30-60% faster
-    without (maxout's forward keeps its prefetch everywhere: there it gained 14% on one thread
+    Zen 4 VM, 2^26 rows of 1024, 2 threads, softmax's backward ran 5-15% and log_softmax's 33-39%
+    faster without (maxout's forward keeps its prefetch everywhere: there it gained 14% on one thread
     and was even on two). Indexed from row r's own view with a constant step: the flat view (a reshape call) and 64 // itemsize (a division) had cost each row ~50 cycles,
     a third of a row of 128 (softmax backward, 2^20 rows of 128: see NOTES.md)."""
     row = rows[r]

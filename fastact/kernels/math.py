@@ -64,32 +64,38 @@ PREFETCH_BYTES = 1 << 22
 
 
 def _software_prefetch():
-    """Whether the streaming loops prefetch their inputs (and softmax's backward its output) ahead
-    of the hardware prefetcher: FASTACT_PREFETCH=1 or 0, else not on AMD CPUs and yes on others.
-    On the Intel Xeon VM these prefetches were the streaming loops' largest gain (2^26, per thread:
-    silu forward 0.71 -> 1.31, gelu 0.48 -> 0.70 Gelem/s; log_softmax backward 13 -> 16-20 GB/s);
-    on the AMD EPYC (Zen 4) VM the same loops ran faster without them (2^26, 2 threads, same
-    process, alternated: sigmoid forward 23.6-34.4 -> 30.7-39.3 GB/s, tanh 28-44 -> 44-50, silu
-    27.7-31.5 -> 31.2-35.7, log_softmax backward 26.9-28.0 -> 36.2-38.5; see NOTES.md). maxout's
-    4 KiB-ahead prefetch (loops.maxout_forward_groups) is not one of these: it helped on both.
-    The C backend's loops follow the same setting (bindings/_generate.py), and C's log_softmax forward
-    leaves out its next-row prefetch with it (+4-41% on the Zen 4 VM)."""
+    """Whether the streaming loops prefetch their inputs ahead of the hardware prefetcher (and the
+    softmax / log_softmax rows their next rows): FASTACT_PREFETCH=1/0 (or true/false, yes/no,
+    on/off), else off on AMD CPUs (and Hygon's, Zen-based; not measured) and on elsewhere
+    (measured on Intel only). On the Intel Xeon VM these prefetches were the streaming loops'
+    largest gain (2^26, per thread: silu forward 0.71 -> 1.31, gelu 0.48 -> 0.70 Gelem/s;
+    log_softmax backward, 8 rotating 2^20 sets, 2 threads: 13 -> 16-20 GB/s); on the AMD EPYC
+    (Zen 4) VM the same loops ran faster without them (2^26, 2 threads: the exponential forwards
+    +5-30%, log_softmax backward +33-39%, both backends; NOTES.md, work log). maxout's 4 KiB-ahead
+    prefetch (loops.maxout_forward_groups) is not one of these: it helped on both. The C
+    backend's loops follow the same setting (bindings/_generate.py, template.c). Read from
+    /proc/cpuinfo (Linux) or PROCESSOR_IDENTIFIER (Windows): nothing slower at import."""
     import os
-    setting = os.environ.get("FASTACT_PREFETCH", "").strip()
-    if setting in ("0", "1"):
-        return setting == "1"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return "AuthenticAMD" not in line
-    except OSError:
-        pass
-    import platform  # Windows: "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD"
-    return "AuthenticAMD" not in platform.processor()
+    import sys
+    setting = os.environ.get("FASTACT_PREFETCH", "").strip().lower()
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    if setting in ("0", "false", "no", "off"):
+        return False
+    vendor = ""
+    if sys.platform == "win32":  # e.g. "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD"
+        vendor = os.environ.get("PROCESSOR_IDENTIFIER", "")
+    else:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                vendor = next((line for line in f if line.startswith("vendor_id")), "")
+        except OSError:
+            pass
+    return not any(name in vendor for name in ("AuthenticAMD", "HygonGenuine"))
 
 
-# Read once, at import: compiled kernels take it as a constant (kernels/cpu.py keys its cache on it).
+# Read once, at import: compiled kernels take it as a constant (kernels/cpu.py keys its cache
+# on it, and bindings/_build.py the C build's key); changing it later in a process is unsupported.
 SOFTWARE_PREFETCH = _software_prefetch()
 
 
