@@ -85,7 +85,8 @@ def test_log_softmax_backward_from_any_saved_output(dtype, cpu_backend):
     """log_softmax's backward from saved outputs of any kind, not only log_softmax's (<= 0):
     positive entries, the tails of e^y (subnormal, 0, inf), an exact 0, -inf, +inf and NaN (a
     NaN beside a large entry), against the float64 formula, each row on the scale of its terms.
-    (A cheaper exp for rows of entries <= 0, picked by a max that ignored NaN, failed here.) Rows of 130: vector loops and remainders."""
+    (A cheaper exp for rows of entries <= 0, picked by a max that ignored NaN, failed here.)
+    Rows of 130: vector loops and remainders."""
     rng = np.random.default_rng(5)
     y = -rng.exponential(3.0, (9, 130))
     y[1, :] = np.linspace(-120.0, 0.0, 130)         # e^y subnormal, 0 and 1 (max exactly 0)

@@ -395,7 +395,8 @@ def _map_loop(name, arrays, n_args, dtype):
     prefetched = wide and arrays <= 2 and name not in STREAMED_WIDE
     # FA_SOFTWARE_PREFETCH (math.SOFTWARE_PREFETCH: 0 on AMD CPUs) switches every prefetch of the
     # map loops and of log_softmax's rows (template.c) off (Zen 4 VM, 2^26, 2 threads, C: sigmoid
-    # forward 35 -> 42, tanh 40 -> 50, silu 31-32 -> 36-37, log_softmax backward 26-27 -> 35-36 GB/s).
+    # forward 35 -> 42, tanh 40 -> 50, silu 31-32 -> 36-37, log_softmax backward 26-27 -> 35-36
+    # GB/s).
     # As kernels/loops.py: the kernels bound by arithmetic (512-bit vectors) prefetch their inputs
     # 4096 elements ahead (Numba's 2048 since 2026-11-23; here both measured the same), 512 at a
     # time (in DRAM a core did not overlap their arithmetic with its loads); the memory-bound ones
@@ -407,8 +408,8 @@ def _map_loop(name, arrays, n_args, dtype):
         for (int64_t i = lo; i < hi; i++) out[i] = {at_i};"""
         streamed = ""
         if prefetched:
-            prefetch = "".join(f"            if (FA_SOFTWARE_PREFETCH) __builtin_prefetch(a{i} + p, 0, 3);\n"
-                               for i in range(arrays))
+            prefetch = "".join(f"            if (FA_SOFTWARE_PREFETCH) "
+                               f"__builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
             loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
             int64_t e = b + 512 < hi ? b + 512 : hi;
             for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{

@@ -829,7 +829,8 @@ static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t 
 #pragma omp simd reduction(+:total)
             for (int64_t j = 0; j < n; j++) total += (double)dy[j];
 #pragma omp simd
-            for (int64_t j = 0; j < n; j++) dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
+            for (int64_t j = 0; j < n; j++)
+                dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
         } else {  /* loops.softmax_backward_rows: in real, the dot split in two, where in range */
             real size = 0;  /* the sum of |dy| in real (loops.row_dot) */
 #pragma omp simd reduction(+:total, size)

@@ -418,8 +418,9 @@ def prefetch_ahead(rows, r, ahead):
     threads: 27.2 -> 33.8 GB/s). log_softmax's backward, which prefetches its inputs' next rows,
     lost 15% with that one too (NOTES.md). Both only where math.SOFTWARE_PREFETCH: on the AMD
     Zen 4 VM, 2^26 rows of 1024, 2 threads, softmax's backward ran 5-15% and log_softmax's 33-39%
-    faster without (maxout's forward keeps its prefetch everywhere: there it gained 14% on one thread
-    and was even on two). Indexed from row r's own view with a constant step: the flat view (a reshape call) and 64 // itemsize (a division) had cost each row ~50 cycles,
+    faster without (maxout's forward keeps its prefetch everywhere: there it gained 14% on one
+    thread and was even on two). Indexed from row r's own view with a constant step: the flat
+    view (a reshape call) and 64 // itemsize (a division) had cost each row ~50 cycles,
     a third of a row of 128 (softmax backward, 2^20 rows of 128: see NOTES.md)."""
     row = rows[r]
     for j in range(ahead, ahead + row.size, 16 if m.is_single(row[0]) else 8):  # one per line
