@@ -2,8 +2,11 @@
 model (constants addressed relative to the instruction pointer, no movabsq per constant), give
 the same bits as Numba's own code generator, load from the disk cache, and leave the code model
 of the user's other Numba functions alone."""
+import os
 import platform
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ pytest.importorskip("numba")
 
 from fastact import registry  # noqa: E402
 from fastact.kernels import _smallcode  # noqa: E402
+from conftest import assert_close  # noqa: E402
+from fastact import reference  # noqa: E402
 from test_math import _uncached_map_kernel as _uncached  # noqa: E402
 from test_runtime import run_python  # noqa: E402
 
@@ -114,3 +119,62 @@ def test_available_names_the_reason_when_off(tmp_path):
     out = run_python("from fastact.kernels import _smallcode\nprint(_smallcode.available())",
                      {"FASTACT_NUMBA_CODEGEN": "numba"})
     assert "FASTACT_NUMBA_CODEGEN=numba" in out and "False" in out
+
+
+# Loads one kernel, then makes every later mapping of the process land below a 4 GiB reservation
+# (the holes above it filled, largest pieces first), so that the kernels loaded next lie more
+# than 2 GiB from the first: as they do once a program holds large arrays.
+_FAR_LOAD = """
+import ctypes, sys, numpy as np, fastact as fa
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+def reserve(size):  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE: address space only
+    p = libc.mmap(None, size, 0, 0x2 | 0x20 | 0x4000, -1, 0)
+    return None if p in (None, ctypes.c_void_p(-1).value) else p
+x = np.load(sys.argv[1])
+with fa.backend("cpu"):
+    first = fa.sigmoid(x)
+wall, size = reserve(4 << 30), 1 << 40
+while size >= 4096:
+    p = reserve(size)
+    if p is not None and p > wall:
+        continue
+    if p is not None:
+        libc.munmap(p, size)
+    size //= 2
+assert reserve(4096) < wall
+with fa.backend("cpu"):
+    np.savez(sys.argv[2], first=first, tanh=fa.tanh(x), gelu_backward=fa.gelu.backward(x, x),
+             softmax=fa.softmax(x.reshape(-1, 7)))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="places mappings with Linux's mmap")
+def test_kernels_load_gigabytes_away_from_the_first_ones(tmp_path):
+    """Numba links each callee (NRT_incref, NRT_decref, a kernel's loop) into its caller as a
+    weak copy, and the JIT linker bound a weak definition to the first object that had one, by
+    a 32-bit relative call: with the small code model, a kernel loaded more than 2 GiB from the
+    first aborted the process (RuntimeDyldELF: isInt<32>(RealOffset)); _smallcode makes the
+    copies internal. Compiled (an empty cache) and loaded from the disk cache."""
+    x = np.linspace(-12, 12, 7 * 1001).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    env = {"FASTACT_CACHE_DIR": str(tmp_path / "cache")}
+    script = tmp_path / "far.py"
+    script.write_text(_FAR_LOAD)
+    for run in ("compiled", "loaded"):
+        out = tmp_path / f"{run}.npz"
+        result = subprocess.run([sys.executable, str(script), str(tmp_path / "x.npy"), str(out)],
+                                capture_output=True, text=True, timeout=600,
+                                env={**os.environ, **env})
+        assert result.returncode == 0, f"{run}: {result.returncode}: {result.stderr[-2000:]}"
+        got = np.load(out)
+        assert_close(got["first"], reference.sigmoid_forward(x), np.float32, context=run)
+        assert_close(got["tanh"], reference.tanh_forward(x), np.float32, context=run)
+        assert_close(got["gelu_backward"], reference.gelu_backward_from_input(x, x),
+                     np.float32, scale=reference.condition_scale("gelu", "backward", x, x),
+                     context=run)
+        assert_close(got["softmax"], reference.softmax_forward(x.reshape(-1, 7)), np.float32,
+                     context=run)

@@ -13,6 +13,15 @@ dispatchers, linked in as IR), but its final modules are emitted by a code gener
 execution engine that uses llvmlite's memory manager, which reserves one block per object. The
 rest of the user's process keeps Numba's code generator.
 
+And it needs no call or reference from one object into another: objects land wherever the
+system puts them, gigabytes apart once a program holds large arrays. Numba links each callee
+(NRT_incref, NRT_decref, a kernel's loop) into the caller as a weak (linkonce_odr) copy, and the
+JIT's linker binds a weak definition to the first object that defined it, through a 32-bit
+relative call: loading a kernel more than 2 GiB from the first one aborted the process
+(RuntimeDyldELF: isInt<32>(RealOffset)). So the copies are made internal to each object before it
+is optimized (``Library``); what an object still needs from outside (Python's C API, Numba's
+helpers) is reached through its own stubs and global offset table, 64-bit addresses.
+
 Where this Numba lacks what the target needs, or FASTACT_NUMBA_CODEGEN=numba asks for it
 (``available()`` says why), ``njit`` is Numba's.
 """
@@ -22,7 +31,7 @@ import threading
 
 _REASON = None
 _lock = threading.Lock()
-MARK = "fastact-small-pic"
+MARK = "fastact-small-pic-2"  # -2: weak copies internal (cached objects before it bind across)
 
 
 def _build():
@@ -36,7 +45,14 @@ def _build():
     if not hasattr(base, "_wrap_impl"):
         raise RuntimeError("this Numba's target context has no _wrap_impl")
 
+    class Library(codegen.JITCodeLibrary):
+        def _optimize_final_module(self):
+            _internalize_copies(self._final_module)
+            super()._optimize_final_module()
+
     class Codegen(codegen.JITCPUCodegen):
+        _library_class = Library
+
         def _customize_tm_options(self, options):
             super()._customize_tm_options(options)
             options["codemodel"] = "small"
@@ -91,6 +107,17 @@ def _build():
     if MARK not in Dispatcher.targetdescr.target_context.codegen().magic_tuple():
         raise RuntimeError("the target context did not take fastact's code generator")
     return Dispatcher
+
+
+_WEAK = frozenset({"linkonce_any", "linkonce_odr", "linkonce_odr_autohide", "weak_any", "weak_odr"})
+
+
+def _internalize_copies(module):
+    """Give each weak definition of an llvmlite module (the copies of the callees Numba linked
+    in) internal linkage: calls to it stay inside this object (see the module's docstring)."""
+    for value in (*module.functions, *module.global_variables):
+        if not value.is_declaration and value.linkage.name in _WEAK:
+            value.linkage = "internal"
 
 
 _UNBUILT = object()
