@@ -44,6 +44,11 @@ def _build():
         raise RuntimeError("this Numba's code generator does not take llvmlite's memory manager")
     if not hasattr(base, "_wrap_impl"):
         raise RuntimeError("this Numba's target context has no _wrap_impl")
+    # Library below must see each final module before it is emitted (else the weak copies
+    # would stay weak: see the module's docstring)
+    if "_optimize_final_module" not in inspect.getsource(codegen.CPUCodeLibrary.finalize):
+        raise RuntimeError("this Numba's code library does not optimize through "
+                           "_optimize_final_module")
 
     class Library(codegen.JITCodeLibrary):
         def _optimize_final_module(self):
@@ -104,8 +109,11 @@ def _build():
     class Dispatcher(registry.CPUDispatcher):
         targetdescr = Target("cpu")
 
-    if MARK not in Dispatcher.targetdescr.target_context.codegen().magic_tuple():
+    made = Dispatcher.targetdescr.target_context.codegen()
+    if MARK not in made.magic_tuple():
         raise RuntimeError("the target context did not take fastact's code generator")
+    if type(made.create_library("fastact-probe")) is not Library:
+        raise RuntimeError("fastact's code generator did not take its library class")
     return Dispatcher
 
 
