@@ -11,7 +11,7 @@ import fastact
 from fastact.bench import providers
 from fastact.bench.__main__ import main
 
-TINY = ["--sizes", "2^10", "--repeats", "1", "--min-time", "0", "--no-progress"]
+TINY = ["--sizes", "2^10", "--repeats", "1", "--min-time", "0", "--settle", "0", "--no-progress"]
 
 
 def run(capsys, *args):
@@ -170,3 +170,33 @@ def test_help_works_as_a_module():
     done = subprocess.run([sys.executable, "-m", "fastact.bench", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "--backends" in done.stdout and "--peers" in done.stdout
+
+
+def test_each_sample_leaves_its_provider_s_settle_time_before_the_next():
+    """A provider whose threads spin after a call (PyTorch's OpenMP workers) must not run into
+    the next item's sample: each sample of an item is followed by its settle time of idle machine."""
+    import time
+    from fastact.bench import timing
+    log = []
+
+    def recorder(name):
+        def run(i):
+            log.append((name, time.perf_counter()))
+        return run
+    spinner = timing.Item(("torch", "x", "forward"), recorder("spinner"), settle=0.05)
+    quiet = timing.Item(("fastact:cpu", "x", "forward"), recorder("quiet"))
+    timing.measure([spinner, quiet], repeats=3, min_sample_s=0.0)
+    assert len(spinner.samples) == 3 and len(quiet.samples) == 3
+    gaps = [b[1] - a[1] for a, b in zip(log, log[1:]) if a[0] == "spinner"]
+    assert len(gaps) >= 4 and min(gaps) >= 0.05  # after warm-up, calibration and each sample
+    assert providers.Torch().settle_s == 0.04 and providers.Torch("cuda").settle_s == 0.0
+    assert providers.Fastact("cpu").settle_s == 1e-3 and providers.NumpyUser().settle_s == 1e-3
+
+
+def test_settle_option_reaches_the_report(tmp_path, capsys):
+    target = tmp_path / "run.json"
+    code, _, _ = run(capsys, "--only", "sigmoid", "--backends", "cpu", "--peers", "none",
+                     "--threads", "1", "--settle", "0.002", "--json", str(target))
+    assert code == 0 and json.loads(target.read_text())["config"]["settle_s"] == 0.002
+    code, _, err = run(capsys, "--settle", "-1")
+    assert code == 2 and "--settle" in err

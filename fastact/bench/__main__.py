@@ -76,6 +76,11 @@ def parser():
     p.add_argument("--repeats", type=int, help="samples per item (default 5; 3 with --quick)")
     p.add_argument("--min-time", type=float, metavar="S",
                    help="shortest sample in seconds (default 0.001; 0.0005 with --quick)")
+    p.add_argument("--settle", type=float, metavar="S",
+                   help="seconds of idle machine after each sample, so that threads a provider "
+                   "leaves spinning do not run into the next one (default: the provider's own: "
+                   "0.04 for PyTorch and JAX on the CPU, 0.001 for the other CPU providers, 0 on "
+                   "GPUs)")
     p.add_argument("--quick", action="store_true", help="sizes 2^12,2^16,2^20 and fewer samples")
     p.add_argument("--json", metavar="PATH", help="everything: machine, versions, every sample")
     p.add_argument("--csv", metavar="PATH", help="one row per result")
@@ -141,8 +146,8 @@ def _config(args):
         raise BadInput("thread counts must be at least 1")
     repeats = args.repeats or (3 if args.quick else 5)
     min_time = args.min_time if args.min_time is not None else (5e-4 if args.quick else 1e-3)
-    if repeats < 1 or min_time < 0:
-        raise BadInput("--repeats must be at least 1 and --min-time not negative")
+    if repeats < 1 or min_time < 0 or (args.settle is not None and args.settle < 0):
+        raise BadInput("--repeats must be at least 1, --min-time and --settle not negative")
     table = args.table_sizes
     if table not in ("auto", "all"):
         table = [_size(s) for s in table.split(",")]
@@ -158,7 +163,8 @@ def _config(args):
                 names.add(p.name)
     progress = not args.no_progress and sys.stderr.isatty()
     config = Config(cases=chosen, providers=providers, dtypes=dtypes, sizes=sizes,
-                    threads=threads, repeats=repeats, min_sample_s=min_time, profile=args.profile,
+                    threads=threads, repeats=repeats, min_sample_s=min_time,
+                    settle_s=args.settle, profile=args.profile,
                     progress=progress, seed=args.seed)
     return config, table
 

@@ -46,6 +46,12 @@ class Provider(abc.ABC):
     module = None  # the package whose version the rows carry
 
     @property
+    def settle_s(self):
+        """Seconds to leave the machine idle after each sample of this provider (timing.py): on
+        the CPU 1 ms, longer than fastact's pool spins after a call (~50 us); none on a GPU."""
+        return 1e-3 if self.device == "cpu" else 0.0
+
+    @property
     def version(self):
         return _version(self.module) if self.module else None
 
@@ -458,6 +464,12 @@ class Torch(Provider):
         v = _version("torch")
         return v.split("+")[0] if v else v
 
+    @property
+    def settle_s(self):
+        """40 ms on the CPU: its OpenMP workers spin ~9 ms of CPU after each call (libgomp's
+        default spin count; measured on the Zen 4 VM), longer on a CPU with a slower pause."""
+        return 0.04 if self.device == "cpu" else 0.0
+
     def set_threads(self, n):
         import torch
         torch.set_num_threads(n)
@@ -535,6 +547,8 @@ class Jax(Provider):
     name = "jax"
     module = "jax"
     out_preallocated = False
+
+    settle_s = 0.04  # XLA's CPU thread pool may spin as PyTorch's does (not measured)
 
     def set_threads(self, n):
         pass  # XLA's CPU thread pool is fixed when JAX starts (XLA_FLAGS); reported in the notes

@@ -31,6 +31,7 @@ class Config:
     threads: list = field(default_factory=lambda: [1])
     repeats: int = 5
     min_sample_s: float = 2e-3
+    settle_s: float = None  # idle seconds after each sample; None: each provider's own
     profile: bool = False
     progress: bool = False
     seed: int = 0
@@ -44,6 +45,10 @@ def buffer_sets(nbytes, cache_sizes):
     if capacity is None:
         return 1
     return int(max(1, min(MAX_SETS, capacity // (2 * nbytes))))
+
+
+def _settle(config, own):
+    return own if config.settle_s is None else config.settle_s
 
 
 class _Split:
@@ -163,7 +168,7 @@ def run(config):
         "versions": machine.versions(),
         "config": {"dtypes": list(config.dtypes), "sizes": list(config.sizes),
                    "threads": list(config.threads), "repeats": config.repeats,
-                   "min_sample_s": config.min_sample_s,
+                   "min_sample_s": config.min_sample_s, "settle_s": config.settle_s,
                    "providers": [p.name for p in config.providers], "primary": first,
                    "cases": sorted({c.label for c in config.cases}, key=[
                        c.label for c in config.cases].index)},
@@ -239,7 +244,8 @@ def _run_group(config, device, providers, threads, dtype, n, cache_sizes, gpu, p
         events = gpu.events()
     for (op, t), fn in roof.items():
         items.append(timing.Item(("roofline", op, t), fn, events=events,
-                                 nvtx=profile_name("roofline", op, dtype.name, n)))
+                                 nvtx=profile_name("roofline", op, dtype.name, n),
+                                 settle=_settle(config, 1e-3 if device == "cpu" else 0.0)))
 
     # the cases
     inputs = {}
@@ -263,7 +269,8 @@ def _run_group(config, device, providers, threads, dtype, n, cache_sizes, gpu, p
                 continue
             item = timing.Item((p.name, case.label, case.direction), fn, sets=nsets,
                                context=p.context, events=gpu.events() if p.device == "cuda" else None,
-                               nvtx=profile_name(p.name, case.label, case.direction, dtype.name, n))
+                               nvtx=profile_name(p.name, case.label, case.direction, dtype.name, n),
+                               settle=_settle(config, p.settle_s))
             items.append(item)
             meta[item.key] = (p, case)
 

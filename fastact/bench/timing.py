@@ -10,6 +10,12 @@ falls on all providers alike.
 - Repeats: ``repeats`` samples per item, round-robin over items, each round starting one item
   later; the roofline items are sampled again before every few items, so their samples span the
   round. The median is reported with the 20th and 80th percentiles.
+- Settling: after each of its samples an item leaves the machine idle for ``settle`` seconds (its
+  provider's), so that worker threads it leaves spinning do not take a core from the next sample.
+  PyTorch's OpenMP workers spin ~9 ms of CPU after a call on the Zen 4 VM (libgomp's default):
+  without a pause they ran into the next one to nine 1-ms samples of other items. Setting
+  OMP_WAIT_POLICY=PASSIVE instead would make every PyTorch call wake its workers (2^20, 2
+  threads: relu 233 -> 323 us, sigmoid 286 -> 316 us; 2^16 relu 8 -> 75 us).
 - CUDA: a sample is bracketed by events recorded on the array library's current stream (the one
   fastact and the peers launch on), and read after the end event completes.
 """
@@ -27,11 +33,19 @@ class Item:
     context: object = None  # entered around each sample (e.g. fastact's backend)
     events: object = None  # CUDA: (record_start, record_end, elapsed_s), else None: the host clock
     nvtx: str = None  # --profile: the NVTX range name around each sample
+    settle: float = 0.0  # seconds of idle machine after each sample (see the module's docstring)
     inner: int = 1
     samples: list = field(default_factory=list)
     error: str = None
 
     def sample(self, count, profiler=None):
+        try:
+            return self._sample(count, profiler)
+        finally:
+            if self.settle > 0:
+                time.sleep(self.settle)
+
+    def _sample(self, count, profiler):
         run, sets = self.run, self.sets
         if profiler is not None and self.nvtx:
             profiler.push(self.nvtx)
