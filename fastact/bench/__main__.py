@@ -77,10 +77,10 @@ def parser():
     p.add_argument("--min-time", type=float, metavar="S",
                    help="shortest sample in seconds (default 0.001; 0.0005 with --quick)")
     p.add_argument("--settle", type=float, metavar="S",
-                   help="seconds of idle machine after each sample, so that threads a provider "
-                   "leaves spinning do not run into the next one (default: the provider's own: "
-                   "0.04 for PyTorch and JAX on the CPU, 0.001 for the other CPU providers, 0 on "
-                   "GPUs)")
+                   help="seconds the next item runs untimed after each sample, so that threads a "
+                   "provider leaves spinning do not run into the next sample (default: the "
+                   "provider's own: 0.04 after PyTorch and JAX on the CPU, 0.001 after the other "
+                   "CPU providers, 0 on GPUs)")
     p.add_argument("--quick", action="store_true", help="sizes 2^12,2^16,2^20 and fewer samples")
     p.add_argument("--json", metavar="PATH", help="everything: machine, versions, every sample")
     p.add_argument("--csv", metavar="PATH", help="one row per result")

@@ -47,8 +47,9 @@ class Provider(abc.ABC):
 
     @property
     def settle_s(self):
-        """Seconds to leave the machine idle after each sample of this provider (timing.py): on
-        the CPU 1 ms, longer than fastact's pool spins after a call (~50 us); none on a GPU."""
+        """How long this provider's threads may spin on after a sample (timing.py: the next item
+        runs untimed that long first): on the CPU 1 ms, longer than fastact's pool spins after a
+        call (~50 us); none on a GPU."""
         return 1e-3 if self.device == "cpu" else 0.0
 
     @property

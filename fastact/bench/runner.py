@@ -31,7 +31,7 @@ class Config:
     threads: list = field(default_factory=lambda: [1])
     repeats: int = 5
     min_sample_s: float = 2e-3
-    settle_s: float = None  # idle seconds after each sample; None: each provider's own
+    settle_s: float = None  # untimed seconds after each sample (timing.py); None: the provider's
     profile: bool = False
     progress: bool = False
     seed: int = 0

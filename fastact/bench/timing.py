@@ -10,12 +10,14 @@ falls on all providers alike.
 - Repeats: ``repeats`` samples per item, round-robin over items, each round starting one item
   later; the roofline items are sampled again before every few items, so their samples span the
   round. The median is reported with the 20th and 80th percentiles.
-- Settling: after each of its samples an item leaves the machine idle for ``settle`` seconds (its
-  provider's), so that worker threads it leaves spinning do not take a core from the next sample.
+- Settling: an item's ``settle`` (its provider's) is how long worker threads it leaves spinning
+  may run on after its sample; the next item runs untimed for that long before its own sample,
+  so the spinning ends while that item keeps the cores and caches as busy as its sample will.
   PyTorch's OpenMP workers spin ~9 ms of CPU after a call on the Zen 4 VM (libgomp's default):
-  without a pause they ran into the next one to nine 1-ms samples of other items. Setting
-  OMP_WAIT_POLICY=PASSIVE instead would make every PyTorch call wake its workers (2^20, 2
-  threads: relu 233 -> 323 us, sigmoid 286 -> 316 us; 2^16 relu 8 -> 75 us).
+  without this they ran into the next one to nine 1-ms samples of other items. Setting
+  OMP_WAIT_POLICY=PASSIVE instead makes every PyTorch call wake its workers (2^20, 2 threads:
+  relu 233 -> 323 us, sigmoid 286 -> 316 us; 2^16 relu 8 -> 75 us), and a sleep in place of the
+  untimed calls let the cores and caches go cold (2^20 points at a quarter of their speed).
 - CUDA: a sample is bracketed by events recorded on the array library's current stream (the one
   fastact and the peers launch on), and read after the end event completes.
 """
@@ -33,19 +35,21 @@ class Item:
     context: object = None  # entered around each sample (e.g. fastact's backend)
     events: object = None  # CUDA: (record_start, record_end, elapsed_s), else None: the host clock
     nvtx: str = None  # --profile: the NVTX range name around each sample
-    settle: float = 0.0  # seconds of idle machine after each sample (see the module's docstring)
+    settle: float = 0.0  # seconds its threads may spin on after a sample (module docstring)
     inner: int = 1
     samples: list = field(default_factory=list)
     error: str = None
 
-    def sample(self, count, profiler=None):
-        try:
-            return self._sample(count, profiler)
-        finally:
-            if self.settle > 0:
-                time.sleep(self.settle)
+    def run_for(self, seconds):
+        """Untimed calls for at least ``seconds`` (one at least; host-clock items only)."""
+        end, j = time.perf_counter() + seconds, 0
+        while True:
+            self.run(j % self.sets)
+            j += 1
+            if time.perf_counter() >= end:
+                return
 
-    def _sample(self, count, profiler):
+    def sample(self, count, profiler=None):
         run, sets = self.run, self.sets
         if profiler is not None and self.nvtx:
             profiler.push(self.nvtx)
@@ -100,9 +104,13 @@ def measure(items, repeats, min_sample_s, progress=None, profiler=None, max_inne
         sequence = []
         for start in range(0, max(1, len(order)), anchor_every):
             sequence += fixed + order[start:start + anchor_every]
+        spinning = 0.0  # how long the previous item's threads may still spin
         for item in sequence:
             if item.error is None:
                 try:
+                    if spinning > 0 and item.events is None:
+                        _in_context(item, lambda: item.run_for(spinning))
+                    spinning = item.settle
                     t = _in_context(item, lambda: item.sample(item.inner, profiler))
                     if not t > 0:
                         raise RuntimeError(f"the timer gave {t!r} s (a simulator's fake events?)")
