@@ -14,6 +14,16 @@ from fastact.bench.__main__ import main
 TINY = ["--sizes", "2^10", "--repeats", "1", "--min-time", "0", "--settle", "0", "--no-progress"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _keep_the_thread_count():
+    """main() sets the providers' thread counts (fastact's is process-wide, as in the CLI): put
+    fastact's back after this module, so that the tests after it run with the count they expect
+    (module scope: set up before the module's own module-scoped runs)."""
+    before = fastact.get_num_threads()
+    yield
+    fastact.set_num_threads(before)
+
+
 def run(capsys, *args):
     code = main([*TINY, *args])
     captured = capsys.readouterr()
