@@ -196,20 +196,22 @@ def test_the_next_item_runs_untimed_for_the_settle_time_of_the_one_before():
         return run
     spinner = timing.Item(("torch", "x", "forward"), recorder("spinner"), settle=0.05)
     quiet = timing.Item(("fastact:cpu", "x", "forward"), recorder("quiet"))
-    timing.measure([spinner, quiet], repeats=3, min_sample_s=0.0)
-    assert len(spinner.samples) == 3 and len(quiet.samples) == 3
-    # the timed part: warm-up and calibration calls of each item (2 + 2), then per round the two
-    # samples (one call each: min_sample_s 0); every quiet run that follows a spinner sample
-    # spans its settle time before the quiet sample's own call
+    other = timing.Item(("fastact:c", "x", "forward"), recorder("other"))
+    timing.measure([spinner, quiet, other], repeats=4, min_sample_s=0.0)
+    assert all(len(item.samples) == 4 for item in (spinner, quiet, other))
+    # after the warm-up and calibration calls (2 per item), each round samples the three items
+    # (one call each: min_sample_s 0), starting one item later each round (so the spinner is
+    # also last in one round and another item first in the next); every run of another item
+    # that follows a spinner sample spans the settle time before that item's own sample
     runs, current = [], None
-    for name, t in log[4:]:
+    for name, t in log[6:]:
         if current is None or current[0] != name:
             current = [name, t, t, 0]
             runs.append(current)
         current[2], current[3] = t, current[3] + 1
-    quiet_after = [r for a, r in zip(runs, runs[1:]) if a[0] == "spinner" and r[0] == "quiet"]
-    assert len(quiet_after) >= 2
-    for name, first, last, calls in quiet_after:
+    after = [r for a, r in zip(runs, runs[1:]) if a[0] == "spinner"]
+    assert len(after) >= 3
+    for name, first, last, calls in after:
         assert last - first >= 0.05 and calls >= 3
     assert providers.Torch().settle_s == 0.04 and providers.Torch("cuda").settle_s == 0.0
     assert providers.Fastact("cpu").settle_s == 1e-3 and providers.NumpyUser().settle_s == 1e-3

@@ -98,13 +98,13 @@ def measure(items, repeats, min_sample_s, progress=None, profiler=None, max_inne
     anchor_ids = {id(item) for item in items[:anchors]}
     fixed = [item for item in live if id(item) in anchor_ids]
     others = [item for item in live if id(item) not in anchor_ids]
+    spinning = 0.0  # how long the previous item's threads may still spin (across rounds too)
     for r in range(repeats):
         shift = r % max(1, len(others))
         order = others[shift:] + others[:shift]
         sequence = []
         for start in range(0, max(1, len(order)), anchor_every):
             sequence += fixed + order[start:start + anchor_every]
-        spinning = 0.0  # how long the previous item's threads may still spin
         for item in sequence:
             if item.error is None:
                 try:
