@@ -90,18 +90,19 @@ def test_software_prefetch_setting_comes_from_the_environment_or_the_cpu_vendor(
 
 
 # The streamed sigmoid forward compiled afresh (not from the disk cache, whose code Numba does
-# not show): its assembly, to see whether its loop prefetches.
+# not show; test_math's helper, also in the second process): its assembly, to see whether its
+# loop prefetches.
 _FRESH_SIGMOID_ASM = (
+    "import sys\n"
+    f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
     "import numpy as np\n"
     "from fastact import registry\n"
-    "from fastact.kernels import cpu\n"
+    "from test_math import _uncached_map_kernel\n"
     "def fresh_sigmoid_asm():\n"
-    "    ns = {}\n"
-    "    source = cpu.map_source(registry.sigmoid_forward, 1, True)\n"
-    "    exec(source.replace('cache=True', 'cache=False'), ns)\n"
+    "    kernel = _uncached_map_kernel(registry.sigmoid_forward, 1, streamed=True)\n"
     "    x = np.ones(64, np.float32)\n"
-    "    ns['kernel'](x, np.empty_like(x), (), 0, 64, 0, -1, 0)\n"
-    "    return '\\n'.join(ns['kernel'].inspect_asm().values())\n")
+    "    kernel(x, np.empty_like(x), (), 0, 64, 0, -1, 0)\n"
+    "    return '\\n'.join(kernel.inspect_asm().values())\n")
 
 
 def test_software_prefetch_setting_keys_the_caches_and_keeps_the_bits(tmp_path):
@@ -131,7 +132,7 @@ def test_software_prefetch_setting_keys_the_caches_and_keeps_the_bits(tmp_path):
                "                'm': fa.softmax.backward(dyr, fa.softmax(xr))}\n")
     code = (_FRESH_SIGMOID_ASM + compute +
             "import fastact as fa\n"
-            "from fastact.kernels import math as m\n"
+            "from fastact.kernels import cpu, math as m\n"
             "from fastact.bindings import _build, _generate\n"
             "print(int(m.SOFTWARE_PREFETCH))\n"
             "print(os.path.basename(cpu.cache_dir()))\n"
