@@ -11,9 +11,10 @@ import os
 import threading
 
 # Below this much work (elements, or rows x row length) one thread does the whole call. Measured on
-# 2 cores, float32, 1 vs 2 threads (fastact/bench/NOTES.md): a split call costs ~7 us more than
-# its chunks (9 us with the hand-off in Python, 20 us with concurrent.futures), which 2^16
-# elements of even the cheapest kernel (relu, ~8 us at 8 Gelem/s) nearly repay.
+# 2 cores, float32, 1 vs 2 threads (fastact/bench/NOTES.md): a split call cost ~7 us more than
+# its chunks (9 us with the hand-off in Python, 20 us with concurrent.futures; ~4 us with the
+# native tasks below), which 2^16 elements of even the cheapest kernel (relu, ~8 us at
+# 8 Gelem/s) nearly repay.
 PARALLEL_THRESHOLD = 1 << 16
 _CHUNK_ALIGN = 64  # elements; keeps chunk edges on cache lines
 
@@ -40,58 +41,81 @@ def get_num_threads():
 # late that it had finished, 100 us of a 330 us call at 2^20 elements (fastact/bench/NOTES.md).
 # So a worker spins for a while after each chunk, waiting for the next, and the caller spins
 # while it waits for the workers, both in native code with the GIL released, and both block
-# once the budget is spent (an idle pool sleeps; OpenMP's default spins longer). Neither may need
-# the GIL while the other holds it, since a thread that waits for the GIL sleeps too: so the
-# caller tells its workers to go from inside its compiled chunk (the GIL released), and a worker
-# reports its chunk done and spins for the next one from inside its own (kernels/loops.py,
-# pool_enter). The locks and the condition alone keep the hand-off correct, for kernels that do
-# none of this too (plain Python ones in the tests); the spinning only decides when to take them.
+# once the budget is spent (an idle pool sleeps; OpenMP's default spins longer).
+#
+# Native tasks. A worker that returned to Python for each chunk started it ~5 us after the caller
+# (the GIL, the task's unpacking, Numba's dispatch), and the caller then waited that long for it:
+# 2^20 relu forward on two threads took 72 us where either half alone took 52 and PyTorch's
+# OpenMP team 57 (2026-11-23, AMD Zen 4 VM, fastact/bench/NOTES.md). So a worker waits in a
+# native loop (run_tasks: a backend's runner, kernels/loops.py and bindings/_generate.py) that
+# calls each chunk's compiled function itself, a C function task(args, start, stop) whose
+# address and arguments the call's caller writes into the pool state from its own compiled
+# kernel (pool_publish), and goes back to Python only to sleep, to wake a caller that sleeps,
+# or for a task that has no native form (task 0: the row kernels of the Numba backend, plain
+# Python functions): that one it runs in Python, as kernel(*args, start, stop, pool, slot, seq).
+# A Python task's caller tells its workers to go from inside its compiled chunk, with the GIL
+# released: a worker that saw the go while the caller still held the GIL slept in the GIL's wait.
+# The locks and conditions keep the hand-off correct on their own (kernels that are plain Python
+# in the tests); the spinning and the native loop only decide when to take them.
 # spin(pool, index, want, ticks) -> True once the pool state's int64 at index is >= want, False
-# after ~ticks of the CPU's time-stamp counter; a backend registers its native one (set_spinner).
+# after ~ticks of the CPU's time-stamp counter; runner(pool, slot, last) -> 4 * last + why it
+# returned (RUN_IDLE, RUN_PYTHON, RUN_NOTIFY), last: the last call it finished. A backend
+# registers both (set_spinner).
 IDLE_SPIN_TICKS = 130_000  # after a chunk, for the next one: ~50 us at 2.6 GHz
 WAIT_SPIN_TICKS = 6_000_000  # the caller, for its workers: ~2 ms, then it blocks
-_spin = None
+RUN_IDLE, RUN_PYTHON, RUN_NOTIFY = 0, 1, 2
+_spin = _runner = None
 _spin_provider = None
 
 # The pool state, an int64 array that native code gets as its address: [0] the workers of the
-# current call, [1] IDLE_SPIN_TICKS, then per worker slot w >= 1 its go counter at
-# POOL_STRIDE * w and its done counter at POOL_STRIDE * w + POOL_DONE (their own cache lines).
-# The kernels read this layout from here (kernels/loops.py, bindings/_generate.py). A call's
-# number (_seq) only grows: a worker goes once its go counter passes the last call it ran, and a
-# call is done once every worker's done counter reaches its number.
+# current call, [1] IDLE_SPIN_TICKS, [2] where the arguments of a call's native task start (the
+# caller's copy, POOL_ARGS_SIZE int64s, after the last worker slot); per worker slot w >= 1, on
+# its own cache line at POOL_STRIDE * w: its go counter, then the call's task (0: a Python task),
+# the task's arguments' address, its start and stop, and the call a caller sleeps for
+# (POOL_WAITING); POOL_DONE further (another line, written by the worker): its done counter and
+# whether it sleeps (POOL_ASLEEP). The kernels read this layout from here (kernels/loops.py,
+# bindings/_generate.py). A call's number (_seq) only grows: a worker goes once its go counter
+# passes the last call it ran, and a call is done once every worker's done counter reaches its
+# number.
 POOL_STRIDE = 16
+POOL_TASK, POOL_TASK_ARGS, POOL_START, POOL_STOP, POOL_WAITING = 1, 2, 3, 4, 5
 POOL_DONE = 8
+POOL_ASLEEP = POOL_DONE + 1
+POOL_ARGS_SIZE = 32  # int64s: the largest task arguments (C's structs, the Numba map block)
 _pool = None  # (array, address)
 _retired = []  # earlier pool states, kept alive: a retired worker may still touch its own
 _seq = 0
 
 
 def set_spinner(provider):
-    """provider() returns a spin function (see above); it is called when the first workers start
-    (a backend registers one when it loads; the first one registered is used)."""
+    """provider() returns (spin, runner), the native functions above; it is called when the first
+    workers start (a backend registers one when it loads; the first one registered is used)."""
     global _spin_provider
     if _spin_provider is None:
         _spin_provider = provider
 
 
 def _load_spinner():
-    """The registered spin function, made once; None (plain blocking) if there is none or it
-    fails to build."""
-    global _spin, _spin_provider
+    """The registered spin and runner functions, made once; None (plain blocking, every task run
+    in Python) if there are none or they fail to build."""
+    global _spin, _runner, _spin_provider
     if _spin is None and _spin_provider is not None:
         provider, _spin_provider = _spin_provider, None
         try:
-            _spin = provider()
+            _spin, _runner = provider()
         except Exception:  # noqa: BLE001  spinning is an optimization: the locks work without it
-            _spin = None
+            _spin = _runner = None
 
 
 def pool_state(slots):
-    """A zeroed, 64-byte aligned pool state for workers 1..slots (layout above)."""
+    """A zeroed, 64-byte aligned pool state for workers 1..slots (layout above), with [2] set."""
     import numpy as np
-    raw = np.zeros(POOL_STRIDE * (slots + 1) + 8, np.int64)  # + 64 bytes to align
+    size = POOL_STRIDE * (slots + 1) + POOL_ARGS_SIZE
+    raw = np.zeros(size + 8, np.int64)  # + 64 bytes to align
     skip = (-raw.ctypes.data % 64) // 8
-    return raw[skip:skip + POOL_STRIDE * (slots + 1)]
+    state = raw[skip:skip + size]
+    state[2] = POOL_STRIDE * (slots + 1)
+    return state
 
 
 def _new_pool(slots):
@@ -105,50 +129,81 @@ def _new_pool(slots):
 
 
 class _Worker:
-    """One persistent thread with a slot in the pool state. A chunk is handed over by a lock that
-    the caller releases once per chunk and the worker takes once per chunk (after spinning for
-    its go counter, it finds the lock released at once); the caller waits for the done counter,
-    spinning, then in a condition that the worker notifies when someone waits there."""
+    """One persistent thread with a slot in the pool state. It waits for its go counter in the
+    backend's native loop (the runner), which runs native tasks without Python; it sleeps on a
+    semaphore that a caller releases when it finds the worker asleep (a spare release only costs
+    one more idle spin). A caller that blocks while waiting for the worker's done counter sleeps
+    in a condition, which the worker notifies once it sees POOL_WAITING (the caller also looks
+    again every millisecond: a notify may come before the wait)."""
 
     def __init__(self, slot, pool):
         self.slot, self._pool = slot, pool
-        self._done_index = POOL_STRIDE * slot + POOL_DONE
-        self._go = threading.Lock()
-        self._go.acquire()
+        self._go_index = POOL_STRIDE * slot
+        self._done_index = self._go_index + POOL_DONE
+        self._wake = threading.Semaphore(0)
         self._finished = threading.Condition(threading.Lock())
-        self._waiting = False
         self._task = self._error = None
         threading.Thread(target=self._loop, name="fastact", daemon=True).start()
 
     def _loop(self):
-        (state, address), done = self._pool, self._done_index
+        (state, address), slot = self._pool, self.slot
+        go, done = self._go_index, self._done_index
+        asleep = go + POOL_ASLEEP
+        last = 0  # the last call this worker finished
         while True:
-            self._go.acquire()
-            (kernel, args, lo, hi, seq), self._task = self._task, None  # before the next start()
-            try:  # a native kernel marks its chunk done, then spins for the next go
-                kernel(*args, lo, hi, address, self.slot, seq)
-            except BaseException as e:  # noqa: BLE001  handed to the caller by wait()
-                self._error = e
-            if state[done] < seq:  # a kernel without the hand-off (or one that raised)
-                state[done] = seq
-            if self._waiting:
+            runner = _runner
+            if runner is not None:
+                code = runner(address, slot, last)
+                last, why = code >> 2, code & 3
+            else:
+                why = RUN_PYTHON if state[go] > last else RUN_IDLE
+            if why == RUN_PYTHON:  # the call's task has no native form: run it here
+                seq = int(state[go])
+                (kernel, args, lo, hi, _), self._task = self._task, None
+                try:
+                    kernel(*args, lo, hi, address, slot, seq)
+                except BaseException as e:  # noqa: BLE001  handed to the caller by wait()
+                    self._error = e
+                if state[done] < seq:  # a kernel without the hand-off (or one that raised)
+                    state[done] = seq
+                last = seq
+                if state[go + POOL_WAITING] >= seq:
+                    why = RUN_NOTIFY
+            if why == RUN_NOTIFY:
                 with self._finished:
                     self._finished.notify()
+            elif why == RUN_IDLE:  # asleep (a runner marked that, then looked for a go again)
+                state[asleep] = 1
+                if state[go] <= last:
+                    self._wake.acquire()
+                state[asleep] = 0
 
     def start(self, kernel, args, lo, hi, seq):
+        """Hand the worker its part of call seq; its go comes from the caller's kernel."""
+        state, go = self._pool[0], self._go_index
         self._task = (kernel, args, lo, hi, seq)
-        self._go.release()
+        state[go + POOL_TASK] = 0  # a native kernel's caller writes its task over this
+        state[go + POOL_START], state[go + POOL_STOP] = lo, hi
+        if state[self._go_index + POOL_ASLEEP]:
+            self._wake.release()
 
     def wait(self, seq):
         """Until the chunk of call seq is done; its exception, if it raised one."""
         (state, address), done = self._pool, self._done_index
-        spin = _spin
-        if spin is None or not spin(address, done, seq, WAIT_SPIN_TICKS):
-            with self._finished:
-                self._waiting = True
-                while state[done] < seq:
-                    self._finished.wait()
-                self._waiting = False
+        asleep = self._go_index + POOL_ASLEEP
+        if state[done] < seq:
+            if state[self._go_index] < seq:  # the caller's kernel did not say go: a plain
+                state[self._go_index] = seq  # Python one, or it raised first
+            if state[asleep]:  # it went to sleep just as the caller's kernel told it to go
+                self._wake.release()
+            spin = _spin
+            if spin is None or not spin(address, done, seq, WAIT_SPIN_TICKS):
+                with self._finished:
+                    state[self._go_index + POOL_WAITING] = seq
+                    while state[done] < seq:
+                        if state[asleep]:
+                            self._wake.release()
+                        self._finished.wait(0.001)
         error, self._error = self._error, None
         return error
 

@@ -214,13 +214,10 @@ def test_python_mode_is_bitwise_the_compiled_code(dtype):
             python = np.array([fn(v, *args) for v in x], dtype)
         from fastact.kernels import cpu
         n = 2 if "backward" in fn.__name__ else 1
-        kernel = cpu.map_kernel(fn, n)
+        kernel = cpu.map_kernel(fn, n, dtype=dtype)
         out = np.empty_like(x)
         params = tuple(dtype(a) for a in args)
-        if n == 2:
-            kernel(np.ones_like(x), x, out, params, 0, x.size, 0, -1, 0)
-        else:
-            kernel(x, out, params, 0, x.size, 0, -1, 0)
+        cpu.call_map(kernel, [np.ones_like(x), x] if n == 2 else [x], out, params)
         bits = np.int32 if dtype == np.float32 else np.int64
         np.testing.assert_array_equal(python.view(bits), out.view(bits), err_msg=fn.__name__)
 
@@ -244,10 +241,10 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
     import inspect
     n_arrays = 2 if "backward" in fn.__name__ else 1
     n_params = len(inspect.signature(fn).parameters) - n_arrays
-    loop = _uncached_map_kernel(fn, n_arrays)
+    from fastact.kernels import cpu
+    loop = _uncached_map_kernel(fn, n_arrays, dtype=dtype)
     x = np.ones(64, dtype)
-    loop(*[x] * n_arrays, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)), 0, 64,
-         0, -1, 0)  # one thread: no pool
+    cpu.call_map(loop, [x] * n_arrays, np.empty_like(x), tuple(dtype(0.5) for _ in range(n_params)))
     asm = _assert_packed_without_libm(loop, fn.__name__, dtype)
     llvm = "\n".join(loop.inspect_llvm().values())
     suffix = "ps" if dtype == np.float32 else "pd"
@@ -270,7 +267,7 @@ def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dt
     from fastact import registry
     from fastact.kernels import cpu
     fn = getattr(registry, name)
-    loop = _uncached_map_kernel(fn, 1, streamed=True)
+    loop = _uncached_map_kernel(fn, 1, streamed=True, dtype=dtype)
     x = np.linspace(-30, 30, 3000).astype(dtype)  # a partial last block
     params = tuple(dtype(v) for v in (1.0, 20.0)[:len(inspect.signature(fn).parameters) - 1])
     expected = np.array([fn(v, *params) for v in x], dtype)
@@ -281,7 +278,7 @@ def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dt
         out = storage[base + shift:base + shift + x.size]
         out[:] = np.nan
         for lo, hi in ((0, 1203), (1203, x.size)):  # two chunks, the second starting mid-line
-            loop(x, out, params, lo, hi, 0, -1, 0)
+            cpu.call_map(loop, [x], out, params, lo, hi)
         np.testing.assert_array_equal(out.view(bits), expected.view(bits))
     asm = _assert_packed_without_libm(loop, name, dtype)
     suffix = "ps" if dtype == np.float32 else "pd"
@@ -294,11 +291,12 @@ def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dt
     assert not cpu.streams_forward(registry.relu_forward, 1, big)
 
 
-def _uncached_map_kernel(fn, n_arrays, streamed=False, numba_codegen=False):
-    """The generated kernel itself, compiled without the disk cache (cached code has no
-    assembly to inspect); numba_codegen: with Numba's code generator (kernels/_smallcode.py)."""
+def _uncached_map_kernel(fn, n_arrays, streamed=False, numba_codegen=False, dtype=np.float32):
+    """The generated kernel itself (a native task: cpu.call_map runs it), compiled without the
+    disk cache (cached code has no assembly to inspect); numba_codegen: with Numba's code
+    generator (kernels/_smallcode.py)."""
     from fastact.kernels import cpu
-    source = cpu.map_source(fn, n_arrays, streamed).replace("cache=True", "cache=False")
+    source = cpu.map_source(fn, n_arrays, streamed, dtype).replace("cache=True", "cache=False")
     if numba_codegen:
         source = source.replace("from fastact.kernels._smallcode import njit",
                                 "from numba import njit")

@@ -101,7 +101,8 @@ _FRESH_SIGMOID_ASM = (
     "def fresh_sigmoid_asm():\n"
     "    kernel = _uncached_map_kernel(registry.sigmoid_forward, 1, streamed=True)\n"
     "    x = np.ones(64, np.float32)\n"
-    "    kernel(x, np.empty_like(x), (), 0, 64, 0, -1, 0)\n"
+    "    from fastact.kernels import cpu\n"
+    "    cpu.call_map(kernel, [x], np.empty_like(x), ())\n"
     "    return '\\n'.join(kernel.inspect_asm().values())\n")
 
 
@@ -275,6 +276,15 @@ def _spin_function(backend):
     if backend == "cpu":
         pytest.importorskip("numba")
         from fastact.kernels import cpu
+        return cpu.spin_function()[0]
+    return _native_functions("c")[0]
+
+
+def _native_functions(backend):
+    """(spin, runner) of a backend (fastact/_threads.py)."""
+    if backend == "cpu":
+        pytest.importorskip("numba")
+        from fastact.kernels import cpu
         return cpu.spin_function()
     loaded = _backends._load("c")
     if loaded is None:
@@ -336,13 +346,22 @@ def _backend_or_skip(name):
     return loaded
 
 
+@pytest.mark.parametrize("spinning", [True, False], ids=["spinning", "sleeping"])
 @pytest.mark.parametrize("backend", ["cpu", "c"])
-def test_back_to_back_parallel_calls_are_correct(backend):
+def test_back_to_back_parallel_calls_are_correct(backend, spinning, monkeypatch):
     """Parallel calls in a tight loop, where a worker that has marked its chunk done is still
     spinning (in native code) for the next one when it comes, on 2 and 3 threads: every result
-    equals the one-thread result (elementwise, two-input and row kernels)."""
+    equals the one-thread result (elementwise, two-input and row kernels: native tasks and, on
+    the Numba backend, Python ones). Sleeping: no spin budgets, so that every worker goes to
+    sleep after each chunk and every caller waits in the condition (the wake-ups and notifies of
+    fastact/_threads.py, and their races)."""
     _backend_or_skip(backend)
     from fastact import _threads
+    if not spinning:
+        _threads.run(lambda *a: None, (), 4 * _threads.PARALLEL_THRESHOLD)  # a pool state exists
+        monkeypatch.setattr(_threads, "WAIT_SPIN_TICKS", 0)
+        state = _threads._pool[0]
+        state[1] = 0  # the workers' idle spin (set back below)
     rng = np.random.default_rng(7)
     x = (rng.standard_normal(4 * _threads.PARALLEL_THRESHOLD + 37) * 4).astype(np.float32)
     dy = rng.standard_normal(x.size).astype(np.float32)
@@ -371,18 +390,22 @@ def test_back_to_back_parallel_calls_are_correct(backend):
                     np.testing.assert_array_equal(result, expected[k])
     finally:
         fa.set_num_threads(before)
+        if not spinning:
+            state[1] = _threads.IDLE_SPIN_TICKS
 
 
 @pytest.mark.parametrize("backend", ["cpu", "c"])
 def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
-    """A compiled kernel called as a split call's caller (slot 0) sets the go counter of each of
-    the call's workers before it returns; called as worker 1 it sets its done counter and waits,
-    spinning, for its next go (returning at once when that is there, after the idle budget when
-    not); called alone (slot -1, no pool) it touches no pool. Python code never writes the go
-    counters, so these come from the kernel (fastact/_threads.py, kernels/loops.py)."""
-    import time
+    """A compiled map kernel called as a split call's caller (slot 0) gives each worker of the
+    call its task and the task's arguments (a copy in the pool state) and then its go, and
+    computes its own range; a worker's native loop (the runner) then computes the worker's range
+    without Python and marks it done, and returns why it stopped: asleep when no next go came
+    within its idle budget, its caller waiting, or a go for a Python task (task 0). Called alone
+    (slot -1, no pool) the kernel touches no pool (fastact/_threads.py, kernels/loops.py)."""
     _backend_or_skip(backend)
     from fastact import _threads
+    T = _threads
+    runner = _native_functions(backend)[1]
     calls = []
     monkeypatch.setattr(_threads, "run", lambda kernel, args, n, cost=1: calls.append((kernel, args)))
     x = np.linspace(-3, 3, 1000, dtype=np.float32)
@@ -390,23 +413,37 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     with fa.backend(backend):
         fa.relu(x, out=out)
     (kernel, args), = calls
-    stride, done = _threads.POOL_STRIDE, _threads.POOL_DONE
-    state = _threads.pool_state(3)
+    stride = T.POOL_STRIDE
+    state = T.pool_state(3)
     address = state.ctypes.data
     state[0], state[1] = 2, 1000  # two workers; a short idle spin
+    for w, (lo, hi) in ((1, (100, 500)), (2, (500, 1000))):
+        state[w * stride + T.POOL_START], state[w * stride + T.POOL_STOP] = lo, hi
     kernel(*args, 0, 100, address, 0, 5)
     assert state[stride] == 5 and state[2 * stride] == 5  # workers 1 and 2 told to go
-    assert state[3 * stride] == 0  # worker 3 is not in this call
-    assert state[stride + done] == state[2 * stride + done] == 0  # nobody's done counter
+    task = state[stride + T.POOL_TASK]
+    assert task != 0 and state[2 * stride + T.POOL_TASK] == task
+    copy = address + 8 * state[2]  # the arguments' copy, after the worker slots
+    assert state[stride + T.POOL_TASK_ARGS] == state[2 * stride + T.POOL_TASK_ARGS] == copy
+    assert state[3 * stride] == state[3 * stride + T.POOL_TASK] == 0  # not in this call
+    assert state[stride + T.POOL_DONE] == state[2 * stride + T.POOL_DONE] == 0
     np.testing.assert_array_equal(out[:100], np.maximum(x[:100], 0))
     assert np.isnan(out[100:]).all()
-    kernel(*args, 100, 500, address, 1, 5)  # worker 1: done, no go for call 6 within 1000 ticks
-    assert state[stride + done] == 5 and state[stride] == 5
-    state[stride] = 9  # the next go already there
-    started = time.perf_counter()
-    kernel(*args, 500, 1000, address, 1, 8)
-    assert state[stride + done] == 8 and time.perf_counter() - started < 1.0
+    assert runner(address, 1, 0) == 4 * 5 + T.RUN_IDLE  # worker 1: its range, then no go
+    assert state[stride + T.POOL_DONE] == 5 and state[stride + T.POOL_ASLEEP] == 1
+    np.testing.assert_array_equal(out[:500], np.maximum(x[:500], 0))
+    assert np.isnan(out[500:]).all()
+    state[2 * stride + T.POOL_WAITING] = 5  # worker 2's caller sleeps until call 5 is done
+    assert runner(address, 2, 0) == 4 * 5 + T.RUN_NOTIFY
+    assert state[2 * stride + T.POOL_DONE] == 5 and state[2 * stride + T.POOL_ASLEEP] == 0
     np.testing.assert_array_equal(out, np.maximum(x, 0))
+    state[stride + T.POOL_TASK], state[stride] = 0, 6  # call 6 is a Python task: not run here
+    assert runner(address, 1, 5) == 4 * 5 + T.RUN_PYTHON
+    assert state[stride + T.POOL_DONE] == 5 and state[stride + T.POOL_ASLEEP] == 0
+    kernel(*args, 0, 10, address, 1, 7)  # called as worker 1 (a Python task): marks it done
+    assert state[stride + T.POOL_DONE] == 7
     before = state.copy()
+    out[:] = np.nan
     kernel(*args, 0, 1000, 0, -1, 0)  # alone: address 0 is never touched
     np.testing.assert_array_equal(state, before)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("numba")
 
 from fastact import registry  # noqa: E402
-from fastact.kernels import _smallcode  # noqa: E402
+from fastact.kernels import _smallcode, cpu  # noqa: E402
 from conftest import assert_close  # noqa: E402
 from fastact import reference  # noqa: E402
 from test_math import _uncached_map_kernel as _uncached  # noqa: E402
@@ -46,7 +46,7 @@ def test_the_kernels_take_the_small_code_model():
     for label, numba_codegen in (("small", False), ("numba", True)):
         kernel = _uncached(registry.softplus_forward, 1, numba_codegen=numba_codegen)
         out = np.empty_like(x)
-        kernel(x, out, (np.float32(1.0), np.float32(20.0)), 0, x.size, 0, -1, 0)
+        cpu.call_map(kernel, [x], out, (np.float32(1.0), np.float32(20.0)))
         asm = "\n".join(kernel.inspect_asm().values())
         loops[label], loops[label + "_loop"] = asm, "\n".join(_hot_loop(asm))
         loops[label + "_out"] = out
@@ -69,7 +69,7 @@ def test_the_users_numba_functions_keep_numba_s_code_generator():
     from numba.core.registry import cpu_target
     memory_manager = config.USE_LLVMLITE_MEMORY_MANAGER
     x = np.ones(8)
-    _uncached(registry.sigmoid_forward, 1)(x, np.empty_like(x), (), 0, 8, 0, -1, 0)
+    cpu.call_map(_uncached(registry.sigmoid_forward, 1, dtype=np.float64), [x], np.empty_like(x), ())
     assert config.USE_LLVMLITE_MEMORY_MANAGER == memory_manager  # set back after the engine
 
     @numba.njit

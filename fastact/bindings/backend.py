@@ -35,8 +35,9 @@ class Backend:
         _threads.set_spinner(self._spin_function)
 
     def _spin_function(self):
-        """fa_spin_until: the pool's spin-wait (fastact/_threads.py; it returns 1 or 0)."""
-        return self.lib.fa_spin_until
+        """fa_spin_until and fa_run_tasks: the pool's spin-wait (it returns 1 or 0) and its
+        workers' native loop (fastact/_threads.py)."""
+        return self.lib.fa_spin_until, self.lib.fa_run_tasks
 
     def _map_function(self, scalar_fn, arrays, dtype):
         key = (scalar_fn.__name__, arrays, dtype)

@@ -8,6 +8,7 @@ so no float<->int conversion instruction is needed (AVX2 has none for 64-bit int
 import struct
 
 import numpy as np
+import numba
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
@@ -160,6 +161,22 @@ def _atomic_store(typingctx, address, index, value):
 
 
 @intrinsic
+def _pointer_at(typingctx, address, like):
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(like).as_pointer())
+    return types.CPointer(like)(types.int64, like), codegen
+
+
+@intrinsic
+def _call_task(typingctx, task, args, start, stop):
+    def codegen(context, builder, signature, arguments):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 3)
+        builder.call(builder.inttoptr(arguments[0], fnty.as_pointer()), arguments[1:])
+        return context.get_dummy_value()
+    return types.none(types.int64, types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
 def _cycle_counter(typingctx):
     def codegen(context, builder, signature, args):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
@@ -288,6 +305,14 @@ def _register():
     @_overload(m.atomic_store)
     def _atomic_store_impl(address, index, value):
         return lambda address, index, value: _atomic_store(address, index, value)
+
+    @_overload(m.array_at)
+    def _array_at_impl(address, n, like):
+        return lambda address, n, like: numba.carray(_pointer_at(address, like), n)
+
+    @_overload(m.call_task)
+    def _call_task_impl(task, args, start, stop):
+        return lambda task, args, start, stop: _call_task(task, args, start, stop)
 
     @_overload(m.cycle_counter)
     def _cycle_counter_impl():

@@ -14,6 +14,8 @@ import inspect
 import os
 import threading
 
+import numpy as np
+
 
 from .. import _threads, registry
 from . import loops
@@ -58,8 +60,11 @@ import numpy as np
 from fastact.kernels._smallcode import njit
 import fastact.kernels._jit  # teaches Numba the scalar functions
 from fastact import registry
-from fastact._threads import POOL_DONE, POOL_STRIDE
+from fastact._threads import (POOL_ASLEEP, POOL_DONE, POOL_START, POOL_STOP, POOL_STRIDE,
+                              POOL_TASK, POOL_TASK_ARGS, POOL_WAITING, RUN_IDLE, RUN_NOTIFY,
+                              RUN_PYTHON)
 from fastact.kernels import math as m
+from fastact.kernels.loops import MAP_BLOCK, MAP_PARAMS
 '''
 _JIT = '@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)\n'
 # Kernels that keep Numba's code generator (large code model) where fastact's small-code-model
@@ -124,21 +129,57 @@ def _pooled(loop, name, jit=_JIT):
     return loops.POOLED.format(jit=jit, name=name, params=params, loop=loop)
 
 
-def map_source(scalar_fn, n_arrays, streamed=False):
-    """Source of the module whose ``kernel`` is out[i] = scalar_fn(a0[i], ..., *params), called
-    as kernel(*arrays, out, params, start, stop, pool, slot, seq)."""
+def map_source(scalar_fn, n_arrays, streamed=False, dtype=np.float32):
+    """Source of the module whose ``kernel(args, start, stop)`` is the native task out[i] =
+    scalar_fn(a0[i], ..., *params) for arrays of dtype, its arguments in a block at address args
+    (kernels/loops.py; ``call_map`` calls it)."""
     loop = _loop_name(scalar_fn, n_arrays, streamed)
     source = _HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n"
-    source += _helpers(loops.INLINED.get(loop, ()) + loops.POOL_HELPERS, _INLINE)
+    source += _helpers(loops.INLINED.get(loop, ()), _INLINE)
     jit = "@numba." + _JIT[1:] if scalar_fn.__name__ in _NUMBA_CODEGEN else _JIT
-    return source + _helpers((loop,), _LOOP_JIT) + _pooled(loop, "kernel", jit)
+    n_params = len(inspect.signature(scalar_fn).parameters) - n_arrays
+    return source + _helpers((loop,), _LOOP_JIT) + loops.task_source(jit, loop, n_arrays,
+                                                                     n_params, dtype)
 
 
-def map_kernel(scalar_fn, n_arrays, streamed=False):
-    """The compiled loop out[i] = scalar_fn(a0[i], ..., a{n-1}[i], *params) (streamed: the
-    map_1_streamed form)."""
-    name = f"{scalar_fn.__name__}_{n_arrays}" + ("_streamed" if streamed else "")
-    return _load(name, map_source(scalar_fn, n_arrays, streamed)).kernel
+_TASK_SIGNATURE = None
+
+
+def task_address(kernel, interleave_once=False):
+    """Compile (or load from the disk cache) a native task kernel(args, start, stop) and return
+    the address of its C wrapper (kernels/loops.py); interleave_once: see
+    _compile_interleaved_once."""
+    global _TASK_SIGNATURE
+    if _TASK_SIGNATURE is None:
+        from numba.core import types
+        _TASK_SIGNATURE = (types.int64, types.int64, types.int64)
+    if interleave_once:
+        _compile_interleaved_once(kernel, _TASK_SIGNATURE)
+    else:
+        kernel.compile(_TASK_SIGNATURE)
+    result = kernel.overloads[_TASK_SIGNATURE]
+    return result.library.get_pointer_to_function("cfunc." + result.fndesc.llvm_func_name)
+
+
+def map_kernel(scalar_fn, n_arrays, streamed=False, dtype=np.float32):
+    """The compiled native task of out[i] = scalar_fn(a0[i], ..., a{n-1}[i], *params) for dtype
+    (streamed: the map_1_streamed form), a Numba dispatcher: kernel(args, start, stop)."""
+    name = (f"{scalar_fn.__name__}_{n_arrays}" + ("_streamed" if streamed else "")
+            + "_" + np.dtype(dtype).name)
+    return _load(name, map_source(scalar_fn, n_arrays, streamed, dtype)).kernel
+
+
+def map_caller(n_arrays, n_params):
+    """call_K_P(task, *arrays, out, params, start, stop, pool, slot, seq): the caller's entry of
+    a native map task (kernels/loops.py), compiled per dtype."""
+    return getattr(_pool_module(), f"call_{n_arrays}_{n_params}")
+
+
+def call_map(kernel, inputs, out, params, start=0, stop=None):
+    """Run a native task (map_kernel's) on [start, stop) of these arrays on this thread."""
+    address = task_address(kernel)
+    stop = out.size if stop is None else stop
+    map_caller(len(inputs), len(params))(address, *inputs, out, params, start, stop, 0, -1, 0)
 
 
 def row_kernel(name):
@@ -155,26 +196,37 @@ def _rows_module():
     return _load("rows", "".join(parts))
 
 
+@functools.lru_cache(maxsize=None)
+def _pool_module():
+    parts = [_HEADER, "\n\n" + _JIT + inspect.getsource(loops.spin_until),
+             _helpers(("pool_enter", "pool_leave"), _INLINE)]
+    parts += ["\n\n" + _JIT + inspect.getsource(getattr(loops, name))
+              for name in loops.POOL_FUNCTIONS]
+    parts += [loops.caller_source(_JIT, k, p) for k in (1, 2, 3)
+              for p in range(loops.MAP_BLOCK - loops.MAP_PARAMS + 1)]
+    return _load("pool", "".join(parts))
+
+
 def spin_function():
-    """loops.spin_until, compiled (nogil, cached): the pool's spin-wait."""
-    source = _HEADER + "\n\n" + _JIT + inspect.getsource(loops.spin_until)
-    return _load("pool", source).spin_until
+    """(loops.spin_until, loops.run_tasks), compiled (nogil, cached): the pool's spin-wait and
+    its workers' native loop (fastact/_threads.py)."""
+    module = _pool_module()
+    return module.spin_until, module.run_tasks
 
 
-def _compile_interleaved_once(kernel, args):
-    """Compile (or load from the disk cache) kernel for these argument types with LLVM's loop
-    vectorizer unrolling the vector loop once instead of the 4 times its cost model picks for a
-    small body. For the memory-bound kernels the 4-way version spilled mask registers and ran
-    slower in cache (relu backward 5.2 -> 7.4, elu backward 4.1 -> 5.4 Gelem/s per core) and in
-    DRAM (13.1 -> 15.1 GB/s, one thread). The setting is an LLVM command-line option, i.e.
-    process-wide: it is set and reset while holding Numba's compiler lock, so no other
-    compilation runs meanwhile. A zero-length call compiles for the types."""
+def _compile_interleaved_once(kernel, signature):
+    """Compile (or load from the disk cache) kernel for signature with LLVM's loop vectorizer
+    unrolling the vector loop once instead of the 4 times its cost model picks for a small body.
+    For the memory-bound kernels the 4-way version spilled mask registers and ran slower in cache
+    (relu backward 5.2 -> 7.4, elu backward 4.1 -> 5.4 Gelem/s per core) and in DRAM (13.1 -> 15.1
+    GB/s, one thread). The setting is an LLVM command-line option, i.e. process-wide: it is set
+    and reset while holding Numba's compiler lock, so no other compilation runs meanwhile."""
     import llvmlite.binding as llvm
     from numba.core.compiler_lock import global_compiler_lock
     with global_compiler_lock:
         llvm.set_option("fastact", "-force-vector-interleave=1")
         try:
-            kernel(*args, 0, 0, 0, -1, 0)
+            kernel.compile(signature)
         finally:
             llvm.set_option("fastact", "-force-vector-interleave=0")  # 0: the cost model's choice
 
@@ -197,13 +249,14 @@ class Backend:
         streamed = (out.nbytes >= loops.m.STREAM_BYTES
                     and streams_forward(scalar_fn, len(inputs), out))
         key = (scalar_fn, len(inputs), out.dtype, streamed)
-        kernel = self._maps.get(key)
-        if kernel is None:
-            kernel = map_kernel(scalar_fn, len(inputs), streamed)
-            if scalar_fn.__name__ not in registry.arithmetic_bound_scalar_names():
-                _compile_interleaved_once(kernel, (*inputs, out, params))
-            self._maps[key] = kernel
-        _threads.run(kernel, (*inputs, out, params), out.size)
+        found = self._maps.get(key)
+        if found is None:
+            kernel = map_kernel(scalar_fn, len(inputs), streamed, out.dtype)
+            address = task_address(kernel, interleave_once=scalar_fn.__name__ not in
+                                   registry.arithmetic_bound_scalar_names())
+            found = self._maps[key] = (map_caller(len(inputs), len(params)), address)
+        caller, address = found
+        _threads.run(caller, (address, *inputs, out, params), out.size)
 
     def rows(self, name, args, n_rows, row_cost):
         _threads.run(row_kernel(name), args, n_rows, max(1, row_cost))

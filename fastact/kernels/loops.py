@@ -8,7 +8,9 @@ caller can split one call over threads. Accumulations are float64 whatever the d
 import numpy as np
 
 from fastact import registry
-from fastact._threads import POOL_DONE, POOL_STRIDE
+from fastact._threads import (POOL_ASLEEP, POOL_DONE, POOL_START, POOL_STOP, POOL_STRIDE,
+                              POOL_TASK, POOL_TASK_ARGS, POOL_WAITING, RUN_IDLE,
+                              RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
 
 scalar = None  # bound per generated module
@@ -567,15 +569,26 @@ def spin_until(pool, index, want, ticks):
 
 
 # --- the thread pool's hand-off, in native code (fastact/_threads.py) ---------------------------------
-# Every kernel is called as kernel(*args, start, stop, pool, slot, seq): pool_enter before the loop,
-# pool_leave after it. The pool state (pool: its address) holds [0] the number of workers of this
-# call and [1] a worker's idle-spin budget; worker w's "go" counter is at POOL_STRIDE w and its
-# "done" counter POOL_DONE further (fastact/_threads.py). A call's caller (slot 0) tells its workers to go
-# from inside its compiled kernel, i.e. once it has released the GIL: a worker that saw the go
-# while the caller still held the GIL slept in the GIL's wait, and a sleeping core of this VM took
-# ~50 us to wake (2^20 relu backward: 2 threads took 340 us where either half alone took 230).
-# A worker (slot >= 1) marks its chunk done and spins, still in native code, for its next go:
-# the caller, which waits for the done, then finds the GIL free. Direct calls pass slot -1.
+# The pool state (pool: its address; layout in fastact/_threads.py) holds [0] the number of
+# workers of this call, [1] a worker's idle-spin budget, [2] where a call's task arguments go;
+# worker w's "go" counter at POOL_STRIDE w, with its task, the task's arguments, start and stop
+# after it, and its "done" counter POOL_DONE further.
+#
+# Native tasks (the elementwise maps): the generated module's kernel(args, start, stop) is the
+# loop, its arguments in a block of int64s (MAP_BLOCK: the size, the arrays' addresses, the
+# parameters as float64 from MAP_PARAMS on); a worker's run_tasks calls it through its C wrapper
+# (Numba makes one for every compiled function: "cfunc." + its name). The caller's entry,
+# call_K_P(task, *arrays, out, params, start, stop, pool, slot, seq) below, writes the block
+# into the pool state, tells the workers to go (pool_publish) and calls the task itself, all
+# without the GIL: the workers never need Python. Python tasks (the row kernels): the kernel is
+# called as kernel(*args, start, stop, pool, slot, seq), pool_enter before the loop, pool_leave
+# after it; their caller (slot 0) tells its workers to go from inside its compiled kernel, once
+# it has released the GIL (a worker that saw the go while the caller still held the GIL slept in
+# the GIL's wait, and a sleeping core of this VM took ~50 us to wake: 2^20 relu backward on
+# 2 threads took 340 us where either half alone took 230). Direct calls pass slot -1.
+MAP_BLOCK = 12  # int64s, within _threads.POOL_ARGS_SIZE
+MAP_PARAMS = 5  # the first parameter's index: up to 3 arrays and out before it
+
 
 def pool_enter(pool, slot, seq):
     if slot == 0:
@@ -586,10 +599,50 @@ def pool_enter(pool, slot, seq):
 def pool_leave(pool, slot, seq):
     if slot > 0:
         m.atomic_store(pool, POOL_STRIDE * slot + POOL_DONE, seq)
-        spin_until(pool, POOL_STRIDE * slot, seq + 1, m.atomic_load(pool, 1))
+
+
+def pool_publish(pool, task, args, seq):
+    """A native task's caller (slot 0): the task and its arguments' address for each worker of
+    the call (their start and stop are there already), then their go."""
+    for worker in range(1, m.atomic_load(pool, 0) + 1):
+        m.atomic_store(pool, POOL_STRIDE * worker + POOL_TASK, task)
+        m.atomic_store(pool, POOL_STRIDE * worker + POOL_TASK_ARGS, args)
+    pool_enter(pool, 0, seq)
+
+
+def run_tasks(pool, slot, last):
+    """A worker's wait for its next go, and the native tasks it then runs (fastact/_threads.py):
+    returns 4 * the last call it finished + RUN_IDLE (no go within the idle budget: marked asleep),
+    RUN_PYTHON (a go whose task is 0: Python runs it) or RUN_NOTIFY (its caller sleeps: wake
+    it). The fences order each store before the load after it, which the other thread does the
+    other way round (a caller stores the go, then looks whether the worker sleeps; the worker
+    stores that it sleeps, then looks for a go; the same for done and POOL_WAITING)."""
+    go = POOL_STRIDE * slot
+    done = go + POOL_DONE
+    m.atomic_store(pool, go + POOL_ASLEEP, 0)
+    while True:
+        if not spin_until(pool, go, last + 1, m.atomic_load(pool, 1)):
+            m.atomic_store(pool, go + POOL_ASLEEP, 1)
+            m.store_fence()
+            if m.atomic_load(pool, go) <= last:
+                return 4 * last + RUN_IDLE
+            m.atomic_store(pool, go + POOL_ASLEEP, 0)
+            continue
+        seq = m.atomic_load(pool, go)
+        task = m.atomic_load(pool, go + POOL_TASK)
+        if task == 0:
+            return 4 * last + RUN_PYTHON
+        m.call_task(task, m.atomic_load(pool, go + POOL_TASK_ARGS),
+                    m.atomic_load(pool, go + POOL_START), m.atomic_load(pool, go + POOL_STOP))
+        m.atomic_store(pool, done, seq)
+        last = seq
+        m.store_fence()
+        if m.atomic_load(pool, go + POOL_WAITING) >= seq:
+            return 4 * last + RUN_NOTIFY
 
 
 POOL_HELPERS = ("spin_until", "pool_enter", "pool_leave")
+POOL_FUNCTIONS = ("pool_publish", "run_tasks")
 POOLED = """
 
 {jit}def {name}({params}, pool, slot, seq):
@@ -597,6 +650,44 @@ POOLED = """
     {loop}({params})
     pool_leave(pool, slot, seq)
 """
+
+
+def task_source(jit, loop, n_arrays, n_params, dtype):
+    """Source of a map's native task kernel(args, start, stop) for this dtype (see above)."""
+    like = f"np.{np.dtype(dtype).name}(0)"
+    arrays = [f"a{j}" for j in range(n_arrays)] + ["out"]
+    lines = [f"\n\n{jit}def kernel(args, start, stop):",
+             "    block = m.array_at(args, MAP_BLOCK, np.int64(0))"]
+    lines += [f"    {a} = m.array_at(block[{j + 1}], block[0], {like})" for j, a in enumerate(arrays)]
+    lines.append("    values = m.array_at(args + 8 * MAP_PARAMS, MAP_BLOCK - MAP_PARAMS, np.float64(0))")
+    params = "".join(f"np.{np.dtype(dtype).name}(values[{j}]), " for j in range(n_params))
+    lines.append(f"    {loop}({', '.join(arrays)}, ({params}), start, stop)")
+    return "\n".join(lines) + "\n"
+
+
+def caller_source(jit, n_arrays, n_params):
+    """Source of call_K_P, the caller's entry of a native map task with K input arrays and P
+    parameters (see above): task(block, start, stop) with the block in the pool state (slot 0)
+    or its own (a call alone, or a test's call as a worker, which then marks itself done)."""
+    arrays = [f"a{j}" for j in range(n_arrays)] + ["out"]
+    lines = [f"\n\n{jit}def call_{n_arrays}_{n_params}(task, {', '.join(arrays)}, params, start, "
+             "stop, pool, slot, seq):",
+             "    if slot == 0:",
+             "        block = m.array_at(pool + 8 * m.atomic_load(pool, 2), MAP_BLOCK, np.int64(0))",
+             "    else:",
+             "        block = np.empty(MAP_BLOCK, np.int64)",
+             "    block[0] = out.size"]
+    lines += [f"    block[{j + 1}] = {a}.ctypes.data" for j, a in enumerate(arrays)]
+    lines.append("    args = block.ctypes.data")
+    if n_params:
+        lines.append("    values = m.array_at(args + 8 * MAP_PARAMS, MAP_BLOCK - MAP_PARAMS, np.float64(0))")
+        lines += [f"    values[{j}] = params[{j}]" for j in range(n_params)]
+    lines += ["    if slot == 0:",
+              "        pool_publish(pool, task, args, seq)",
+              "    m.call_task(task, args, start, stop)",
+              "    pool_leave(pool, slot, seq)",
+              "    return block[0]  # keeps a block of its own alive through the call"]
+    return "\n".join(lines) + "\n"
 
 
 ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "prelu_forward_cols",

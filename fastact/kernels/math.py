@@ -144,6 +144,21 @@ def atomic_store(address, index, value):
     ctypes.c_int64.from_address(address + 8 * index).value = value
 
 
+def array_at(address, n, like):
+    """The n elements of like's type at address, as an array (numba.carray when compiled): a
+    native task's arguments and arrays (kernels/loops.py)."""
+    import ctypes
+    dtype = np.dtype(type(like))
+    return np.frombuffer((ctypes.c_char * (n * dtype.itemsize)).from_address(address), dtype)
+
+
+def call_task(task, args, start, stop):
+    """Call the C function at address task as task(args, start, stop), three int64s (a native
+    task of the thread pool: kernels/loops.py)."""
+    import ctypes
+    ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(task)(args, start, stop)
+
+
 def cycle_counter():
     """The CPU's time-stamp counter (llvm.readcyclecounter: rdtsc on x86) when compiled; the
     interpreter's nanosecond clock otherwise."""
