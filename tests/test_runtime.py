@@ -62,15 +62,21 @@ def test_second_process_loads_compiled_kernels_from_disk(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="reads /proc/cpuinfo elsewhere")
-def test_software_prefetch_setting_comes_from_the_environment_or_the_cpu_vendor(monkeypatch):
+@pytest.mark.parametrize("variable", ["FASTACT_PREFETCH", "FASTACT_WIDE_MAPS"])
+def test_vendor_settings_come_from_the_environment_or_the_cpu_vendor(variable, monkeypatch):
+    """math's two CPU-vendor settings: the software prefetches (off on AMD) and the memory-bound
+    maps' 512-bit loop below STREAM_BYTES (on on AMD)."""
     import builtins
     import io
     from fastact.kernels import math as m
+    read = {"FASTACT_PREFETCH": m._software_prefetch,
+            "FASTACT_WIDE_MAPS": lambda: not m._wide_cached_maps()}[variable]  # (AMD: False)
+    wide = variable == "FASTACT_WIDE_MAPS"
     for value, expected in (("0", False), ("off", False), ("False", False), ("1", True),
                             ("on", True), (" yes ", True)):
-        monkeypatch.setenv("FASTACT_PREFETCH", value)
-        assert m._software_prefetch() is expected, value
-    monkeypatch.setenv("FASTACT_PREFETCH", "maybe")  # not a setting: the vendor decides
+        monkeypatch.setenv(variable, value)
+        assert read() is (expected != wide), value
+    monkeypatch.setenv(variable, "maybe")  # not a setting: the vendor decides
     real_open = builtins.open
 
     def cpuinfo(text):
@@ -86,7 +92,7 @@ def test_software_prefetch_setting_comes_from_the_environment_or_the_cpu_vendor(
                            ("processor\t: 0\nvendor_id\t: GenuineIntel\n", True),
                            ("processor\t: 0\nCPU implementer\t: 0x41\n", True), (None, True)):
         monkeypatch.setattr(builtins, "open", cpuinfo(text))
-        assert m._software_prefetch() is expected, text
+        assert read() is expected, text
 
 
 # The streamed sigmoid forward compiled afresh (not from the disk cache, whose code Numba does
@@ -447,3 +453,35 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     kernel(*args, 0, 1000, 0, -1, 0)  # alone: address 0 is never touched
     np.testing.assert_array_equal(state, before)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+_MEMORY_BOUND_MAPS = (
+    "import hashlib, numpy as np, fastact as fa\n"
+    "from fastact.kernels import cpu\n"
+    "rng = np.random.default_rng(3)\n"
+    "x = np.concatenate([np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 3.0, -3.0,\n"
+    "                              6.0, 1.0, -1.0, 1e30, -1e30]), 4 * rng.standard_normal(100003)])\n"
+    "dy = rng.standard_normal(x.size)\n"
+    "digest = hashlib.sha256()\n"
+    "with fa.backend('cpu'):\n"
+    "    for t in (np.float32, np.float64):\n"
+    "        a, g = x.astype(t), dy.astype(t)\n"
+    "        for y in (fa.relu(a), fa.leaky_relu(a, 0.1), fa.hardtanh(a), fa.relu6(a),\n"
+    "                  fa.hardsigmoid(a), fa.hardswish(a), fa.threshold(a, 0.5, 2.0),\n"
+    "                  fa.softsign(a), fa.relu.backward(g, fa.relu(a)),\n"
+    "                  fa.hardtanh.backward(g, a), fa.relu6.backward(g, a),\n"
+    "                  fa.hardsigmoid.backward(g, a), fa.hardswish.backward(g, a),\n"
+    "                  fa.threshold.backward(g, a, 0.5, 2.0), fa.softsign.backward(g, a)):\n"
+    "            digest.update(y.tobytes())\n"
+    "print(digest.hexdigest(), cpu.cache_dir().endswith('-widemaps'))\n")
+
+
+def test_wide_maps_setting_keys_the_cache_and_keeps_the_bits(tmp_path):
+    """FASTACT_WIDE_MAPS on and off (the memory-bound maps' loop below STREAM_BYTES on 512 or 256
+    bits): each in a cache directory of its own, the same bits (hostile values included)."""
+    pytest.importorskip("numba")
+    env = {"FASTACT_CACHE_DIR": str(tmp_path)}
+    on = run_python(_MEMORY_BOUND_MAPS, {**env, "FASTACT_WIDE_MAPS": "1"}).split()
+    off = run_python(_MEMORY_BOUND_MAPS, {**env, "FASTACT_WIDE_MAPS": "0"}).split()
+    assert on[1] == "True" and off[1] == "False"
+    assert on[0] == off[0]

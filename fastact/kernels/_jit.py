@@ -333,6 +333,12 @@ def _register():
     def _narrow_vectors_impl():
         return lambda: _narrow_vectors()
 
+    @_overload(m.cached_map_vectors)
+    def _cached_map_vectors_impl():
+        if m.WIDE_CACHED_MAPS:
+            return lambda: _wide_vectors()
+        return lambda: _narrow_vectors()
+
     @_overload(m.is_single)
     def _is_single(x):
         if x == types.float32:

@@ -50,7 +50,9 @@ def cache_dir():
     root = os.environ.get("FASTACT_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fastact")
     from .math import SOFTWARE_PREFETCH  # a constant in the compiled loops
-    suffix = ("" if SOFTWARE_PREFETCH else "-noprefetch") + ("" if available()[0] else "-numba")
+    from .math import WIDE_CACHED_MAPS
+    suffix = (("" if SOFTWARE_PREFETCH else "-noprefetch") + ("-widemaps" if WIDE_CACHED_MAPS else "")
+              + ("" if available()[0] else "-numba"))
     return os.path.join(root, "numba-" + _source_hash() + suffix)
 
 
@@ -87,12 +89,15 @@ def _load(name, source):
 def _loop_name(scalar_fn, n_arrays, streamed=False):
     """For the kernels bound by arithmetic (512-bit vectors): map_1_prefetched (input prefetch,
     plain stores) for the forwards, or map_1_streamed for their large outputs (streams_forward),
-    map_2_wide (non-temporal stores for large outputs) for the backwards from the input; map_N
-    (256-bit, streaming) for the rest (see kernels/loops.py)."""
-    if streamed:
-        return "map_1_streamed"
+    map_2_wide (non-temporal stores for large outputs) for the backwards from the input; for
+    the rest map_N (256-bit, streaming), the backwards' map_2 for large outputs only
+    (streamed_loop) and map_2_cached below them (math.cached_map_vectors) (kernels/loops.py)."""
     if scalar_fn.__name__ in registry.arithmetic_bound_scalar_names():
+        if streamed:
+            return "map_1_streamed"
         return {1: "map_1_prefetched", 2: "map_2_wide"}.get(n_arrays, f"map_{n_arrays}")
+    if n_arrays == 2 and not streamed:
+        return "map_2_cached"
     return f"map_{n_arrays}"
 
 
@@ -106,6 +111,16 @@ def streams_forward(scalar_fn, n_arrays, out):
     return (n_arrays == 1 and out.nbytes >= loops.m.STREAM_BYTES
             and name in registry.arithmetic_bound_scalar_names()
             and name not in registry.UNSTREAMED_FORWARDS)
+
+
+def streamed_loop(scalar_fn, n_arrays, out):
+    """Whether this call takes a kernel of its own for outputs of STREAM_BYTES and more: the
+    forwards of streams_forward (map_1_streamed), and the memory-bound backwards (map_2, whose
+    streaming branch and 256-bit vectors serve large outputs; smaller ones take map_2_cached,
+    see math.cached_map_vectors)."""
+    if scalar_fn.__name__ in registry.arithmetic_bound_scalar_names():
+        return streams_forward(scalar_fn, n_arrays, out)
+    return n_arrays == 2 and out.nbytes >= loops.m.STREAM_BYTES
 
 
 # called by the entry point (Numba's own target; linked into the entry point's module)
@@ -247,7 +262,7 @@ class Backend:
     def map(self, scalar_fn, inputs, out, params):
         # (the size first: most calls are smaller, and the call itself costs them ~0.1 us)
         streamed = (out.nbytes >= loops.m.STREAM_BYTES
-                    and streams_forward(scalar_fn, len(inputs), out))
+                    and streamed_loop(scalar_fn, len(inputs), out))
         key = (scalar_fn, len(inputs), out.dtype, streamed)
         found = self._maps.get(key)
         if found is None:

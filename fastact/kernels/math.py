@@ -82,6 +82,14 @@ def _software_prefetch():
         return True
     if setting in ("0", "false", "no", "off"):
         return False
+    return not _amd_cpu()
+
+
+def _amd_cpu():
+    """Whether this is an AMD CPU (or Hygon's, Zen-based; not measured), from /proc/cpuinfo's
+    first vendor_id line (Linux) or PROCESSOR_IDENTIFIER (Windows)."""
+    import os
+    import sys
     vendor = ""
     if sys.platform == "win32":  # e.g. "AMD64 Family 25 Model 97 Stepping 2, AuthenticAMD"
         vendor = os.environ.get("PROCESSOR_IDENTIFIER", "")
@@ -91,12 +99,31 @@ def _software_prefetch():
                 vendor = next((line for line in f if line.startswith("vendor_id")), "")
         except OSError:
             pass
-    return not any(name in vendor for name in ("AuthenticAMD", "HygonGenuine"))
+    return any(name in vendor for name in ("AuthenticAMD", "HygonGenuine"))
+
+
+def _wide_cached_maps():
+    """Whether the memory-bound backwards' loop for outputs below STREAM_BYTES (loops.map_2_cached)
+    takes 512-bit vectors: FASTACT_WIDE_MAPS=1/0, else on AMD CPUs only. On the AMD EPYC (Zen 4)
+    VM, 2^20 float32 (in its L3), 2 threads, against PyTorch in the same process: hardtanh
+    backward 0.72-0.76x -> 0.84-0.85x, relu6 backward 0.72-0.73x -> 0.91-0.94x, the other light
+    backwards within noise (GCC's 512-bit loops of the C backend were 1.3x Numba's there), while
+    the same width lost up to 25% on the streamed loop at 2^26 (which keeps 256 bits) and did
+    not help the forwards; on the Intel Xeon VM 512-bit memory-bound loops ran 10-25% slower in
+    cache (narrow_vectors). NOTES.md, work log."""
+    import os
+    setting = os.environ.get("FASTACT_WIDE_MAPS", "").strip().lower()
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    if setting in ("0", "false", "no", "off"):
+        return False
+    return _amd_cpu()
 
 
 # Read once, at import: compiled kernels take it as a constant (kernels/cpu.py keys its cache
 # on it, and bindings/_build.py the C build's key); changing it later in a process is unsupported.
 SOFTWARE_PREFETCH = _software_prefetch()
+WIDE_CACHED_MAPS = _wide_cached_maps()  # the same: a constant in the compiled loops
 
 
 def aligned_head(out):
@@ -177,6 +204,11 @@ def wide_vectors():
     prefer-vector-width=512 when compiled; nothing in the interpreter). The exponential kernels are
     bound by the vector ports, and 16 lanes on two ports beat 8 on three: sigmoid 1.9 -> 2.3,
     logsigmoid 1.3 -> 1.8 Gelem/s per core in cache (fastact/bench/NOTES.md)."""
+
+
+def cached_map_vectors():
+    """The vector width of the memory-bound backwards' loop for outputs below STREAM_BYTES:
+    wide_vectors where WIDE_CACHED_MAPS, else narrow_vectors (nothing in the interpreter)."""
 
 
 def narrow_vectors():
