@@ -204,6 +204,7 @@ class _Worker:
                         if state[asleep]:
                             self._wake.release()
                         self._finished.wait(0.001)
+        self._task = None  # (a native task left it: the call's arrays would stay alive)
         error, self._error = self._error, None
         return error
 
@@ -254,18 +255,19 @@ def run(kernel, args, n, cost=1):
         state[0] = len(workers)
         for worker, (lo, hi) in zip(workers, bounds[1:]):
             worker.start(kernel, args, lo, hi, seq)
-        error = None
+        error, finished = None, False
         try:
-            kernel(*args, *bounds[0], address, 0, seq)  # tells the workers to go, then computes
-        except BaseException as e:  # still wait for the others: they write into the same arrays
-            error = e
-        try:
+            try:
+                kernel(*args, *bounds[0], address, 0, seq)  # tells the workers to go, computes
+            except BaseException as e:  # still wait for the others: they write into the arrays
+                error = e
             for worker in workers:
                 failed = worker.wait(seq)
                 error = error or failed
-        except BaseException:  # interrupted (Ctrl-C) while a worker may still be computing:
-            _discard()  # never hand it another chunk; new workers replace it
-            raise
+            finished = True
+        finally:
+            if not finished:  # interrupted (Ctrl-C) while a worker may still be computing:
+                _discard()  # never hand it another chunk; new workers replace it
         if error is not None:
             raise error
     finally:

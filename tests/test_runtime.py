@@ -485,3 +485,26 @@ def test_wide_maps_setting_keys_the_cache_and_keeps_the_bits(tmp_path):
     off = run_python(_MEMORY_BOUND_MAPS, {**env, "FASTACT_WIDE_MAPS": "0"}).split()
     assert on[1] == "True" and off[1] == "False"
     assert on[0] == off[0]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "c"])
+def test_a_parallel_call_keeps_no_reference_to_its_arrays(backend):
+    """Once a split call returns, neither the pool nor its workers hold its arrays (a worker's
+    task of a native call was kept until its next call, with the caller's arrays)."""
+    import gc
+    import weakref
+    _backend_or_skip(backend)
+    from fastact import _threads
+    before = fa.get_num_threads()
+    fa.set_num_threads(2)
+    try:
+        x = np.linspace(-3, 3, 4 * _threads.PARALLEL_THRESHOLD, dtype=np.float32)
+        with fa.backend(backend):
+            y = fa.relu(x)
+            dx = fa.tanh.backward(y, x)
+        refs = [weakref.ref(a) for a in (x, y, dx)]
+        del x, y, dx
+        gc.collect()
+        assert [r() is None for r in refs] == [True] * 3
+    finally:
+        fa.set_num_threads(before)

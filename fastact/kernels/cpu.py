@@ -260,6 +260,8 @@ class Backend:
         _threads.set_spinner(spin_function)
 
     def map(self, scalar_fn, inputs, out, params):
+        """out[i] = scalar_fn(*inputs[i], *params): the inputs and out C-contiguous, of out's dtype
+        and size (the API layer's guarantee: the tasks take their addresses and out.size)."""
         # (the size first: most calls are smaller, and the call itself costs them ~0.1 us)
         streamed = (out.nbytes >= loops.m.STREAM_BYTES
                     and streamed_loop(scalar_fn, len(inputs), out))
