@@ -184,7 +184,7 @@ class _Worker:
         self._task = (kernel, args, lo, hi, seq)
         state[go + POOL_TASK] = 0  # a native kernel's caller writes its task over this
         state[go + POOL_START], state[go + POOL_STOP] = lo, hi
-        if state[self._go_index + POOL_ASLEEP]:
+        if state[go + POOL_ASLEEP]:
             self._wake.release()
 
     def wait(self, seq):

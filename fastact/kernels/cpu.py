@@ -16,7 +16,6 @@ import threading
 
 import numpy as np
 
-
 from .. import _threads, registry
 from . import loops
 from ._codegen import import_source

@@ -598,6 +598,7 @@ def spin_until(pool, index, want, ticks):
 # 2 threads took 340 us where either half alone took 230). Direct calls pass slot -1.
 MAP_BLOCK = 12  # int64s, within _threads.POOL_ARGS_SIZE
 MAP_PARAMS = 5  # the first parameter's index: up to 3 arrays and out before it
+_MAP_VALUES = "m.array_at(args + 8 * MAP_PARAMS, MAP_BLOCK - MAP_PARAMS, np.float64(0))"
 
 
 def pool_enter(pool, slot, seq):
@@ -669,7 +670,7 @@ def task_source(jit, loop, n_arrays, n_params, dtype):
     lines = [f"\n\n{jit}def kernel(args, start, stop):",
              "    block = m.array_at(args, MAP_BLOCK, np.int64(0))"]
     lines += [f"    {a} = m.array_at(block[{j + 1}], block[0], {like})" for j, a in enumerate(arrays)]
-    lines.append("    values = m.array_at(args + 8 * MAP_PARAMS, MAP_BLOCK - MAP_PARAMS, np.float64(0))")
+    lines.append(f"    values = {_MAP_VALUES}")
     params = "".join(f"np.{np.dtype(dtype).name}(values[{j}]), " for j in range(n_params))
     lines.append(f"    {loop}({', '.join(arrays)}, ({params}), start, stop)")
     return "\n".join(lines) + "\n"
@@ -690,7 +691,7 @@ def caller_source(jit, n_arrays, n_params):
     lines += [f"    block[{j + 1}] = {a}.ctypes.data" for j, a in enumerate(arrays)]
     lines.append("    args = block.ctypes.data")
     if n_params:
-        lines.append("    values = m.array_at(args + 8 * MAP_PARAMS, MAP_BLOCK - MAP_PARAMS, np.float64(0))")
+        lines.append(f"    values = {_MAP_VALUES}")
         lines += [f"    values[{j}] = params[{j}]" for j in range(n_params)]
     lines += ["    if slot == 0:",
               "        pool_publish(pool, task, args, seq)",

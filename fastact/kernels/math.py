@@ -75,14 +75,20 @@ def _software_prefetch():
     prefetch (loops.maxout_forward_groups) is not one of these: it helped on both. The C
     backend's loops follow the same setting (bindings/_generate.py, template.c). Read from
     /proc/cpuinfo (Linux) or PROCESSOR_IDENTIFIER (Windows): nothing slower at import."""
+    forced = _forced("FASTACT_PREFETCH")
+    return not _amd_cpu() if forced is None else forced
+
+
+def _forced(variable):
+    """An environment setting's True (1, true, yes, on) or False (0, false, no, off); None when
+    absent or anything else (the CPU vendor decides)."""
     import os
-    import sys
-    setting = os.environ.get("FASTACT_PREFETCH", "").strip().lower()
+    setting = os.environ.get(variable, "").strip().lower()
     if setting in ("1", "true", "yes", "on"):
         return True
     if setting in ("0", "false", "no", "off"):
         return False
-    return not _amd_cpu()
+    return None
 
 
 def _amd_cpu():
@@ -111,13 +117,8 @@ def _wide_cached_maps():
     the same width lost up to 25% on the streamed loop at 2^26 (which keeps 256 bits) and did
     not help the forwards; on the Intel Xeon VM 512-bit memory-bound loops ran 10-25% slower in
     cache (narrow_vectors). NOTES.md, work log."""
-    import os
-    setting = os.environ.get("FASTACT_WIDE_MAPS", "").strip().lower()
-    if setting in ("1", "true", "yes", "on"):
-        return True
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return _amd_cpu()
+    forced = _forced("FASTACT_WIDE_MAPS")
+    return _amd_cpu() if forced is None else forced
 
 
 # Read once, at import: compiled kernels take it as a constant (kernels/cpu.py keys its cache
