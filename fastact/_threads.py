@@ -235,15 +235,14 @@ def run(kernel, args, n, cost=1):
     """kernel(*args, start, stop, pool, slot, seq) over [0, n), split over threads when n * cost
     is large (pool, slot, seq: the hand-off, kernels/loops.py; a call on one thread passes
     slot -1). A call made while another Python thread's call holds the workers runs whole on its
-    own thread (the cores are busy anyway; nothing queues behind anything)."""
+    own thread (the cores are busy anyway; nothing queues behind anything). Returns what the
+    calling thread's kernel call returned."""
     global _seq
     if n * cost < 2 * PARALLEL_THRESHOLD or _num_threads == 1:  # one thread: the short way
-        kernel(*args, 0, n, 0, -1, 0)  # (min/max below cost a small call ~0.3 us)
-        return
+        return kernel(*args, 0, n, 0, -1, 0)  # (min/max below cost a small call ~0.3 us)
     threads = min(_num_threads, (n * cost) // PARALLEL_THRESHOLD)
     if not _busy.acquire(blocking=False):
-        kernel(*args, 0, n, 0, -1, 0)
-        return
+        return kernel(*args, 0, n, 0, -1, 0)
     try:
         step = -(-n // threads)
         if cost == 1:
@@ -255,10 +254,10 @@ def run(kernel, args, n, cost=1):
         state[0] = len(workers)
         for worker, (lo, hi) in zip(workers, bounds[1:]):
             worker.start(kernel, args, lo, hi, seq)
-        error, finished = None, False
+        error, finished, result = None, False, None
         try:
             try:
-                kernel(*args, *bounds[0], address, 0, seq)  # tells the workers to go, computes
+                result = kernel(*args, *bounds[0], address, 0, seq)  # tells the workers to go
             except BaseException as e:  # still wait for the others: they write into the arrays
                 error = e
             for worker in workers:
@@ -270,6 +269,7 @@ def run(kernel, args, n, cost=1):
                 _discard()  # never hand it another chunk; new workers replace it
         if error is not None:
             raise error
+        return result
     finally:
         _busy.release()
 

@@ -8,7 +8,7 @@ import pytest
 import fastact as fa
 from fastact import reference
 
-from conftest import CASES, case_id, forward_and_saved
+from conftest import CASES, case_id, forward_and_saved, hostile, kinks
 
 LAYOUTS = {
     "c": lambda a: a.reshape(6, 7, 11),
@@ -77,6 +77,36 @@ def test_in_place_and_out(case, cpu_backend):
     expected = act.backward(dy, saved, **params)
     act.backward(dy, saved, out=dy, **params)
     np.testing.assert_array_equal(dy, expected)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_in_place_twice_on_hostile_inputs_on_two_threads(case, cpu_backend):
+    """out = an input, bitwise the out-of-place result, forward and backward (into grad_output
+    and into the saved tensor), on hostile values, long enough to be split over two threads; each
+    call made twice: the Numba backend's first in-place call of a kernel runs its general loop
+    and compiles the in-place one, which the second runs (kernels/loops.py)."""
+    name, params = case
+    act = getattr(fa, name)
+    before = fa.get_num_threads()
+    fa.set_num_threads(2)
+    try:
+        x = np.resize(hostile(np.float32, kinks(name, params)), (1 << 17) + 12345)
+        dy = np.resize(np.linspace(-3, 3, 1001, dtype=np.float32), x.size)
+        _, saved = forward_and_saved(name, params, x)
+        expected = (act(x, **params), act.backward(dy, saved, **params))
+        bits = [e.view(np.int32) for e in expected]
+        for _ in range(2):
+            inplace = x.copy()
+            assert act(inplace, out=inplace, **params) is inplace
+            np.testing.assert_array_equal(inplace.view(np.int32), bits[0])
+            inplace = dy.copy()
+            assert act.backward(inplace, saved, out=inplace, **params) is inplace
+            np.testing.assert_array_equal(inplace.view(np.int32), bits[1])
+            inplace = saved.copy()
+            assert act.backward(dy, inplace, out=inplace, **params) is inplace
+            np.testing.assert_array_equal(inplace.view(np.int32), bits[1])
+    finally:
+        fa.set_num_threads(before)
 
 
 BAD_OUTS = {

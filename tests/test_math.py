@@ -260,6 +260,30 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
         assert (zmm > 0) == wide, f"{fn.__name__}: {zmm} packed zmm instructions, wide={wide}"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["sigmoid_forward", "relu_forward", "gelu_forward"])
+def test_in_place_loops_have_no_overlap_check(name, dtype):
+    """A map's loop given out and its input as two arrays is vectorized behind a run-time check
+    that they do not overlap, which fails in place (the scalar loop then runs: 8-11x slower for
+    sigmoid and gelu); the in-place form reads and writes one array and has no such check. Both
+    forms compute the same bits in place, on a partial last vector."""
+    from fastact import registry
+    from fastact.kernels import cpu
+    fn = getattr(registry, name)
+    x = np.linspace(-30, 30, 1001).astype(dtype)
+    bits = np.int32 if dtype == np.float32 else np.int64
+    expected = np.array([fn(v) for v in x], dtype).view(bits)
+    checks = {}
+    for alias in (-1, 0):
+        kernel = _uncached_map_kernel(fn, 1, dtype=dtype, alias=alias)
+        data = x.copy()
+        cpu.call_map(kernel, [data], data, ())
+        np.testing.assert_array_equal(data.view(bits), expected)
+        llvm = "\n".join(kernel.inspect_llvm().values())
+        checks[alias] = len(re.findall(r"%(?:diff\.check|found\.conflict|bound0)", llvm))
+    assert checks[-1] > 0 and checks[0] == 0, checks
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["sigmoid_forward", "mish_forward", "softplus_forward"])
@@ -294,12 +318,14 @@ def test_streamed_forward_loops_are_vectorized_with_non_temporal_stores(name, dt
     assert not cpu.streams_forward(registry.relu_forward, 1, big)
 
 
-def _uncached_map_kernel(fn, n_arrays, streamed=False, numba_codegen=False, dtype=np.float32):
+def _uncached_map_kernel(fn, n_arrays, streamed=False, numba_codegen=False, dtype=np.float32,
+                         alias=-1):
     """The generated kernel itself (a native task: cpu.call_map runs it), compiled without the
     disk cache (cached code has no assembly to inspect); numba_codegen: with Numba's code
-    generator (kernels/_smallcode.py)."""
+    generator (kernels/_smallcode.py); alias: the in-place form (cpu.map_kernel)."""
     from fastact.kernels import cpu
-    source = cpu.map_source(fn, n_arrays, streamed, dtype).replace("cache=True", "cache=False")
+    source = cpu.map_source(fn, n_arrays, streamed, dtype, alias).replace("cache=True",
+                                                                          "cache=False")
     if numba_codegen:
         source = source.replace("from fastact.kernels._smallcode import njit",
                                 "from numba import njit")

@@ -132,6 +132,34 @@ def test_row_calls_with_an_overlapping_or_foreign_out(cpu_backend):
         fa.softmax(x, out=np.empty((6, 41), np.float32))
 
 
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_in_place_forward_and_backward(name, dtype, cpu_backend):
+    """out = x for the forward, out = grad_output or the saved output for the backward: the bits
+    of the out-of-place calls, on the hostile rows and rows whose dy reaches 2^126 (softmax's
+    float64 row path), rows enough for two threads. The Numba row kernels write such a row
+    through one view (kernels/loops.py, row_map_2)."""
+    act = getattr(fa, name)
+    before = fa.get_num_threads()
+    fa.set_num_threads(2)
+    try:
+        x = np.tile(rows(dtype, (7, 1024)), (20, 1))
+        y = act(x)
+        dy = np.resize(np.linspace(-3, 3, 1001), x.shape).astype(dtype)
+        dy[5, :3] = [3e38, -3e38, 1e38]
+        with np.errstate(all="ignore"):
+            want = act.backward(dy, y)
+        inplace = x.copy()
+        assert act(inplace, out=inplace) is inplace
+        np.testing.assert_array_equal(inplace, y)
+        for which in (0, 1):
+            inputs = [dy.copy(), y.copy()]
+            with np.errstate(all="ignore"):
+                assert act.backward(*inputs, out=inputs[which]) is inputs[which]
+            np.testing.assert_array_equal(inputs[which], want)
+    finally:
+        fa.set_num_threads(before)
+
+
 @pytest.mark.parametrize("n", [33, 1500])
 def test_log_softmax_in_place_and_overlapping_out_agree(n, dtype, cpu_backend):
     """log_softmax writes its exps into out before the last pass reads x again, except in place

@@ -413,7 +413,8 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     T = _threads
     runner = _native_functions(backend)[1]
     calls = []
-    monkeypatch.setattr(_threads, "run", lambda kernel, args, n, cost=1: calls.append((kernel, args)))
+    monkeypatch.setattr(_threads, "run",
+                        lambda kernel, args, n, cost=1: calls.append((kernel, args)) or n)
     x = np.linspace(-3, 3, 1000, dtype=np.float32)
     out = np.full_like(x, np.nan)
     with fa.backend(backend):
@@ -453,6 +454,36 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     kernel(*args, 0, 1000, 0, -1, 0)  # alone: address 0 is never touched
     np.testing.assert_array_equal(state, before)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+def test_map_callers_pick_the_in_place_task_where_out_is_an_input():
+    """The Numba backend's caller entry runs tasks[1 + k] where out is input k (the same
+    address), and where that is 0 (not compiled yet) runs tasks[0] and returns -(1 + k) for the
+    backend to compile it; otherwise it returns the size (kernels/loops.py, caller_source)."""
+    _backend_or_skip("cpu")
+    from fastact import registry
+    from fastact.kernels import cpu
+    relu = cpu.task_address(cpu.map_kernel(registry.relu_forward, 1))
+    relu_backward = cpu.task_address(cpu.map_kernel(registry.relu_backward_from_output, 2))
+    x = np.linspace(-3, 3, 1000, dtype=np.float32)
+    caller = cpu.map_caller(1, 0)
+    tasks = np.array([relu, 0], np.int64)
+    data = x.copy()
+    assert caller(tasks, data, data, (), 0, data.size, 0, -1, 0) == -1
+    np.testing.assert_array_equal(data, np.maximum(x, 0))  # tasks[0] ran
+    tasks[1] = cpu.task_address(cpu.map_kernel(registry.sigmoid_forward, 1))
+    data = x.copy()
+    assert caller(tasks, data, data, (), 0, data.size, 0, -1, 0) == data.size
+    np.testing.assert_array_equal(data, fa.sigmoid(x))  # tasks[1] ran
+    out = np.empty_like(x)
+    assert caller(tasks, x, out, (), 0, x.size, 0, -1, 0) == x.size
+    np.testing.assert_array_equal(out, np.maximum(x, 0))  # not in place: tasks[0]
+    dy = np.ones_like(x)
+    caller2 = cpu.map_caller(2, 0)  # out is input 1 (the saved output): tasks[2]
+    tasks2 = np.array([relu_backward, 0, 0], np.int64)
+    y = np.maximum(x, 0)
+    assert caller2(tasks2, dy, y, y, (), 0, y.size, 0, -1, 0) == -2
+    np.testing.assert_array_equal(y, (x > 0).astype(np.float32))
 
 
 _MEMORY_BOUND_MAPS = (

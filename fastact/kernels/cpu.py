@@ -143,15 +143,19 @@ def _pooled(loop, name, jit=_JIT):
     return loops.POOLED.format(jit=jit, name=name, params=params, loop=loop)
 
 
-def map_source(scalar_fn, n_arrays, streamed=False, dtype=np.float32):
+def map_source(scalar_fn, n_arrays, streamed=False, dtype=np.float32, alias=-1):
     """Source of the module whose ``kernel(args, start, stop)`` is the native task out[i] =
     scalar_fn(a0[i], ..., *params) for arrays of dtype, its arguments in a block at address args
-    (kernels/loops.py; ``call_map`` calls it)."""
-    loop = _loop_name(scalar_fn, n_arrays, streamed)
+    (kernels/loops.py; ``call_map`` calls it); alias = k: the form for out being input k."""
     source = _HEADER + f"from fastact.registry import {scalar_fn.__name__} as scalar\n"
-    source += _helpers(loops.INLINED.get(loop, ()), _INLINE)
     jit = "@numba." + _JIT[1:] if scalar_fn.__name__ in _NUMBA_CODEGEN else _JIT
     n_params = len(inspect.signature(scalar_fn).parameters) - n_arrays
+    if alias >= 0:
+        vectors = ("wide_vectors" if scalar_fn.__name__ in registry.arithmetic_bound_scalar_names()
+                   else "cached_map_vectors")
+        return source + loops.in_place_task_source(jit, vectors, n_arrays, n_params, dtype, alias)
+    loop = _loop_name(scalar_fn, n_arrays, streamed)
+    source += _helpers(loops.INLINED.get(loop, ()), _INLINE)
     return source + _helpers((loop,), _LOOP_JIT) + loops.task_source(jit, loop, n_arrays,
                                                                      n_params, dtype)
 
@@ -175,25 +179,28 @@ def task_address(kernel, interleave_once=False):
     return result.library.get_pointer_to_function("cfunc." + result.fndesc.llvm_func_name)
 
 
-def map_kernel(scalar_fn, n_arrays, streamed=False, dtype=np.float32):
+def map_kernel(scalar_fn, n_arrays, streamed=False, dtype=np.float32, alias=-1):
     """The compiled native task of out[i] = scalar_fn(a0[i], ..., a{n-1}[i], *params) for dtype
-    (streamed: the map_1_streamed form), a Numba dispatcher: kernel(args, start, stop)."""
-    name = (f"{scalar_fn.__name__}_{n_arrays}" + ("_streamed" if streamed else "")
+    (streamed: the map_1_streamed form; alias = k: the form for out being input k, see
+    loops.in_place_task_source), a Numba dispatcher: kernel(args, start, stop)."""
+    name = (f"{scalar_fn.__name__}_{n_arrays}"  # (in place: one loop at every size)
+            + (f"_in_place{alias}" if alias >= 0 else "_streamed" if streamed else "")
             + "_" + np.dtype(dtype).name)
-    return _load(name, map_source(scalar_fn, n_arrays, streamed, dtype)).kernel
+    return _load(name, map_source(scalar_fn, n_arrays, streamed, dtype, alias)).kernel
 
 
 def map_caller(n_arrays, n_params):
-    """call_K_P(task, *arrays, out, params, start, stop, pool, slot, seq): the caller's entry of
-    a native map task (kernels/loops.py), compiled per dtype."""
+    """call_K_P(tasks, *arrays, out, params, start, stop, pool, slot, seq): the caller's entry
+    of a native map task (kernels/loops.py), compiled per dtype."""
     return getattr(_pool_module(), f"call_{n_arrays}_{n_params}")
 
 
 def call_map(kernel, inputs, out, params, start=0, stop=None):
-    """Run a native task (map_kernel's) on [start, stop) of these arrays on this thread."""
-    address = task_address(kernel)
+    """Run a native task (map_kernel's) on [start, stop) of these arrays on this thread, as the
+    task for every call (whether or not out is an input)."""
+    tasks = np.full(len(inputs) + 1, task_address(kernel), np.int64)
     stop = out.size if stop is None else stop
-    map_caller(len(inputs), len(params))(address, *inputs, out, params, start, stop, 0, -1, 0)
+    map_caller(len(inputs), len(params))(tasks, *inputs, out, params, start, stop, 0, -1, 0)
 
 
 def row_kernel(name):
@@ -267,12 +274,21 @@ class Backend:
         key = (scalar_fn, len(inputs), out.dtype, streamed)
         found = self._maps.get(key)
         if found is None:
-            kernel = map_kernel(scalar_fn, len(inputs), streamed, out.dtype)
-            address = task_address(kernel, interleave_once=scalar_fn.__name__ not in
-                                   registry.arithmetic_bound_scalar_names())
-            found = self._maps[key] = (map_caller(len(inputs), len(params)), address)
-        caller, address = found
-        _threads.run(caller, (address, *inputs, out, params), out.size)
+            tasks = np.zeros(len(inputs) + 1, np.int64)  # the in-place forms: when first used
+            tasks[0] = self._task(key, -1)
+            found = self._maps[key] = (map_caller(len(inputs), len(params)), tasks)
+        caller, tasks = found
+        missing = _threads.run(caller, (tasks, *inputs, out, params), out.size)
+        if missing < 0:  # out was input -missing - 1, whose in-place form is not compiled yet
+            # (this call ran the general one, right but slower): compiled for the next calls
+            tasks[-missing] = self._task(key, -missing - 1)
+
+    @staticmethod
+    def _task(key, alias):
+        scalar_fn, n_arrays, dtype, streamed = key
+        return task_address(map_kernel(scalar_fn, n_arrays, streamed, dtype, alias),
+                            interleave_once=scalar_fn.__name__ not in
+                            registry.arithmetic_bound_scalar_names())
 
     def rows(self, name, args, n_rows, row_cost):
         _threads.run(row_kernel(name), args, n_rows, max(1, row_cost))

@@ -322,10 +322,40 @@ def row_max(row):
 
 def row_exp(row, best, dst):
     """dst = exp(row - best), the difference carried as a double-word (exp multiplies an error in it
-    by |row - best|). dst may be row. (Summing in this loop too kept it from vectorizing.)"""
+    by |row - best|); dst is not row (row_exp_in_place). (Summing in this loop too kept it from
+    vectorizing.)"""
     m.wide_vectors()  # helpers are optimized on their own before the kernel inlines them
     for j in range(row.size):
         dst[j] = m.exp_difference(row[j], best)
+
+
+def row_exp_in_place(row, best):
+    """row_exp(row, best, row) through one view: given two, LLVM's vectorized loop checks that
+    they do not overlap and runs its scalar loop where they do (in_place_task_source)."""
+    m.wide_vectors()
+    for j in range(row.size):
+        row[j] = m.exp_difference(row[j], best)
+
+
+def row_map_2(fn, a, b, dst, into, params):
+    """dst[j] = fn(a[j], b[j], *params) over a row, written through a's view where into is 1
+    (dst is a), b's where into is 2 (dst is b): see row_exp_in_place."""
+    m.wide_vectors()
+    if into == 1:
+        for j in range(a.size):
+            a[j] = fn(a[j], b[j], *params)
+    elif into == 2:
+        for j in range(b.size):
+            b[j] = fn(a[j], b[j], *params)
+    else:
+        for j in range(dst.size):
+            dst[j] = fn(a[j], b[j], *params)
+
+
+def into_of(dst, a, b):
+    """row_map_2's into for arrays that are all one shape: 1 where dst is a, 2 where it is b (the
+    API passes out as an input or not overlapping any), else 0."""
+    return 1 if dst.ctypes.data == a.ctypes.data else 2 if dst.ctypes.data == b.ctypes.data else 0
 
 
 def row_others(e):
@@ -374,9 +404,14 @@ FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc", "contract"},
 
 def softmax_rows(x, out, start, stop):
     m.wide_vectors()
+    in_place = out.ctypes.data == x.ctypes.data  # the API passes out = x or no overlap at all
     for r in range(start, stop):
-        row, dst = x[r], out[r]
-        row_exp(row, row_max(row), dst)
+        dst = out[r]
+        if in_place:
+            row_exp_in_place(dst, row_max(dst))
+        else:
+            row = x[r]
+            row_exp(row, row_max(row), dst)
         inverse = m.like(dst[0], 1.0 / row_sum(dst))
         for j in range(dst.size):
             dst[j] = dst[j] * inverse
@@ -395,7 +430,7 @@ def log_softmax_rows(x, out, start, stop):
     if out.ctypes.data == x.ctypes.data:  # the API passes out = x or no overlap at all
         scratch = np.empty(x.shape[1], x.dtype)
         for r in range(start, stop):
-            row, dst = x[r], out[r]
+            row = dst = out[r]  # one view (row_exp_in_place)
             best = row_max(row)
             row_exp(row, best, scratch)
             if m.is_single(best):  # 1 + the others as one float64 sum, unless they are small
@@ -449,6 +484,10 @@ def prefetch_ahead(rows, r, ahead):
 
 def softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
+    into = into_of(dx, dy, y)
+    if into != 0:  # in place: its own row loop (see log_softmax_backward_rows)
+        softmax_backward_rows_into(dy, y, into, start, stop)
+        return
     ahead = m.SOFTWARE_PREFETCH and dx.size * dx.itemsize >= m.PREFETCH_BYTES  # prefetch_ahead
     for r in range(start, stop):
         if ahead:
@@ -465,8 +504,29 @@ def softmax_backward_rows(dy, y, dx, start, stop):
                 d[j] = registry.softmax_backward_element(g[j], s[j], dot)
 
 
+def softmax_backward_rows_into(dy, y, into, start, stop):
+    m.wide_vectors()
+    ahead = m.SOFTWARE_PREFETCH and dy.size * dy.itemsize >= m.PREFETCH_BYTES
+    for r in range(start, stop):
+        g, s = dy[r], y[r]
+        if ahead:  # the output's next row: dy's or y's
+            prefetch_ahead(dy if into == 1 else y, r, dy.shape[1])
+        dot, size = row_dot(g, s)
+        if size < 2.0 ** 126 and abs(dot) < 2.0 ** 126:
+            hi = m.like(s[0], dot)
+            lo = m.like(hi, dot - hi)
+            row_map_2(registry.softmax_backward_element_split, g, s, g, into, (hi, lo))
+        else:
+            row_map_2(registry.softmax_backward_element, g, s, g, into, (dot,))
+
+
 def log_softmax_backward_rows(dy, y, dx, start, stop):
     m.wide_vectors()
+    into = into_of(dx, dy, y)
+    if into != 0:  # in place: a row loop of its own (its loops inside this row loop, beside
+        # the one below, cost the call out of place 7% in cache: rows of 1024, one thread)
+        log_softmax_backward_rows_into(dy, y, into, start, stop)
+        return
     for r in range(start, stop):
         if m.SOFTWARE_PREFETCH:
             prefetch_ahead(dy, r, dy.shape[1])
@@ -475,6 +535,16 @@ def log_softmax_backward_rows(dy, y, dx, start, stop):
         total = row_sum(g)
         for j in range(d.size):
             d[j] = registry.log_softmax_backward_element(g[j], s[j], total)
+
+
+def log_softmax_backward_rows_into(dy, y, into, start, stop):
+    m.wide_vectors()
+    for r in range(start, stop):
+        if m.SOFTWARE_PREFETCH:
+            prefetch_ahead(dy, r, dy.shape[1])
+            prefetch_ahead(y, r, y.shape[1])
+        g, s = dy[r], y[r]
+        row_map_2(registry.log_softmax_backward_element, g, s, g, into, (row_sum(g),))
 
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
@@ -588,9 +658,11 @@ def spin_until(pool, index, want, ticks):
 # loop, its arguments in a block of int64s (MAP_BLOCK: the size, the arrays' addresses, the
 # parameters as float64 from MAP_PARAMS on); a worker's run_tasks calls it through its C wrapper
 # (Numba makes one for every compiled function: "cfunc." + its name). The caller's entry,
-# call_K_P(task, *arrays, out, params, start, stop, pool, slot, seq) below, writes the block
+# call_K_P(tasks, *arrays, out, params, start, stop, pool, slot, seq) below, writes the block
 # into the pool state, tells the workers to go (pool_publish) and calls the task itself, all
-# without the GIL: the workers never need Python. Python tasks (the row kernels): the kernel is
+# without the GIL: the workers never need Python. tasks: the map's task table, [0] its task and
+# [1 + k] its in-place form for out being input k (0 until compiled; in_place_task_source).
+# Python tasks (the row kernels): the kernel is
 # called as kernel(*args, start, stop, pool, slot, seq), pool_enter before the loop, pool_leave
 # after it; their caller (slot 0) tells its workers to go from inside its compiled kernel, once
 # it has released the GIL (a worker that saw the go while the caller still held the GIL slept in
@@ -663,25 +735,58 @@ POOLED = """
 """
 
 
-def task_source(jit, loop, n_arrays, n_params, dtype):
-    """Source of a map's native task kernel(args, start, stop) for this dtype (see above)."""
+def _task_head(jit, n_arrays, dtype, skip=-1):
+    """The lines of a native task's head: its arrays (all but input skip) and its parameters."""
     like = f"np.{np.dtype(dtype).name}(0)"
     arrays = [f"a{j}" for j in range(n_arrays)] + ["out"]
     lines = [f"\n\n{jit}def kernel(args, start, stop):",
              "    block = m.array_at(args, MAP_BLOCK, np.int64(0))"]
-    lines += [f"    {a} = m.array_at(block[{j + 1}], block[0], {like})" for j, a in enumerate(arrays)]
-    lines.append(f"    values = {_MAP_VALUES}")
-    params = "".join(f"np.{np.dtype(dtype).name}(values[{j}]), " for j in range(n_params))
-    lines.append(f"    {loop}({', '.join(arrays)}, ({params}), start, stop)")
+    lines += [f"    {a} = m.array_at(block[{j + 1}], block[0], {like})"
+              for j, a in enumerate(arrays) if j != skip]
+    return lines + [f"    values = {_MAP_VALUES}"]
+
+
+def _task_params(n_params, dtype):
+    return "(" + "".join(f"np.{np.dtype(dtype).name}(values[{j}]), " for j in range(n_params)) + ")"
+
+
+def task_source(jit, loop, n_arrays, n_params, dtype):
+    """Source of a map's native task kernel(args, start, stop) for this dtype (see above)."""
+    arrays = [f"a{j}" for j in range(n_arrays)] + ["out"]
+    lines = _task_head(jit, n_arrays, dtype)
+    lines.append(f"    {loop}({', '.join(arrays)}, {_task_params(n_params, dtype)}, start, stop)")
+    return "\n".join(lines) + "\n"
+
+
+def in_place_task_source(jit, vectors, n_arrays, n_params, dtype, alias):
+    """Source of a map's native task for calls whose out is input alias (the same address), its
+    loop written with out for that input, read and written at one index through one view
+    (vectors: the math function that sets its vector width). Given two views, even of one
+    array, LLVM cannot tell that their addresses are equal (Numba's slices branch), and its
+    vectorized loop first checks at run time that they do not overlap and runs its scalar loop
+    where they do: in place, sigmoid's forward ran 8x slower, gelu's 11x (AMD Zen 4, 2^14
+    elements, one thread; bench/NOTES.md). Plain stores at every size: in place, each line is in
+    the cache already (read by the same iteration), which is what the streamed loops avoid."""
+    lines = _task_head(jit, n_arrays, dtype, skip=alias)
+    lines += [f"    params = {_task_params(n_params, dtype)}",
+              f"    m.{vectors}()",
+              "    out = out[start:stop]"]
+    lines += [f"    a{j} = a{j}[start:stop]" for j in range(n_arrays) if j != alias]
+    inputs = ", ".join("out[i]" if j == alias else f"a{j}[i]" for j in range(n_arrays))
+    lines += ["    for i in range(out.size):",
+              f"        out[i] = scalar({inputs}, *params)"]
     return "\n".join(lines) + "\n"
 
 
 def caller_source(jit, n_arrays, n_params):
     """Source of call_K_P, the caller's entry of a native map task with K input arrays and P
     parameters (see above): task(block, start, stop) with the block in the pool state (slot 0)
-    or its own (a call alone, or a test's call as a worker, which then marks itself done)."""
+    or its own (a call alone, or a test's call as a worker, which then marks itself done). The
+    task is tasks[0], or tasks[1 + k] where out is input k; where that in-place form is not
+    compiled yet (0), tasks[0] runs (right, slower) and the call returns -(1 + k) for the
+    caller to compile it (cpu.Backend.map); else it returns the size."""
     arrays = [f"a{j}" for j in range(n_arrays)] + ["out"]
-    lines = [f"\n\n{jit}def call_{n_arrays}_{n_params}(task, {', '.join(arrays)}, params, start, "
+    lines = [f"\n\n{jit}def call_{n_arrays}_{n_params}(tasks, {', '.join(arrays)}, params, start, "
              "stop, pool, slot, seq):",
              "    if slot == 0:",
              "        block = m.array_at(pool + 8 * m.atomic_load(pool, 2), MAP_BLOCK, np.int64(0))",
@@ -689,7 +794,15 @@ def caller_source(jit, n_arrays, n_params):
              "        block = np.empty(MAP_BLOCK, np.int64)",
              "    block[0] = out.size"]
     lines += [f"    block[{j + 1}] = {a}.ctypes.data" for j, a in enumerate(arrays)]
-    lines.append("    args = block.ctypes.data")
+    lines += ["    args = block.ctypes.data",
+              "    task = tasks[0]",
+              "    wanted = 0"]
+    for j in reversed(range(n_arrays)):  # the first input that is out wins
+        lines += [f"    if block[{j + 1}] == block[{n_arrays + 1}]:",
+                  f"        if tasks[{j + 1}] != 0:",
+                  f"            task, wanted = tasks[{j + 1}], 0",
+                  "        else:",
+                  f"            task, wanted = tasks[0], {j + 1}"]
     if n_params:
         lines.append(f"    values = {_MAP_VALUES}")
         lines += [f"    values[{j}] = params[{j}]" for j in range(n_params)]
@@ -697,7 +810,8 @@ def caller_source(jit, n_arrays, n_params):
               "        pool_publish(pool, task, args, seq)",
               "    m.call_task(task, args, start, stop)",
               "    pool_leave(pool, slot, seq)",
-              "    return block[0]  # keeps a block of its own alive through the call"]
+              "    # (block used after the call: a block of its own stays alive through it)",
+              "    return block[0] if wanted == 0 else -wanted"]
     return "\n".join(lines) + "\n"
 
 
@@ -705,5 +819,7 @@ ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "prelu_forward_cols"
                "prelu_backward_cols", "softmax_rows", "log_softmax_rows",
                "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
                "maxout_backward_rows")
-HELPERS = ("prefetch_ahead", "stream_row", "row_grad_weight", "row_max", "row_exp", "row_others",
-           "row_dot", "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
+HELPERS = ("prefetch_ahead", "stream_row", "row_grad_weight", "row_max", "row_exp",
+           "row_exp_in_place", "row_map_2", "into_of", "softmax_backward_rows_into",
+           "log_softmax_backward_rows_into", "row_others", "row_dot", "row_sum", "group_max",
+           "maxout_forward_groups", "maxout_backward_groups")
