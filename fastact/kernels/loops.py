@@ -189,6 +189,9 @@ def map_3(a0, a1, a2, out, params, start, stop):
 # sizes: this source is copied into another module.)
 
 def prelu_forward_rows(x, weight, out, start, stop):
+    if out.ctypes.data == x.ctypes.data:  # in place (the API passes no other overlap)
+        prelu_forward_rows_in_place(out, weight, start, stop)
+        return
     channels = weight.size
     stream = out.size * out.itemsize >= m.STREAM_BYTES
     buffer = np.empty(2048 if stream else 0, out.dtype)
@@ -212,6 +215,10 @@ def prelu_backward_rows(dy, x, weight, dx, grad_weight_rows, start, stop):
     """dx, and per row the sum of dy*x over x <= 0 (the rows' sums are added per channel later),
     in blocks of 2048 so that the sum and dx read the inputs from memory once (a whole row's
     sum first, then its dx, read long rows twice: 55% of the roofline at 2^26)."""
+    into = into_of(dx, dy, x)
+    if into != 0:
+        prelu_backward_rows_into(dy, x, weight, grad_weight_rows, into, start, stop)
+        return
     channels = weight.size
     stream = dx.size * dx.itemsize >= m.STREAM_BYTES
     buffer = np.empty(2048 if stream else 0, dx.dtype)
@@ -238,6 +245,12 @@ def prelu_forward_cols(x, weight, out, start, stop):
     rows hold whole periods of the channel pattern (weight is the per-channel weights repeated
     to a row's length): x of shape (N, C), or with a short extent after the channels, where one
     row per (sample, channel) ran a loop a few elements long (0.6 GB/s for (2^16, 1024))."""
+    if out.ctypes.data == x.ctypes.data:  # in place
+        for r in range(start, stop):
+            d = out[r]  # one view (row_exp_in_place)
+            for j in range(d.size):
+                d[j] = registry.leaky_relu_forward(d[j], weight[j])
+        return
     stream = out.size * out.itemsize >= m.STREAM_BYTES
     buffer = np.empty(2048 if stream else 0, out.dtype)
     for r in range(start, stop):
@@ -260,6 +273,10 @@ def prelu_backward_cols(dy, x, weight, dx, partial, block_rows, start, stop):
     column sums of dy*x over x <= 0 in partial[b] (the blocks are what the threads split, so
     each partial row has one writer; the caller adds them up per channel). A row goes by
     2048-element pieces, each piece's sums first (dx may be dy or x) and then its dx."""
+    into = into_of(dx, dy, x)
+    if into != 0:
+        prelu_backward_cols_into(dy, x, weight, partial, block_rows, into, start, stop)
+        return
     stream = dx.size * dx.itemsize >= m.STREAM_BYTES
     buffer = np.empty(2048 if stream else 0, dx.dtype)
     for b in range(start, stop):
@@ -280,6 +297,52 @@ def prelu_backward_cols(dy, x, weight, dx, partial, block_rows, start, stop):
                         d[j] = registry.leaky_relu_backward(g[j], v[j], w[j])
     if stream:
         m.store_fence()
+
+
+def prelu_backward_cols_into(dy, x, weight, partial, block_rows, into, start, stop):
+    """prelu_backward_cols for dx = dy (into 1) or x (into 2), dx written through one view
+    (row_exp_in_place; the branch inside prelu_backward_cols's loop cost its calls out of place
+    4% in cache)."""
+    for b in range(start, stop):
+        acc = partial[b]
+        acc[:] = 0.0
+        for r in range(b * block_rows, min((b + 1) * block_rows, dy.shape[0])):
+            for c in range(0, dy.shape[1], 2048):
+                g, v = dy[r, c:c + 2048], x[r, c:c + 2048]
+                w, a = weight[c:c + 2048], acc[c:c + 2048]
+                for j in range(g.size):
+                    a[j] += np.float64(registry.prelu_grad_weight_term(g[j], v[j]))
+                if into == 1:
+                    for j in range(g.size):
+                        g[j] = registry.leaky_relu_backward(g[j], v[j], w[j])
+                else:
+                    for j in range(v.size):
+                        v[j] = registry.leaky_relu_backward(g[j], v[j], w[j])
+
+
+def prelu_forward_rows_in_place(x, weight, start, stop):
+    """prelu_forward_rows for out = x, through one view (row_exp_in_place); plain stores (the
+    lines are in the cache, read by the same loop)."""
+    channels = weight.size
+    for r in range(start, stop):
+        w = weight[r % channels]
+        d = x[r]
+        for j in range(d.size):
+            d[j] = registry.leaky_relu_forward(d[j], w)
+
+
+def prelu_backward_rows_into(dy, x, weight, grad_weight_rows, into, start, stop):
+    """prelu_backward_rows for dx = dy (into 1) or x (into 2): each block's sum first, then its
+    dx through one view (row_map_2)."""
+    channels = weight.size
+    for r in range(start, stop):
+        w = weight[r % channels]
+        total = 0.0
+        for b in range(0, dy.shape[1], 2048):
+            g, v = dy[r, b:b + 2048], x[r, b:b + 2048]
+            total += row_grad_weight(g, v)
+            row_map_2(registry.leaky_relu_backward, g, v, g, into, (w,))
+        grad_weight_rows[r] = total
 
 
 def stream_row(d, buffer):
@@ -821,5 +884,6 @@ ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "prelu_forward_cols"
                "maxout_backward_rows")
 HELPERS = ("prefetch_ahead", "stream_row", "row_grad_weight", "row_max", "row_exp",
            "row_exp_in_place", "row_map_2", "into_of", "softmax_backward_rows_into",
-           "log_softmax_backward_rows_into", "row_others", "row_dot", "row_sum", "group_max",
-           "maxout_forward_groups", "maxout_backward_groups")
+           "log_softmax_backward_rows_into", "prelu_forward_rows_in_place",
+           "prelu_backward_rows_into", "prelu_backward_cols_into", "row_others", "row_dot",
+           "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
