@@ -456,6 +456,38 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     np.testing.assert_array_equal(out, np.maximum(x, 0))
 
 
+def test_an_in_place_loop_that_fails_to_compile_leaves_the_general_one(monkeypatch):
+    """The Numba backend compiles a kernel's in-place loop after the first in-place call has
+    written its result with the general loop: if that compile fails, the result stands, a
+    warning says so, and later in-place calls run the general loop (no retry, no error)."""
+    _backend_or_skip("cpu")
+    from fastact import registry
+    from fastact.kernels import cpu
+    x = np.linspace(-30, 30, 1001, dtype=np.float32)
+    want = fa.sigmoid(x)
+    general = cpu.Backend._task
+    asked = []
+
+    def failing(key, alias):
+        asked.append(alias)
+        if alias >= 0:
+            raise RuntimeError("no compiler today")
+        return general(key, alias)
+
+    monkeypatch.setattr(cpu.Backend, "_task", staticmethod(failing))
+    backend = cpu.Backend()
+    data = x.copy()
+    with pytest.warns(RuntimeWarning, match="in-place loop of sigmoid_forward did not compile"):
+        backend.map(registry.sigmoid_forward, [data], data, ())
+    np.testing.assert_array_equal(data, want)
+    (_, tasks), = backend._maps.values()
+    assert tasks[1] == tasks[0] != 0
+    data = x.copy()
+    backend.map(registry.sigmoid_forward, [data], data, ())  # no warning, no second try
+    np.testing.assert_array_equal(data, want)
+    assert asked == [-1, 0]
+
+
 def test_map_callers_pick_the_in_place_task_where_out_is_an_input():
     """The Numba backend's caller entry runs tasks[1 + k] where out is input k (the same
     address), and where that is 0 (not compiled yet) runs tasks[0] and returns -(1 + k) for the

@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -281,7 +282,13 @@ class Backend:
         missing = _threads.run(caller, (tasks, *inputs, out, params), out.size)
         if missing < 0:  # out was input -missing - 1, whose in-place form is not compiled yet
             # (this call ran the general one, right but slower): compiled for the next calls
-            tasks[-missing] = self._task(key, -missing - 1)
+            try:
+                tasks[-missing] = self._task(key, -missing - 1)
+            except Exception as e:  # this call's result is written: keep the general task
+                tasks[-missing] = tasks[0]
+                warnings.warn(f"fastact: the in-place loop of {scalar_fn.__name__} did not "
+                              f"compile ({type(e).__name__}: {e}); in-place calls of it run "
+                              "the general loop", RuntimeWarning, stacklevel=3)
 
     @staticmethod
     def _task(key, alias):
