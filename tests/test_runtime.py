@@ -495,15 +495,18 @@ def test_map_callers_pick_the_in_place_task_where_out_is_an_input():
     _backend_or_skip("cpu")
     from fastact import registry
     from fastact.kernels import cpu
-    relu = cpu.task_address(cpu.map_kernel(registry.relu_forward, 1))
-    relu_backward = cpu.task_address(cpu.map_kernel(registry.relu_backward_from_output, 2))
+    def general(fn, n_arrays):  # as the backend compiles it (and caches it on disk)
+        return cpu.Backend._task((fn, n_arrays, np.dtype(np.float32), False), -1)
+
+    relu = general(registry.relu_forward, 1)
+    relu_backward = general(registry.relu_backward_from_output, 2)
     x = np.linspace(-3, 3, 1000, dtype=np.float32)
     caller = cpu.map_caller(1, 0)
     tasks = np.array([relu, 0], np.int64)
     data = x.copy()
     assert caller(tasks, data, data, (), 0, data.size, 0, -1, 0) == -1
     np.testing.assert_array_equal(data, np.maximum(x, 0))  # tasks[0] ran
-    tasks[1] = cpu.task_address(cpu.map_kernel(registry.sigmoid_forward, 1))
+    tasks[1] = cpu.Backend._task((registry.sigmoid_forward, 1, np.dtype(np.float32), False), -1)
     data = x.copy()
     assert caller(tasks, data, data, (), 0, data.size, 0, -1, 0) == data.size
     np.testing.assert_array_equal(data, fa.sigmoid(x))  # tasks[1] ran
@@ -516,6 +519,27 @@ def test_map_callers_pick_the_in_place_task_where_out_is_an_input():
     y = np.maximum(x, 0)
     assert caller2(tasks2, dy, y, y, (), 0, y.size, 0, -1, 0) == -2
     np.testing.assert_array_equal(y, (x > 0).astype(np.float32))
+
+
+def test_in_place_calls_fill_the_task_table_with_their_own_forms():
+    """After in-place calls through the API, the backend's task table of each kernel holds a
+    task of its own for each input that was out (not 0, not the general task), and only there."""
+    _backend_or_skip("cpu")
+    from fastact import _backends, registry
+    x = np.linspace(-3, 3, 5000, dtype=np.float32)
+    dy = np.ones_like(x)
+    with fa.backend("cpu"):
+        for _ in range(2):
+            a = x.copy()
+            fa.gelu(a, out=a)
+            g = dy.copy()
+            fa.gelu.backward(g, x, out=g)
+    maps = _backends.get("cpu")._maps
+    key = (np.dtype(np.float32), False)  # (dtype, streamed)
+    _, forward = maps[(registry.gelu_forward, 1, *key)]
+    _, backward = maps[(registry.gelu_backward_from_input, 2, *key)]
+    assert forward[1] not in (0, forward[0])
+    assert backward[1] not in (0, backward[0]) and backward[2] == 0
 
 
 _MEMORY_BOUND_MAPS = (

@@ -333,7 +333,7 @@ def prelu_forward_rows_in_place(x, weight, start, stop):
 
 def prelu_backward_rows_into(dy, x, weight, grad_weight_rows, into, start, stop):
     """prelu_backward_rows for dx = dy (into 1) or x (into 2): each block's sum first, then its
-    dx through one view (row_map_2)."""
+    dx through one view (row_exp_in_place; LLVM's vector width, as the other prelu loops)."""
     channels = weight.size
     for r in range(start, stop):
         w = weight[r % channels]
@@ -341,7 +341,12 @@ def prelu_backward_rows_into(dy, x, weight, grad_weight_rows, into, start, stop)
         for b in range(0, dy.shape[1], 2048):
             g, v = dy[r, b:b + 2048], x[r, b:b + 2048]
             total += row_grad_weight(g, v)
-            row_map_2(registry.leaky_relu_backward, g, v, g, into, (w,))
+            if into == 1:
+                for j in range(g.size):
+                    g[j] = registry.leaky_relu_backward(g[j], v[j], w)
+            else:
+                for j in range(v.size):
+                    v[j] = registry.leaky_relu_backward(g[j], v[j], w)
         grad_weight_rows[r] = total
 
 
@@ -400,24 +405,21 @@ def row_exp_in_place(row, best):
         row[j] = m.exp_difference(row[j], best)
 
 
-def row_map_2(fn, a, b, dst, into, params):
-    """dst[j] = fn(a[j], b[j], *params) over a row, written through a's view where into is 1
-    (dst is a), b's where into is 2 (dst is b): see row_exp_in_place."""
+def row_map_2(fn, a, b, into, params):
+    """a[j] = fn(a[j], b[j], *params) over a row where into is 1 (the output is a), else b[j] =
+    the same (the output is b): through one view, see row_exp_in_place."""
     m.wide_vectors()
     if into == 1:
         for j in range(a.size):
             a[j] = fn(a[j], b[j], *params)
-    elif into == 2:
+    else:
         for j in range(b.size):
             b[j] = fn(a[j], b[j], *params)
-    else:
-        for j in range(dst.size):
-            dst[j] = fn(a[j], b[j], *params)
 
 
 def into_of(dst, a, b):
-    """row_map_2's into for arrays that are all one shape: 1 where dst is a, 2 where it is b (the
-    API passes out as an input or not overlapping any), else 0."""
+    """The in-place case of a row kernel whose arrays are all one shape: 1 where dst is a, 2 where
+    it is b (the API passes out as an input or not overlapping any), else 0."""
     return 1 if dst.ctypes.data == a.ctypes.data else 2 if dst.ctypes.data == b.ctypes.data else 0
 
 
@@ -578,9 +580,9 @@ def softmax_backward_rows_into(dy, y, into, start, stop):
         if size < 2.0 ** 126 and abs(dot) < 2.0 ** 126:
             hi = m.like(s[0], dot)
             lo = m.like(hi, dot - hi)
-            row_map_2(registry.softmax_backward_element_split, g, s, g, into, (hi, lo))
+            row_map_2(registry.softmax_backward_element_split, g, s, into, (hi, lo))
         else:
-            row_map_2(registry.softmax_backward_element, g, s, g, into, (dot,))
+            row_map_2(registry.softmax_backward_element, g, s, into, (dot,))
 
 
 def log_softmax_backward_rows(dy, y, dx, start, stop):
@@ -607,7 +609,7 @@ def log_softmax_backward_rows_into(dy, y, into, start, stop):
             prefetch_ahead(dy, r, dy.shape[1])
             prefetch_ahead(y, r, y.shape[1])
         g, s = dy[r], y[r]
-        row_map_2(registry.log_softmax_backward_element, g, s, g, into, (row_sum(g),))
+        row_map_2(registry.log_softmax_backward_element, g, s, into, (row_sum(g),))
 
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
@@ -821,23 +823,35 @@ def task_source(jit, loop, n_arrays, n_params, dtype):
     return "\n".join(lines) + "\n"
 
 
-def in_place_task_source(jit, vectors, n_arrays, n_params, dtype, alias):
+def in_place_task_source(jit, vectors, n_arrays, n_params, dtype, alias, prefetched=False):
     """Source of a map's native task for calls whose out is input alias (the same address), its
     loop written with out for that input, read and written at one index through one view
-    (vectors: the math function that sets its vector width). Given two views, even of one
-    array, LLVM cannot tell that their addresses are equal (Numba's slices branch), and its
-    vectorized loop first checks at run time that they do not overlap and runs its scalar loop
-    where they do: in place, sigmoid's forward ran 8x slower, gelu's 11x (AMD Zen 4, 2^14
-    elements, one thread; bench/NOTES.md). Plain stores at every size: in place, each line is in
-    the cache already (read by the same iteration), which is what the streamed loops avoid."""
+    (vectors: the math function that sets its vector width; prefetched: in 512-element blocks,
+    the inputs' lines hinted 2048 elements ahead where math.SOFTWARE_PREFETCH, as the
+    arithmetic-bound loops do). Given two views, even of one array, LLVM cannot tell that their
+    addresses are equal (Numba's slices branch), and its vectorized loop first checks at run
+    time that they do not overlap and runs its scalar loop where they do: in place, sigmoid's
+    forward ran 8-11x slower, gelu's 11-15x (AMD Zen 4, 2^14 elements, one thread;
+    bench/NOTES.md). Plain stores at every size: in place, each line is in the cache already
+    (read by the same iteration), which is what the streamed loops avoid."""
+    views = ["out" if j == alias else f"a{j}" for j in range(n_arrays)]
     lines = _task_head(jit, n_arrays, dtype, skip=alias)
     lines += [f"    params = {_task_params(n_params, dtype)}",
               f"    m.{vectors}()",
               "    out = out[start:stop]"]
     lines += [f"    a{j} = a{j}[start:stop]" for j in range(n_arrays) if j != alias]
-    inputs = ", ".join("out[i]" if j == alias else f"a{j}[i]" for j in range(n_arrays))
-    lines += ["    for i in range(out.size):",
-              f"        out[i] = scalar({inputs}, *params)"]
+    inputs = ", ".join(f"{v}[i]" for v in views)
+    if not prefetched:
+        lines += ["    for i in range(out.size):",
+                  f"        out[i] = scalar({inputs}, *params)"]
+        return "\n".join(lines) + "\n"
+    lines += ["    for b in range(0, out.size, 512):",
+              "        if m.SOFTWARE_PREFETCH:",
+              "            for i in range(b + 2048, b + 2560, 64 // out.itemsize):"]
+    lines += [f"                m.prefetch({v}, i)" for v in sorted(set(views))]
+    lines += [f"        {v}_ = {v}[b:b + 512]" for v in sorted(set(views))]
+    lines += ["        for i in range(out_.size):",
+              f"            out_[i] = scalar({', '.join(f'{v}_[i]' for v in views)}, *params)"]
     return "\n".join(lines) + "\n"
 
 
@@ -873,8 +887,8 @@ def caller_source(jit, n_arrays, n_params):
               "        pool_publish(pool, task, args, seq)",
               "    m.call_task(task, args, start, stop)",
               "    pool_leave(pool, slot, seq)",
-              "    # (block used after the call: a block of its own stays alive through it)",
-              "    return block[0] if wanted == 0 else -wanted"]
+              "    size = block[0]  # (read after the call: a block of its own lives through it)",
+              "    return size if wanted == 0 else -wanted"]
     return "\n".join(lines) + "\n"
 
 
