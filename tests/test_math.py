@@ -293,6 +293,7 @@ def test_in_place_loops_compute_the_general_bits(prefetch, monkeypatch):
     from fastact import registry
     from fastact.kernels import cpu
     from conftest import hostile
+    cpu.map_caller(1, 0)  # the pool module loaded first: its cache directory is the real one
     monkeypatch.setattr(cpu.loops.m, "SOFTWARE_PREFETCH", prefetch)  # read when compiled
     x = np.resize(hostile(np.float32), 5000 + 77)
     dy = np.resize(np.linspace(-2, 2, 999, dtype=np.float32), x.size)
