@@ -63,9 +63,41 @@ def get_num_threads():
 # registers both (set_spinner).
 IDLE_SPIN_TICKS = 130_000  # after a chunk, for the next one: ~50 us at 2.6 GHz
 WAIT_SPIN_TICKS = 6_000_000  # the caller, for its workers: ~2 ms, then it blocks
+YIELD_SPIN_TICKS = 130_000  # ... giving its CPU away every ~50 us of it (_spin_wait)
 RUN_IDLE, RUN_PYTHON, RUN_NOTIFY = 0, 1, 2
 _spin = _runner = None
 _spin_provider = None
+
+# Placement. The AMD Zen 4 VM this was measured on runs a kernel that packs threads onto few
+# virtual CPUs while the machine is lightly loaded (its command line has sched_vcpu_pack): a
+# worker that slept through a pause of a few milliseconds was often woken onto its caller's CPU,
+# where the two took turns (each spinning while the other waited to run) and the scheduler did
+# not part them. 2^20-element relu backwards on two threads in bursts of 30 calls, 40 ms apart:
+# 480-560 us a call (CPU time 1.0x wall time, the other CPU idle) against 140-220 once moved
+# (fastact/bench/NOTES.md, tenth session). So a caller that wakes a worker which went to sleep on
+# the caller's own CPU first takes that CPU out of the worker's affinity, and the worker puts
+# its own affinity back before it next sleeps: no thread stays pinned, and the calls that do not
+# wake a worker pay nothing. The two also meet on one CPU while awake (the scheduler moved one);
+# there the caller's wait gives its CPU away every ~50 us (_spin_wait), so that they take turns
+# sooner (alone, that measured 340-380 us a call: the work still ran on one CPU).
+_cpu_reader = None  # sched_getcpu() of the C library, or False where there is none
+
+
+def _current_cpu():
+    """The CPU the calling thread runs on, or -1 where that cannot be read."""
+    global _cpu_reader
+    if _cpu_reader is None:
+        _cpu_reader = False
+        if hasattr(os, "sched_setaffinity"):
+            try:
+                import ctypes
+                reader = ctypes.CDLL(None).sched_getcpu
+                reader.restype, reader.argtypes = ctypes.c_int, []
+                if reader() >= 0:
+                    _cpu_reader = reader
+            except Exception:  # noqa: BLE001  no such C library function: placement is left alone
+                pass
+    return _cpu_reader() if _cpu_reader else -1
 
 # The pool state, an int64 array that native code gets as its address: [0] the workers of the
 # current call, [1] IDLE_SPIN_TICKS, [2] where the arguments of a call's native task start (the
@@ -143,9 +175,13 @@ class _Worker:
         self._wake = threading.Semaphore(0)
         self._finished = threading.Condition(threading.Lock())
         self._task = self._error = None
+        self._tid = None  # the thread's id for the scheduler (set by the thread)
+        self._cpu = -1  # where it last went to sleep
+        self._affinity = None  # the affinity to take back before it next sleeps (Placement)
         threading.Thread(target=self._loop, name="fastact", daemon=True).start()
 
     def _loop(self):
+        self._tid = threading.get_native_id()
         (state, address), slot = self._pool, self.slot
         go, done = self._go_index, self._done_index
         asleep = go + POOL_ASLEEP
@@ -173,6 +209,10 @@ class _Worker:
                 with self._finished:
                     self._finished.notify()
             elif why == RUN_IDLE:  # asleep (a runner marked that, then looked for a go again)
+                affinity, self._affinity = self._affinity, None
+                if affinity is not None:  # a caller moved it off its CPU: take every CPU back
+                    _set_affinity(0, affinity)
+                self._cpu = _current_cpu()
                 state[asleep] = 1
                 if state[go] <= last:
                     self._wake.acquire()
@@ -185,7 +225,20 @@ class _Worker:
         state[go + POOL_TASK] = 0  # a native kernel's caller writes its task over this
         state[go + POOL_START], state[go + POOL_STOP] = lo, hi
         if state[go + POOL_ASLEEP]:
+            if self._cpu >= 0 and self._cpu == _current_cpu():
+                self._leave_cpu(self._cpu)
             self._wake.release()
+
+    def _leave_cpu(self, cpu):
+        """Take cpu (its caller's, where it sleeps) out of the sleeping worker's affinity until
+        it next sleeps (Placement above)."""
+        try:
+            affinity = os.sched_getaffinity(self._tid)
+            if len(affinity) > 1:
+                _set_affinity(self._tid, affinity - {cpu})
+                self._affinity = affinity
+        except (OSError, TypeError):  # the thread is gone, or not yet started
+            pass
 
     def wait(self, seq):
         """Until the chunk of call seq is done; its exception, if it raised one."""
@@ -197,7 +250,7 @@ class _Worker:
             if state[asleep]:  # it went to sleep just as the caller's kernel told it to go
                 self._wake.release()
             spin = _spin
-            if spin is None or not spin(address, done, seq, WAIT_SPIN_TICKS):
+            if spin is None or not _spin_wait(spin, address, done, seq):
                 with self._finished:
                     state[self._go_index + POOL_WAITING] = seq
                     while state[done] < seq:
@@ -207,6 +260,33 @@ class _Worker:
         self._task = None  # (a native task left it: the call's arrays would stay alive)
         error, self._error = self._error, None
         return error
+
+
+def _spin_wait(spin, address, index, want):
+    """spin(address, index, want, WAIT_SPIN_TICKS), but giving the CPU away (sched_yield) after
+    every YIELD_SPIN_TICKS of it: a worker that shares its caller's CPU (Placement above) then
+    runs its chunk at the first yield instead of after the caller's whole budget (such calls of
+    2^20 elements took 3.3 ms, 80-110 of 1200 calls in bursts; 0-4 with the yields)."""
+    budget = WAIT_SPIN_TICKS
+    while True:
+        step = min(YIELD_SPIN_TICKS, budget)
+        if spin(address, index, want, step):
+            return True
+        budget -= step
+        if budget <= 0:
+            return False
+        if _yield is not None:
+            _yield()
+
+
+_yield = getattr(os, "sched_yield", None)
+
+
+def _set_affinity(tid, cpus):
+    try:
+        os.sched_setaffinity(tid, cpus)
+    except OSError:  # e.g. a CPU taken out of the process's set meanwhile: leave it as it is
+        pass
 
 
 def _forget_pool_after_fork():

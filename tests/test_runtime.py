@@ -322,6 +322,91 @@ def test_pool_spin_wait_sees_another_threads_store_and_gives_up_after_its_budget
     assert not waiter.is_alive() and result == [True]
 
 
+def test_pool_wait_gives_the_cpu_away_between_parts_of_its_spin_budget(monkeypatch):
+    """The caller's wait for a worker (_threads._spin_wait): the spin budget WAIT_SPIN_TICKS in
+    parts of at most YIELD_SPIN_TICKS with a sched_yield between parts (a worker on the caller's
+    CPU gets to run), True as soon as a part sees the value, False once the budget is spent, and
+    a zero budget still looks once (the tests that make every caller block rely on it)."""
+    from fastact import _threads
+    yields, parts = [], []
+
+    def never(address, index, want, ticks):
+        parts.append(ticks)
+        return False
+    monkeypatch.setattr(_threads, "_yield", lambda: yields.append(len(parts)))
+    monkeypatch.setattr(_threads, "WAIT_SPIN_TICKS", 1_000_000)
+    monkeypatch.setattr(_threads, "YIELD_SPIN_TICKS", 300_000)
+    assert not _threads._spin_wait(never, 0, 0, 1)
+    assert parts == [300_000, 300_000, 300_000, 100_000] and yields == [1, 2, 3]
+    parts.clear(), yields.clear()
+    assert _threads._spin_wait(lambda *a: never(*a) or len(parts) == 3, 0, 0, 1)
+    assert parts == [300_000] * 3 and yields == [1, 2]
+    parts.clear(), yields.clear()
+    monkeypatch.setattr(_threads, "WAIT_SPIN_TICKS", 0)
+    assert not _threads._spin_wait(never, 0, 0, 1)
+    assert parts == [0] and yields == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs thread affinity and two CPUs")
+def test_a_worker_asleep_on_its_callers_cpu_is_woken_elsewhere_and_takes_its_cpus_back():
+    """Placement (fastact/_threads.py): a caller that wakes a worker which went to sleep on the
+    caller's CPU takes that CPU out of the worker's affinity, so its chunk runs on another CPU,
+    and the worker has its whole affinity back once it sleeps again. Here the caller is a thread
+    held on one CPU and the worker is made to fall asleep there (held too, then let go)."""
+    import time
+    from fastact import _threads
+    if _threads._current_cpu() < 0:
+        pytest.skip("no sched_getcpu")
+    cpus = os.sched_getaffinity(0)
+    here = min(cpus)
+    n = 4 * _threads.PARALLEL_THRESHOLD
+    seen = {}
+
+    def where(lo, hi, pool, slot, seq):  # a plain Python kernel: each chunk notes its CPUs
+        seen[slot] = (_threads._current_cpu(), os.sched_getaffinity(0))
+
+    def asleep(worker):
+        state = _threads._pool[0]
+        deadline = time.monotonic() + 10
+        while not (state[worker._go_index + _threads.POOL_ASLEEP] and worker._affinity is None):
+            assert time.monotonic() < deadline, "the worker did not go to sleep"
+            time.sleep(0.001)
+
+    def caller():
+        os.sched_setaffinity(0, {here})  # this thread only
+        _threads.run(where, (), n)
+        worker = _threads._workers[0]
+        os.sched_setaffinity(worker._tid, {here})  # one CPU: nothing to take out of it
+        _threads.run(where, (), n)
+        asleep(worker)
+        assert worker._cpu == here and seen[1] == (here, {here})
+        os.sched_setaffinity(worker._tid, cpus)  # asleep on here, free to run anywhere
+        _threads.run(where, (), n)
+        result.append((seen[0], seen[1]))
+        asleep(worker)
+        result.append(os.sched_getaffinity(worker._tid))
+
+    before = fa.get_num_threads()
+    result = []
+    try:
+        fa.set_num_threads(2)
+        thread = threading.Thread(target=caller, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        fa.set_num_threads(before)
+        for worker in list(_threads._workers):
+            if worker._tid is not None:
+                os.sched_setaffinity(worker._tid, cpus)
+    assert len(result) == 2, "the caller thread failed (its assertion above)"
+    ((caller_cpu, _), (worker_cpu, worker_cpus)), affinity = result
+    assert caller_cpu == here
+    assert worker_cpus == cpus - {here} and worker_cpu != here
+    assert affinity == cpus
+
+
 def test_pool_waits_for_a_chunk_slower_than_the_spin_budget():
     """A worker's chunk that outlasts the caller's spinning (here 50 ms): the caller blocks in the
     lock and still sees every index done."""
