@@ -175,13 +175,15 @@ class _Worker:
         self._wake = threading.Semaphore(0)
         self._finished = threading.Condition(threading.Lock())
         self._task = self._error = None
-        self._tid = None  # the thread's id for the scheduler (set by the thread)
+        self._tid = self._home = None  # set by the thread: its id, its CPUs when it started
         self._cpu = -1  # where it last went to sleep
-        self._affinity = None  # the affinity to take back before it next sleeps (Placement)
+        self._moved = False  # a caller took a CPU out of its affinity (Placement above)
         threading.Thread(target=self._loop, name="fastact", daemon=True).start()
 
     def _loop(self):
         self._tid = threading.get_native_id()
+        if hasattr(os, "sched_getaffinity"):
+            self._home = os.sched_getaffinity(0)
         (state, address), slot = self._pool, self.slot
         go, done = self._go_index, self._done_index
         asleep = go + POOL_ASLEEP
@@ -209,9 +211,9 @@ class _Worker:
                 with self._finished:
                     self._finished.notify()
             elif why == RUN_IDLE:  # asleep (a runner marked that, then looked for a go again)
-                affinity, self._affinity = self._affinity, None
-                if affinity is not None:  # a caller moved it off its CPU: take every CPU back
-                    _set_affinity(0, affinity)
+                if self._moved:  # a caller moved it off its CPU: take every CPU back
+                    self._moved = False
+                    _set_affinity(0, self._home)
                 self._cpu = _current_cpu()
                 state[asleep] = 1
                 if state[go] <= last:
@@ -231,14 +233,12 @@ class _Worker:
 
     def _leave_cpu(self, cpu):
         """Take cpu (its caller's, where it sleeps) out of the sleeping worker's affinity until
-        it next sleeps (Placement above)."""
-        try:
-            affinity = os.sched_getaffinity(self._tid)
-            if len(affinity) > 1:
-                _set_affinity(self._tid, affinity - {cpu})
-                self._affinity = affinity
-        except (OSError, TypeError):  # the thread is gone, or not yet started
-            pass
+        it next sleeps, when it takes back the CPUs it started with (Placement above; a race
+        with that only undoes one move or repeats one restore)."""
+        home = self._home
+        if home and home - {cpu}:
+            _set_affinity(self._tid, home - {cpu})
+            self._moved = True
 
     def wait(self, seq):
         """Until the chunk of call seq is done; its exception, if it raised one."""

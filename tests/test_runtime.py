@@ -353,7 +353,8 @@ def test_a_worker_asleep_on_its_callers_cpu_is_woken_elsewhere_and_takes_its_cpu
     """Placement (fastact/_threads.py): a caller that wakes a worker which went to sleep on the
     caller's CPU takes that CPU out of the worker's affinity, so its chunk runs on another CPU,
     and the worker has its whole affinity back once it sleeps again. Here the caller is a thread
-    held on one CPU and the worker is made to fall asleep there (held too, then let go)."""
+    held on one CPU and the worker is made to fall asleep there (held there, as if it had started
+    there, then let go)."""
     import time
     from fastact import _threads
     if _threads._current_cpu() < 0:
@@ -366,25 +367,28 @@ def test_a_worker_asleep_on_its_callers_cpu_is_woken_elsewhere_and_takes_its_cpu
     def where(lo, hi, pool, slot, seq):  # a plain Python kernel: each chunk notes its CPUs
         seen[slot] = (_threads._current_cpu(), os.sched_getaffinity(0))
 
-    def asleep(worker):
+    def asleep(worker, affinity, cpu):  # (cpu: where it noted it fell asleep; None: anywhere)
         state = _threads._pool[0]
         deadline = time.monotonic() + 10
-        while not (state[worker._go_index + _threads.POOL_ASLEEP] and worker._affinity is None):
-            assert time.monotonic() < deadline, "the worker did not go to sleep"
+        while not (state[worker._go_index + _threads.POOL_ASLEEP] and cpu in (None, worker._cpu)
+                   and os.sched_getaffinity(worker._tid) == affinity):
+            assert time.monotonic() < deadline, "the worker did not sleep with that affinity"
             time.sleep(0.001)
 
     def caller():
         os.sched_setaffinity(0, {here})  # this thread only
         _threads.run(where, (), n)
         worker = _threads._workers[0]
-        os.sched_setaffinity(worker._tid, {here})  # one CPU: nothing to take out of it
+        worker._home = {here}  # one CPU: nothing to take out of it
+        os.sched_setaffinity(worker._tid, {here})
         _threads.run(where, (), n)
-        asleep(worker)
-        assert worker._cpu == here and seen[1] == (here, {here})
-        os.sched_setaffinity(worker._tid, cpus)  # asleep on here, free to run anywhere
+        asleep(worker, {here}, here)
+        assert seen[1] == (here, {here})
+        worker._home = cpus  # asleep on here, free to run anywhere
+        os.sched_setaffinity(worker._tid, cpus)
         _threads.run(where, (), n)
         result.append((seen[0], seen[1]))
-        asleep(worker)
+        asleep(worker, cpus, None)
         result.append(os.sched_getaffinity(worker._tid))
 
     before = fa.get_num_threads()
@@ -399,6 +403,7 @@ def test_a_worker_asleep_on_its_callers_cpu_is_woken_elsewhere_and_takes_its_cpu
         fa.set_num_threads(before)
         for worker in list(_threads._workers):
             if worker._tid is not None:
+                worker._home = cpus
                 os.sched_setaffinity(worker._tid, cpus)
     assert len(result) == 2, "the caller thread failed (its assertion above)"
     ((caller_cpu, _), (worker_cpu, worker_cpus)), affinity = result
