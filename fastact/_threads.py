@@ -177,6 +177,7 @@ class _Worker:
         self._task = self._error = None
         self._tid = self._home = None  # set by the thread: its id, its CPUs when it started
         self._cpu = -1  # where it last went to sleep
+        self._sleeping = False  # past its restore, in (or about to enter) its semaphore's wait
         self._moved = False  # a caller took a CPU out of its affinity (Placement above)
         threading.Thread(target=self._loop, name="fastact", daemon=True).start()
 
@@ -217,7 +218,9 @@ class _Worker:
                 self._cpu = _current_cpu()
                 state[asleep] = 1
                 if state[go] <= last:
+                    self._sleeping = True  # a caller may move it from here on
                     self._wake.acquire()
+                    self._sleeping = False
                 state[asleep] = 0
 
     def start(self, kernel, args, lo, hi, seq):
@@ -227,14 +230,14 @@ class _Worker:
         state[go + POOL_TASK] = 0  # a native kernel's caller writes its task over this
         state[go + POOL_START], state[go + POOL_STOP] = lo, hi
         if state[go + POOL_ASLEEP]:
-            if self._cpu >= 0 and self._cpu == _current_cpu():
+            if self._sleeping and self._cpu >= 0 and self._cpu == _current_cpu():
                 self._leave_cpu(self._cpu)
             self._wake.release()
 
     def _leave_cpu(self, cpu):
         """Take cpu (its caller's, where it sleeps) out of the sleeping worker's affinity until
-        it next sleeps, when it takes back the CPUs it started with (Placement above; a race
-        with that only undoes one move or repeats one restore)."""
+        it next sleeps, when it takes back the CPUs it started with (Placement above). Only a
+        worker past that restore is moved (_sleeping), so no move is undone before its chunk."""
         home = self._home
         if home and home - {cpu}:
             _set_affinity(self._tid, home - {cpu})

@@ -368,9 +368,8 @@ def test_a_worker_asleep_on_its_callers_cpu_is_woken_elsewhere_and_takes_its_cpu
         seen[slot] = (_threads._current_cpu(), os.sched_getaffinity(0))
 
     def asleep(worker, affinity, cpu):  # (cpu: where it noted it fell asleep; None: anywhere)
-        state = _threads._pool[0]
         deadline = time.monotonic() + 10
-        while not (state[worker._go_index + _threads.POOL_ASLEEP] and cpu in (None, worker._cpu)
+        while not (worker._sleeping and cpu in (None, worker._cpu)
                    and os.sched_getaffinity(worker._tid) == affinity):
             assert time.monotonic() < deadline, "the worker did not sleep with that affinity"
             time.sleep(0.001)
