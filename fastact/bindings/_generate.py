@@ -446,13 +446,19 @@ def _map_loop(name, arrays, n_args, dtype):
 
     def body(params, function=name):
         at_i, at_qj, at_ij = (call(j, params, function) for j in ("i", "q + j", "i + j"))
-        loop = f"""#pragma omp simd
-        for (int64_t i = lo; i < hi; i++) out[i] = {at_i};"""
+        # the elements before out's first 64-byte boundary first, one at a time (kernels/loops.py,
+        # ALIGNED): NumPy's large arrays start 16 bytes past one
+        head = f"""int64_t h = lo;
+    if ((uintptr_t)out % sizeof({real}) == 0)
+        for (; h < hi && ((uintptr_t)(out + h) & 63); h++) out[h] = {call("h", params, function)};
+    """
+        loop = head + f"""#pragma omp simd
+        for (int64_t i = h; i < hi; i++) out[i] = {at_i};"""
         streamed = ""
         if prefetched:
             prefetch = "".join(f"            if (FA_SOFTWARE_PREFETCH) "
                                f"__builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
-            loop = f"""for (int64_t b = lo; b < hi; b += 512) {{
+            loop = head + f"""for (int64_t b = h; b < hi; b += 512) {{
             int64_t e = b + 512 < hi ? b + 512 : hi;
             for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
 {prefetch}        }}
