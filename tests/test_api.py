@@ -109,6 +109,53 @@ def test_in_place_twice_on_hostile_inputs_on_two_threads(case, cpu_backend):
         fa.set_num_threads(before)
 
 
+def _at(values, offset):
+    """A copy of values starting offset elements past a 64-byte boundary (offset < 0: one byte
+    past it, an array whose address is no multiple of its item size)."""
+    size = values.size * values.itemsize
+    raw = np.zeros(size + 2 * 64 + values.itemsize, np.uint8)
+    start = -raw.ctypes.data % 64
+    start += 1 if offset < 0 else offset * values.itemsize
+    view = raw[start:start + size].view(values.dtype)
+    view[...] = values
+    return view
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["relu", "threshold", "hardtanh", "sigmoid", "gelu", "silu"])
+def test_every_start_and_length_gives_the_aligned_result(name, dtype, cpu_backend):
+    """The map loops compute the elements before out's first 64-byte boundary on their own, then
+    run their vector loop (kernels/loops.py, ALIGNED; the C loops alike): arrays starting 0-16
+    elements past a boundary (and one byte past: no element aligned), lengths ending inside that
+    head, just after it and in the vector loop, out of place, with out at another offset than
+    the inputs, and in place (forward, and backward into grad_output; each in-place call twice:
+    the general loop, then the in-place one): bitwise what 64-byte aligned arrays give."""
+    act = getattr(fa, name)
+    params = {"threshold": 0.1, "value": -2.0} if name == "threshold" else {}
+    lanes = 64 // np.dtype(dtype).itemsize
+    base = np.resize(hostile(dtype, kinks(name, params)), 1000)
+    grad = np.resize(np.linspace(-3, 3, 101, dtype=dtype), base.size)
+    for n in (1, 3, lanes - 1, lanes, lanes + 1, 2 * lanes + 7, 100, 1000):
+        x, dy = base[:n], grad[:n]
+        _, saved = forward_and_saved(name, params, _at(x, 0))
+        forward = act(_at(x, 0), **params).view(f"u{x.itemsize}")
+        backward = act.backward(_at(dy, 0), _at(saved, 0), **params).view(f"u{x.itemsize}")
+        for offset in [-1, *range(lanes + 1)]:
+            xs, dys, ss = _at(x, offset), _at(dy, offset), _at(saved, offset)
+            got = [act(xs, **params), act.backward(dys, ss, **params),
+                   act(xs, out=_at(x, (offset + 3) % lanes), **params)]
+            for _ in range(2):
+                got.append(act(_at(x, offset), out=None, **params))
+                inplace = _at(x, offset)
+                got.append(act(inplace, out=inplace, **params))
+                inplace = _at(dy, offset)
+                got.append(act.backward(inplace, ss, out=inplace, **params))
+            for k, result in enumerate(got):
+                expected = backward if k in (1, 5, 8) else forward
+                np.testing.assert_array_equal(result.view(expected.dtype), expected,
+                                              err_msg=f"n={n} offset={offset} call {k}")
+
+
 BAD_OUTS = {
     "shape": (lambda x: np.zeros(x.size + 1, x.dtype), ValueError),
     "dtype": (lambda x: np.zeros(x.shape, np.float64), TypeError),

@@ -158,8 +158,9 @@ def map_source(scalar_fn, n_arrays, streamed=False, dtype=np.float32, alias=-1):
         vectors = ("wide_vectors" if wide else "cached_map_vectors" if n_arrays == 2
                    else "narrow_vectors")
         prefetched = wide and n_arrays <= 2 and loops.m.SOFTWARE_PREFETCH
-        return source + loops.in_place_task_source(jit, vectors, n_arrays, n_params, dtype, alias,
-                                                   prefetched)
+        return source + loops.in_place_task_source(
+            jit, vectors, n_arrays, n_params, dtype, alias, prefetched,
+            aligned=scalar_fn.__name__ not in loops.UNALIGNED_IN_PLACE)
     loop = _loop_name(scalar_fn, n_arrays, streamed)
     source += _helpers(loops.INLINED.get(loop, ()), _INLINE)
     return source + _helpers((loop,), _LOOP_JIT) + loops.task_source(jit, loop, n_arrays,
