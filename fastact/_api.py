@@ -132,10 +132,14 @@ def _fast_path_ok(inputs, out):
     if out is None:
         return True
     if type(out) is not np.ndarray or out.dtype is not dtype or out.strides != strides or (
-            out.shape != shape) or not out.flags.writeable:
+            out.shape != shape):
         return False
-    for a in inputs:
-        if out is not a and np.may_share_memory(out, a):
+    out_flags = out.flags
+    if not out_flags.writeable:
+        return False
+    for a in inputs:  # two arrays that each own their memory are two allocations: no overlap
+        if out is not a and not (out_flags.owndata and a.flags.owndata) and (
+                np.may_share_memory(out, a)):  # (~0.2 us; the owndata test ~0.05)
             return False
     return True
 
@@ -147,11 +151,14 @@ def elementwise(name, scalar_fn, inputs, params, out):
         if chosen != "cuda":
             x = inputs[0]
             result = np.empty_like(x) if out is None else out  # x's layout, C or F
-            if x.size:  # ravel in memory order: a view of each (one layout, checked above)
-                order = "C" if x.flags.c_contiguous else "F"
+            if x.size:
                 params = tuple(map(x.dtype.type, params)) if params else ()
-                _backends.get(chosen).map(scalar_fn, [a.ravel(order) for a in inputs],
-                                          result.ravel(order), params)
+                if x.ndim == 1:  # (each ravel ~0.06 us)
+                    _backends.get(chosen).map(scalar_fn, inputs, result, params)
+                else:  # ravel in memory order: a view of each (one layout, checked above)
+                    order = "C" if x.flags.c_contiguous else "F"
+                    _backends.get(chosen).map(scalar_fn, [a.ravel(order) for a in inputs],
+                                              result.ravel(order), params)
             return result
     gpu = gpu_backend(name, [*inputs, out])
     if gpu is not None:

@@ -259,6 +259,10 @@ def _compile_interleaved_once(kernel, signature):
             llvm.set_option("fastact", "-force-vector-interleave=0")  # 0: the cost model's choice
 
 
+_STREAM_BYTES = loops.m.STREAM_BYTES
+_SPLIT_SIZE = 2 * _threads.PARALLEL_THRESHOLD  # below it _threads.run calls on this thread
+
+
 class Backend:
     """The interface the API layer calls (the C backend has the same one)."""
     name = "cpu"
@@ -276,7 +280,8 @@ class Backend:
         """out[i] = scalar_fn(*inputs[i], *params): the inputs and out C-contiguous, of out's dtype
         and size (the API layer's guarantee: the tasks take their addresses and out.size)."""
         # (the size first: most calls are smaller, and the call itself costs them ~0.1 us)
-        streamed = (out.nbytes >= loops.m.STREAM_BYTES
+        size = out.size
+        streamed = (size * out.itemsize >= _STREAM_BYTES
                     and streamed_loop(scalar_fn, len(inputs), out))
         key = (scalar_fn, len(inputs), out.dtype, streamed)
         found = self._maps.get(key)
@@ -285,7 +290,10 @@ class Backend:
             tasks[0] = self._task(key, -1)
             found = self._maps[key] = (map_caller(len(inputs), len(params)), tasks)
         caller, tasks = found
-        missing = _threads.run(caller, (tasks, *inputs, out, params), out.size)
+        if size < _SPLIT_SIZE:  # one thread (_threads.run's short way, without its call)
+            missing = caller(tasks, *inputs, out, params, 0, size, 0, -1, 0)
+        else:
+            missing = _threads.run(caller, (tasks, *inputs, out, params), size)
         if missing < 0:  # out was input -missing - 1, whose in-place form is not compiled yet
             # (this call ran the general one, right but slower): compiled for the next calls
             try:
