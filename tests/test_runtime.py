@@ -504,6 +504,8 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     calls = []
     monkeypatch.setattr(_threads, "run",
                         lambda kernel, args, n, cost=1: calls.append((kernel, args)) or n)
+    from fastact.kernels import cpu  # (its calls below the split size skip _threads.run)
+    monkeypatch.setattr(cpu, "_SPLIT_SIZE", 0)
     x = np.linspace(-3, 3, 1000, dtype=np.float32)
     out = np.full_like(x, np.nan)
     with fa.backend(backend):
