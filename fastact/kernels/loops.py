@@ -34,7 +34,7 @@ def map_1(a0, out, params, start, stop):
     # knows, and the wraparound select on every access kept the loop scalar (1.5 Gelem/s for relu).
     stream = out.size * out.itemsize >= m.STREAM_BYTES  # the whole output, not this chunk
     a0, out = a0[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED below)
+    head = m.aligned_head(out)  # (ALIGNED above)
     for i in range(head):
         out[i] = scalar(a0[i], *params)
     end = head
@@ -59,7 +59,7 @@ def map_2_cached(a0, a1, out, params, start, stop):
     forwards keep map_1 at every size: 512 bits measured no better for them in L3."""
     m.cached_map_vectors()
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED below)
+    head = m.aligned_head(out)  # (ALIGNED above)
     for i in range(head):
         out[i] = scalar(a0[i], a1[i], *params)
     a0, a1, out = a0[head:], a1[head:], out[head:]
@@ -78,7 +78,7 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
     into map_2 and map_2_wide: their vector widths are theirs."""
     stream = out.size * out.itemsize >= m.STREAM_BYTES
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED below)
+    head = m.aligned_head(out)  # (ALIGNED above)
     for i in range(head):
         out[i] = scalar(a0[i], a1[i], *params)
     end = head
@@ -137,7 +137,7 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
 def map_1_prefetched(a0, out, params, start, stop):
     m.wide_vectors()
     a0, out = a0[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED below)
+    head = m.aligned_head(out)  # (ALIGNED above)
     for i in range(head):
         out[i] = scalar(a0[i], *params)
     a0, out = a0[head:], out[head:]
@@ -199,7 +199,7 @@ INLINED = {"map_2": ("map_2_body",), "map_2_wide": ("map_2_body",)}
 def map_3(a0, a1, a2, out, params, start, stop):
     m.narrow_vectors()
     a0, a1, a2, out = a0[start:stop], a1[start:stop], a2[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED below)
+    head = m.aligned_head(out)  # (ALIGNED above)
     for i in range(head):
         out[i] = scalar(a0[i], a1[i], a2[i], *params)
     a0, a1, a2, out = a0[head:], a1[head:], a2[head:], out[head:]
