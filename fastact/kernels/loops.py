@@ -17,10 +17,10 @@ scalar = None  # bound per generated module
 
 # --- elementwise: out[i] = scalar(a0[i], ..., *params) ------------------------------------------------
 
-# ALIGNED. Each map loop first computes the elements before out's first 64-byte boundary on their
-# own (m.aligned_head), so that its vector loop stores whole cache lines, and, where the inputs
-# start at the same offset as out (NumPy's large arrays all start 16 bytes past a boundary),
-# loads them too: a 512-bit access at such an offset touches two lines, a 256-bit one every other
+# ALIGNED. A map's task (task_source below) runs its loop twice: on the elements before out's
+# first 64-byte boundary (m.aligned_head), then from there, so that the vector loop stores whole
+# cache lines, and, where the inputs start at the same offset as out (NumPy's large arrays all
+# start 16 bytes past a boundary), loads them too: a 512-bit access at such an offset touches two lines, a 256-bit one every other
 # time. AMD Zen 4 VM, 2^18 elements (in L3), one thread, ratio to PyTorch on the same arrays:
 # relu / hardtanh / sigmoid backward 0.93 / 0.85 / 0.95 -> 1.05 / 0.98-1.04 / 1.04, relu /
 # hardtanh / leaky_relu forward 0.86 / 0.90 / 0.95 -> 0.90 / 0.97 / 1.04-1.15, silu backward
@@ -34,10 +34,9 @@ def map_1(a0, out, params, start, stop):
     # knows, and the wraparound select on every access kept the loop scalar (1.5 Gelem/s for relu).
     stream = out.size * out.itemsize >= m.STREAM_BYTES  # the whole output, not this chunk
     a0, out = a0[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED above)
+    head = m.aligned_head(out) if stream else out.size
     for i in range(head):
         out[i] = scalar(a0[i], *params)
-    end = head
     if stream:
         buffer = np.empty(512, out.dtype)
         end = head + (out.size - head) // 512 * 512
@@ -46,10 +45,9 @@ def map_1(a0, out, params, start, stop):
             for i in range(512):
                 buffer[i] = scalar(x[i], *params)
             m.stream_block(out, block, buffer)
-    x, y = a0[end:], out[end:]
-    for i in range(y.size):
-        y[i] = scalar(x[i], *params)
-    if stream:
+        x, y = a0[end:], out[end:]
+        for i in range(y.size):
+            y[i] = scalar(x[i], *params)
         m.store_fence()
 
 
@@ -59,10 +57,6 @@ def map_2_cached(a0, a1, out, params, start, stop):
     forwards keep map_1 at every size: 512 bits measured no better for them in L3."""
     m.cached_map_vectors()
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED above)
-    for i in range(head):
-        out[i] = scalar(a0[i], a1[i], *params)
-    a0, a1, out = a0[head:], a1[head:], out[head:]
     for i in range(out.size):
         out[i] = scalar(a0[i], a1[i], *params)
 
@@ -78,10 +72,9 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
     into map_2 and map_2_wide: their vector widths are theirs."""
     stream = out.size * out.itemsize >= m.STREAM_BYTES
     a0, a1, out = a0[start:stop], a1[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED above)
+    head = m.aligned_head(out) if stream else out.size
     for i in range(head):
         out[i] = scalar(a0[i], a1[i], *params)
-    end = head
     if stream:
         buffer = np.empty(512, out.dtype)
         end = head + (out.size - head) // 512 * 512
@@ -93,10 +86,9 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
             for i in range(512):
                 buffer[i] = scalar(x0[i], x1[i], *params)
             m.stream_block(out, block, buffer)
-    x0, x1, y = a0[end:], a1[end:], out[end:]
-    for i in range(y.size):
-        y[i] = scalar(x0[i], x1[i], *params)
-    if stream:
+        x0, x1, y = a0[end:], a1[end:], out[end:]
+        for i in range(y.size):
+            y[i] = scalar(x0[i], x1[i], *params)
         m.store_fence()
 
 
@@ -137,10 +129,6 @@ def map_2_body(a0, a1, out, params, start, stop, page_ahead):
 def map_1_prefetched(a0, out, params, start, stop):
     m.wide_vectors()
     a0, out = a0[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED above)
-    for i in range(head):
-        out[i] = scalar(a0[i], *params)
-    a0, out = a0[head:], out[head:]
     for block in range(0, out.size, 512):
         if m.SOFTWARE_PREFETCH:
             for i in range(block + 2048, block + 2560, 64 // a0.itemsize):  # one per cache line
@@ -199,10 +187,6 @@ INLINED = {"map_2": ("map_2_body",), "map_2_wide": ("map_2_body",)}
 def map_3(a0, a1, a2, out, params, start, stop):
     m.narrow_vectors()
     a0, a1, a2, out = a0[start:stop], a1[start:stop], a2[start:stop], out[start:stop]
-    head = m.aligned_head(out)  # (ALIGNED above)
-    for i in range(head):
-        out[i] = scalar(a0[i], a1[i], a2[i], *params)
-    a0, a1, a2, out = a0[head:], a1[head:], a2[head:], out[head:]
     for i in range(out.size):
         out[i] = scalar(a0[i], a1[i], a2[i], *params)
 
@@ -842,10 +826,14 @@ def _task_params(n_params, dtype):
 
 
 def task_source(jit, loop, n_arrays, n_params, dtype):
-    """Source of a map's native task kernel(args, start, stop) for this dtype (see above)."""
+    """Source of a map's native task kernel(args, start, stop) for this dtype (see above): its
+    loop on the part of [start, stop) before out's first 64-byte boundary, then on the rest
+    (ALIGNED above)."""
     arrays = [f"a{j}" for j in range(n_arrays)] + ["out"]
+    call = f"    {loop}({', '.join(arrays)}, {_task_params(n_params, dtype)}, "
     lines = _task_head(jit, n_arrays, dtype)
-    lines.append(f"    {loop}({', '.join(arrays)}, {_task_params(n_params, dtype)}, start, stop)")
+    lines += ["    head = start + m.aligned_head(out[start:stop])",
+              call + "start, head)", call + "head, stop)"]
     return "\n".join(lines) + "\n"
 
 
