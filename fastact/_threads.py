@@ -101,11 +101,12 @@ def _current_cpu():
 
 # The pool state, an int64 array that native code gets as its address: [0] the workers of the
 # current call, [1] IDLE_SPIN_TICKS, [2] where the arguments of a call's native task start (the
-# caller's copy, POOL_ARGS_SIZE int64s, after the last worker slot); per worker slot w >= 1, on
+# caller's copy, POOL_ARGS_SIZE int64s, after the last worker slot), [3] whether callers take
+# chunks back (POOL_TAKE_BACK, Taking back below); per worker slot w >= 1, on
 # its own cache line at POOL_STRIDE * w: its go counter, then the call's task (0: a Python task),
 # the task's arguments' address, its start and stop, and the call a caller sleeps for
-# (POOL_WAITING); POOL_DONE further (another line, written by the worker): its done counter and
-# whether it sleeps (POOL_ASLEEP). The kernels read this layout from here (kernels/loops.py,
+# (POOL_WAITING); POOL_DONE further (another line, written by the worker): its done counter,
+# whether it sleeps (POOL_ASLEEP) and its claim (POOL_CLAIM). The kernels read this layout from here (kernels/loops.py,
 # bindings/_generate.py). A call's number (_seq) only grows: a worker goes once its go counter
 # passes the last call it ran, and a call is done once every worker's done counter reaches its
 # number.
@@ -113,6 +114,21 @@ POOL_STRIDE = 16
 POOL_TASK, POOL_TASK_ARGS, POOL_START, POOL_STOP, POOL_WAITING = 1, 2, 3, 4, 5
 POOL_DONE = 8
 POOL_ASLEEP = POOL_DONE + 1
+POOL_CLAIM = POOL_DONE + 2
+POOL_TAKE_BACK = 3  # in the caller's slot (0)
+
+# Taking back. A worker that has not begun its chunk by the time its caller has finished its own
+# has been late for as long as that chunk took (asleep, or its CPU busy with another thread: on
+# the Zen 4 VM, calls right after a PyTorch op, whose OpenMP workers spin ~10 ms, or after a
+# pause); waiting for it cannot end sooner than computing its chunk then and there. So each
+# worker slot has a claim: the worker, seeing its go for call seq, raises the claim to seq (an
+# atomic max) before it touches the task, and a native caller, its own chunk done, raises it
+# too for each worker not done yet: whichever raised it from below seq runs the chunk, and a
+# caller that did marks it done. A worker that lost its claim goes on to its next go without
+# touching the call's arrays, which its caller may have handed back to Python already. The
+# native callers take chunks back (the Numba backend's maps: kernels/loops.py's pool_take_back;
+# the C backend's every task) where the workers claim, i.e. wait in a native runner
+# (state[POOL_TAKE_BACK]); Python tasks are never taken back.
 POOL_ARGS_SIZE = 32  # int64s: the largest task arguments (C's structs, the Numba map block)
 _pool = None  # (array, address)
 _retired = []  # earlier pool states, kept alive: a retired worker may still touch its own
@@ -157,6 +173,7 @@ def _new_pool(slots):
         _retired.append(_pool)
     array = pool_state(slots)
     array[1] = IDLE_SPIN_TICKS
+    array[POOL_TAKE_BACK] = _runner is not None  # (Taking back above)
     _pool = (array, array.ctypes.data)
 
 

@@ -489,6 +489,30 @@ def test_back_to_back_parallel_calls_are_correct(backend, spinning, monkeypatch)
             state[1] = _threads.IDLE_SPIN_TICKS
 
 
+def _relu_call_and_a_pool(backend, monkeypatch, slots):
+    """(kernel, args, runner, x, out, state): the compiled map kernel and arguments of a relu
+    call on x (1000 elements) into out (NaN), the backend's runner, and a pool state for workers
+    1..slots whose call has two workers, 1 on [100, 500) and 2 on [500, 1000), with a short
+    idle spin (fastact/_threads.py, kernels/loops.py)."""
+    _backend_or_skip(backend)
+    from fastact import _threads as T
+    from fastact.kernels import cpu  # (its calls below the split size skip _threads.run)
+    runner = _native_functions(backend)[1]
+    calls = []
+    monkeypatch.setattr(T, "run", lambda kernel, args, n, cost=1: calls.append((kernel, args)) or n)
+    monkeypatch.setattr(cpu, "_SPLIT_SIZE", 0)
+    x = np.linspace(-3, 3, 1000, dtype=np.float32)
+    out = np.full_like(x, np.nan)
+    with fa.backend(backend):
+        fa.relu(x, out=out)
+    (kernel, args), = calls
+    state = T.pool_state(slots)
+    state[0], state[1] = 2, 1000
+    for w, (lo, hi) in ((1, (100, 500)), (2, (500, 1000))):
+        state[w * T.POOL_STRIDE + T.POOL_START], state[w * T.POOL_STRIDE + T.POOL_STOP] = lo, hi
+    return kernel, args, runner, x, out, state
+
+
 @pytest.mark.parametrize("backend", ["cpu", "c"])
 def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     """A compiled map kernel called as a split call's caller (slot 0) gives each worker of the
@@ -497,26 +521,9 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     without Python and marks it done, and returns why it stopped: asleep when no next go came
     within its idle budget, its caller waiting, or a go for a Python task (task 0). Called alone
     (slot -1, no pool) the kernel touches no pool (fastact/_threads.py, kernels/loops.py)."""
-    _backend_or_skip(backend)
-    from fastact import _threads
-    T = _threads
-    runner = _native_functions(backend)[1]
-    calls = []
-    monkeypatch.setattr(_threads, "run",
-                        lambda kernel, args, n, cost=1: calls.append((kernel, args)) or n)
-    from fastact.kernels import cpu  # (its calls below the split size skip _threads.run)
-    monkeypatch.setattr(cpu, "_SPLIT_SIZE", 0)
-    x = np.linspace(-3, 3, 1000, dtype=np.float32)
-    out = np.full_like(x, np.nan)
-    with fa.backend(backend):
-        fa.relu(x, out=out)
-    (kernel, args), = calls
-    stride = T.POOL_STRIDE
-    state = T.pool_state(3)
-    address = state.ctypes.data
-    state[0], state[1] = 2, 1000  # two workers; a short idle spin
-    for w, (lo, hi) in ((1, (100, 500)), (2, (500, 1000))):
-        state[w * stride + T.POOL_START], state[w * stride + T.POOL_STOP] = lo, hi
+    from fastact import _threads as T
+    kernel, args, runner, x, out, state = _relu_call_and_a_pool(backend, monkeypatch, 3)
+    stride, address = T.POOL_STRIDE, state.ctypes.data
     kernel(*args, 0, 100, address, 0, 5)
     assert state[stride] == 5 and state[2 * stride] == 5  # workers 1 and 2 told to go
     task = state[stride + T.POOL_TASK]
@@ -545,6 +552,100 @@ def test_kernels_do_the_pools_hand_off_in_native_code(backend, monkeypatch):
     kernel(*args, 0, 1000, 0, -1, 0)  # alone: address 0 is never touched
     np.testing.assert_array_equal(state, before)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "c"])
+def test_a_caller_takes_back_the_ranges_its_workers_have_not_claimed(backend, monkeypatch):
+    """Taking back (fastact/_threads.py): a native map kernel called as a split call's caller
+    (slot 0), its own range done, claims and computes the range of each worker of the call that
+    has not claimed its own (here worker 1) and marks it done; a range its worker claimed (worker
+    2) it leaves. Worker 1's runner, seeing its go for that call afterwards, finds its claim
+    taken and passes over it without touching the arrays. With the pool's take-back flag off (a
+    pool whose workers do not claim) see test_kernels_do_the_pools_hand_off_in_native_code."""
+    from fastact import _threads as T
+    kernel, args, runner, x, out, state = _relu_call_and_a_pool(backend, monkeypatch, 2)
+    stride, address = T.POOL_STRIDE, state.ctypes.data
+    state[T.POOL_TAKE_BACK] = 1
+    state[2 * stride + T.POOL_CLAIM] = 5  # worker 2 claimed call 5 (and is computing it)
+    kernel(*args, 0, 100, address, 0, 5)
+    np.testing.assert_array_equal(out[:500], np.maximum(x[:500], 0))
+    assert np.isnan(out[500:]).all()
+    assert state[stride + T.POOL_CLAIM] == 5 and state[stride + T.POOL_DONE] == 5
+    assert state[2 * stride + T.POOL_DONE] == 0
+    out[:] = -7.0  # the caller has its result: nothing may be written into it now
+    assert runner(address, 1, 0) == 4 * 5 + T.RUN_IDLE  # passed over call 5, then no go
+    assert (out == -7.0).all()
+    assert state[stride + T.POOL_DONE] == 5 and state[stride + T.POOL_ASLEEP] == 1
+
+
+class _Wake:
+    """A worker's semaphore around the real one: counts releases and the worker's acquires, and
+    loses the releases while ``lost`` (a worker that stays asleep, as one that the scheduler
+    leaves waiting would)."""
+
+    def __init__(self, real):
+        self.real, self.lost, self.releases, self.acquires = real, True, 0, 0
+
+    def release(self):
+        self.releases += 1
+        if not self.lost:
+            self.real.release()
+
+    def acquire(self, *args):
+        self.acquires += 1
+        return self.real.acquire(*args)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "c"])
+def test_a_call_whose_worker_never_wakes_ends_and_the_late_worker_writes_nothing(backend):
+    """A split call whose worker sleeps through it (its wake-up lost) still ends, with the whole
+    result, its caller having taken the worker's range back; when the worker does wake later it
+    touches none of that call's arrays, and the next calls are right (fastact/_threads.py,
+    Taking back). Without taking back the call would wait for the worker forever."""
+    import time
+    _backend_or_skip(backend)
+    from fastact import _threads as T
+    n = 4 * T.PARALLEL_THRESHOLD + 37
+    x = np.random.default_rng(3).standard_normal(n).astype(np.float32) * 4
+    before = fa.get_num_threads()
+    try:
+        with fa.backend(backend):
+            fa.set_num_threads(1)
+            expected = fa.sigmoid(x)
+            fa.set_num_threads(2)
+            fa.sigmoid(x)  # the pool and its worker exist
+            worker = T._workers[0]
+            state = worker._pool[0]
+            deadline = time.monotonic() + 10
+            while not (worker._sleeping and state[worker._go_index + T.POOL_ASLEEP]):
+                assert time.monotonic() < deadline, "the worker did not go to sleep"
+                time.sleep(0.001)
+            real = worker._wake  # (it waits in this one's acquire now)
+            worker._wake = wake = _Wake(real)
+            out = np.full_like(x, np.nan)
+            done = []
+
+            def call():
+                with fa.backend(backend):
+                    fa.sigmoid(x, out=out)
+                done.append(True)
+            caller = threading.Thread(target=call, daemon=True)
+            caller.start()
+            caller.join(60)
+            assert done, "the call waited for a worker that was never woken"
+            assert wake.releases >= 1 and wake.acquires == 0  # it slept through the call
+            np.testing.assert_array_equal(out, expected)
+            out[:] = -7.0
+            wake.lost = False
+            real.release()  # it wakes now, late, passes over that call and sleeps again
+            deadline = time.monotonic() + 10
+            while not wake.acquires:
+                assert time.monotonic() < deadline, "the worker did not wake and sleep again"
+                time.sleep(0.001)
+            assert (out == -7.0).all()
+            np.testing.assert_array_equal(fa.sigmoid(x), expected)
+    finally:
+        fa.set_num_threads(before)
 
 
 def test_an_in_place_loop_that_fails_to_compile_leaves_the_general_one(monkeypatch):

@@ -12,9 +12,9 @@ import re
 import struct
 
 from fastact import registry
-from fastact._threads import (POOL_ARGS_SIZE, POOL_ASLEEP, POOL_DONE, POOL_START, POOL_STOP,
-                              POOL_STRIDE, POOL_TASK, POOL_TASK_ARGS, POOL_WAITING,
-                              RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
+from fastact._threads import (POOL_ARGS_SIZE, POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_START,
+                              POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
+                              POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,13 +142,25 @@ typedef void (*fa_range_fn)(const void *args, int64_t lo, int64_t hi);
 
 int fa_spin_until(intptr_t pool, int64_t index, int64_t want, int64_t ticks);
 
+/* Raise *claim to seq if it is lower; 1 if this call did (the thread pool's claims:
+   fastact/_threads.py, Taking back). */
+static inline int fa_claim(int64_t *claim, int64_t seq) {
+    int64_t old = __atomic_load_n(claim, __ATOMIC_SEQ_CST);
+    while (old < seq)
+        if (__atomic_compare_exchange_n(claim, &old, seq, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            return 1;
+    return 0;
+}
+
 /* fn(args, lo, hi) over [start, stop) on the calling thread: fastact's thread pool (shared with
    the Numba backend) splits a large call into ranges; no OpenMP runtime (PyTorch ships its own
    libgomp, whose spinning team a linked C backend shared once torch was imported). The pool's
    hand-off (fastact/_threads.py, kernels/loops.py): the caller (slot 0) copies the arguments into
    the pool state and gives each worker of the call fn and that copy, then its go; the workers'
-   native loop (fa_run_tasks) calls fn without Python. A worker called here (slot >= 1: a test's
-   call) marks its range done. Slot -1: a call on one thread. */
+   native loop (fa_run_tasks) calls fn without Python. The caller, its range done, computes the
+   range of each worker that has not claimed its own yet and marks it done (Taking back). A
+   worker called here (slot >= 1: a test's call) marks its range done. Slot -1: a call on one
+   thread. */
 static void fa_range_sized(fa_range_fn fn, const void *args, size_t size, int64_t start,
                            int64_t stop, intptr_t pool, int64_t slot, int64_t seq) {
     int64_t *state = (int64_t *)pool;
@@ -163,6 +175,17 @@ static void fa_range_sized(fa_range_fn fn, const void *args, size_t size, int64_
         }
     }
     if (stop > start) fn(args, start, stop);
+    if (slot == 0 && __atomic_load_n(state + FA_POOL_TAKE_BACK, __ATOMIC_RELAXED)) {
+        for (int64_t w = 1; w <= __atomic_load_n(state, __ATOMIC_ACQUIRE); w++) {
+            int64_t *line = state + FA_POOL_STRIDE * w;
+            if (__atomic_load_n(line + FA_POOL_DONE, __ATOMIC_ACQUIRE) < seq
+                    && fa_claim(line + FA_POOL_CLAIM, seq)) {
+                if (line[FA_POOL_STOP] > line[FA_POOL_START])
+                    fn(args, line[FA_POOL_START], line[FA_POOL_STOP]);
+                __atomic_store_n(line + FA_POOL_DONE, seq, __ATOMIC_RELEASE);
+            }
+        }
+    }
     if (slot > 0)
         __atomic_store_n(state + FA_POOL_STRIDE * slot + FA_POOL_DONE, seq, __ATOMIC_RELEASE);
 }
@@ -349,7 +372,8 @@ int fa_spin_until(intptr_t pool, int64_t index, int64_t want, int64_t ticks) {
    waits for its next go and calls that call's task, task(args, start, stop), until a go comes
    with task 0 (FA_RUN_PYTHON: a Python task), none comes within the idle budget (FA_RUN_IDLE,
    marked asleep) or its caller sleeps (FA_RUN_NOTIFY); returns 4 * the last call it finished +
-   why. The tasks may be Numba's (their C wrappers take three int64s, as fa_range_fn). */
+   why; passes over a go whose claim its caller raised first (it took the range back). The tasks
+   may be Numba's (their C wrappers take three int64s, as fa_range_fn). */
 int64_t fa_run_tasks(intptr_t pool, int64_t slot, int64_t last) {
     int64_t *state = (int64_t *)pool, *go = state + FA_POOL_STRIDE * slot;
     __atomic_store_n(go + FA_POOL_ASLEEP, 0, __ATOMIC_RELAXED);
@@ -362,6 +386,10 @@ int64_t fa_run_tasks(intptr_t pool, int64_t slot, int64_t last) {
             continue;
         }
         int64_t seq = __atomic_load_n(go, __ATOMIC_ACQUIRE);
+        if (!fa_claim(go + FA_POOL_CLAIM, seq)) {  /* its caller took it back */
+            last = seq;
+            continue;
+        }
         int64_t task = __atomic_load_n(go + FA_POOL_TASK, __ATOMIC_RELAXED);
         if (!task) return 4 * last + FA_RUN_PYTHON;
         ((fa_range_fn)(intptr_t)task)((const void *)(intptr_t)go[FA_POOL_TASK_ARGS],
@@ -544,7 +572,8 @@ def source(dtype):
     first, rest = PRELUDE.split("\n", 1)  # the pool state's layout from fastact/_threads.py
     layout = {"POOL_STRIDE": POOL_STRIDE, "POOL_DONE": POOL_DONE, "POOL_ASLEEP": POOL_ASLEEP,
               "POOL_TASK": POOL_TASK, "POOL_TASK_ARGS": POOL_TASK_ARGS, "POOL_START": POOL_START,
-              "POOL_STOP": POOL_STOP, "POOL_WAITING": POOL_WAITING,
+              "POOL_STOP": POOL_STOP, "POOL_WAITING": POOL_WAITING, "POOL_CLAIM": POOL_CLAIM,
+              "POOL_TAKE_BACK": POOL_TAKE_BACK,
               "POOL_ARGS_SIZE": POOL_ARGS_SIZE, "RUN_IDLE": RUN_IDLE, "RUN_PYTHON": RUN_PYTHON,
               "RUN_NOTIFY": RUN_NOTIFY}
     defines = "".join(f"#define FA_{name} {value}\n" for name, value in layout.items())

@@ -161,6 +161,13 @@ def _atomic_store(typingctx, address, index, value):
 
 
 @intrinsic
+def _atomic_max(typingctx, address, index, value):
+    def codegen(context, builder, signature, args):
+        return builder.atomic_rmw("max", _int64_at(builder, args[0], args[1]), args[2], "seq_cst")
+    return types.int64(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
 def _pointer_at(typingctx, address, like):
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(like).as_pointer())
@@ -305,6 +312,10 @@ def _register():
     @_overload(m.atomic_store)
     def _atomic_store_impl(address, index, value):
         return lambda address, index, value: _atomic_store(address, index, value)
+
+    @_overload(m.atomic_max)
+    def _atomic_max_impl(address, index, value):
+        return lambda address, index, value: _atomic_max(address, index, value)
 
     @_overload(m.array_at)
     def _array_at_impl(address, n, like):

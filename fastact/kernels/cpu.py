@@ -62,9 +62,9 @@ import numpy as np
 from fastact.kernels._smallcode import njit
 import fastact.kernels._jit  # teaches Numba the scalar functions
 from fastact import registry
-from fastact._threads import (POOL_ASLEEP, POOL_DONE, POOL_START, POOL_STOP, POOL_STRIDE,
-                              POOL_TASK, POOL_TASK_ARGS, POOL_WAITING, RUN_IDLE, RUN_NOTIFY,
-                              RUN_PYTHON)
+from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_START, POOL_STOP,
+                              POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
+                              POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
 from fastact.kernels.loops import MAP_BLOCK, MAP_PARAMS
 '''

@@ -8,9 +8,9 @@ caller can split one call over threads. Accumulations are float64 whatever the d
 import numpy as np
 
 from fastact import registry
-from fastact._threads import (POOL_ASLEEP, POOL_DONE, POOL_START, POOL_STOP, POOL_STRIDE,
-                              POOL_TASK, POOL_TASK_ARGS, POOL_WAITING, RUN_IDLE,
-                              RUN_NOTIFY, RUN_PYTHON)
+from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_START, POOL_STOP,
+                              POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
+                              POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
 
 scalar = None  # bound per generated module
@@ -768,13 +768,28 @@ def pool_publish(pool, task, args, seq):
     pool_enter(pool, 0, seq)
 
 
+def pool_take_back(pool, task, args, seq):
+    """A native task's caller (slot 0), its own range done: each worker's range that the worker
+    has not claimed yet, claimed and computed here, and marked done (fastact/_threads.py, Taking
+    back)."""
+    if m.atomic_load(pool, POOL_TAKE_BACK) != 0:
+        for worker in range(1, m.atomic_load(pool, 0) + 1):
+            line = POOL_STRIDE * worker
+            if (m.atomic_load(pool, line + POOL_DONE) < seq
+                    and m.atomic_max(pool, line + POOL_CLAIM, seq) < seq):
+                m.call_task(task, args, m.atomic_load(pool, line + POOL_START),
+                            m.atomic_load(pool, line + POOL_STOP))
+                m.atomic_store(pool, line + POOL_DONE, seq)
+
+
 def run_tasks(pool, slot, last):
     """A worker's wait for its next go, and the native tasks it then runs (fastact/_threads.py):
     returns 4 * the last call it finished + RUN_IDLE (no go within the idle budget: marked asleep),
     RUN_PYTHON (a go whose task is 0: Python runs it) or RUN_NOTIFY (its caller sleeps: wake
     it). The fences order each store before the load after it, which the other thread does the
     other way round (a caller stores the go, then looks whether the worker sleeps; the worker
-    stores that it sleeps, then looks for a go; the same for done and POOL_WAITING)."""
+    stores that it sleeps, then looks for a go; the same for done and POOL_WAITING). A go whose
+    claim the caller raised first (it took the range back) is passed over."""
     go = POOL_STRIDE * slot
     done = go + POOL_DONE
     m.atomic_store(pool, go + POOL_ASLEEP, 0)
@@ -787,6 +802,9 @@ def run_tasks(pool, slot, last):
             m.atomic_store(pool, go + POOL_ASLEEP, 0)
             continue
         seq = m.atomic_load(pool, go)
+        if m.atomic_max(pool, go + POOL_CLAIM, seq) >= seq:  # its caller took it back
+            last = seq
+            continue
         task = m.atomic_load(pool, go + POOL_TASK)
         if task == 0:
             return 4 * last + RUN_PYTHON
@@ -800,7 +818,7 @@ def run_tasks(pool, slot, last):
 
 
 POOL_HELPERS = ("spin_until", "pool_enter", "pool_leave")
-POOL_FUNCTIONS = ("pool_publish", "run_tasks")
+POOL_FUNCTIONS = ("pool_publish", "pool_take_back", "run_tasks")
 POOLED = """
 
 {jit}def {name}({params}, pool, slot, seq):
@@ -916,6 +934,8 @@ def caller_source(jit, n_arrays, n_params):
     lines += ["    if slot == 0:",
               "        pool_publish(pool, task, args, seq)",
               "    m.call_task(task, args, start, stop)",
+              "    if slot == 0:",
+              "        pool_take_back(pool, task, args, seq)",
               "    pool_leave(pool, slot, seq)",
               "    size = block[0]  # (read after the call: a block of its own lives through it)",
               "    return size if wanted == 0 else -wanted"]

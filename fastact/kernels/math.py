@@ -172,6 +172,18 @@ def atomic_store(address, index, value):
     ctypes.c_int64.from_address(address + 8 * index).value = value
 
 
+def atomic_max(address, index, value):
+    """Raise the int64 at address + 8 * index to value if it is lower, atomically (sequentially
+    consistent) when compiled; returns what it held before. The thread pool's claims
+    (fastact/_threads.py, Taking back)."""
+    import ctypes
+    cell = ctypes.c_int64.from_address(address + 8 * index)
+    old = cell.value
+    if old < value:
+        cell.value = value
+    return old
+
+
 def array_at(address, n, like):
     """The n elements of like's type at address, as an array (numba.carray when compiled): a
     native task's arguments and arrays (kernels/loops.py)."""
