@@ -200,9 +200,9 @@ def test_the_next_item_runs_untimed_for_the_settle_time_of_the_one_before():
     timing.measure([spinner, quiet, other], repeats=4, min_sample_s=0.0)
     assert all(len(item.samples) == 4 for item in (spinner, quiet, other))
     # after the warm-up and calibration calls (2 per item), each round samples the three items
-    # (one call each: min_sample_s 0), starting one item later each round (so the spinner is
-    # also last in one round and another item first in the next); every run of another item
-    # that follows a spinner sample spans the settle time before that item's own sample
+    # (one call each: min_sample_s 0) in an order of its own (the spinner may be last in one
+    # round and another item first in the next); every run of another item that follows a
+    # spinner sample spans the settle time before that item's own sample
     runs, current = [], None
     for name, t in log[6:]:
         if current is None or current[0] != name:
@@ -215,6 +215,26 @@ def test_the_next_item_runs_untimed_for_the_settle_time_of_the_one_before():
         assert last - first >= 0.05 and calls >= 3
     assert providers.Torch().settle_s == 0.04 and providers.Torch("cuda").settle_s == 0.0
     assert providers.Fastact("cpu").settle_s == 1e-3 and providers.NumpyUser().settle_s == 1e-3
+
+
+def test_each_round_samples_every_item_once_in_an_order_of_its_own():
+    """Rounds are shuffled (timing.py, Repeats): every item is sampled once per round, an item's
+    predecessor changes from round to round (in a fixed cycle fastact:cpu always came right
+    after PyTorch), and the orders are the same in every run (seeded)."""
+    from fastact.bench import timing
+
+    def orders():
+        log = []
+        items = [timing.Item(("p", k, "forward"), lambda i, k=k: log.append(k)) for k in range(6)]
+        timing.measure(items, repeats=12, min_sample_s=0.0)
+        sampled = log[2 * len(items):]  # after the warm-up and calibration calls
+        return [sampled[r * 6:(r + 1) * 6] for r in range(12)]
+    rounds = orders()
+    assert all(sorted(order) == list(range(6)) for order in rounds)
+    before = {k: {order[order.index(k) - 1] for order in rounds if order.index(k) > 0}
+              for k in range(6)}
+    assert all(len(predecessors) >= 3 for predecessors in before.values())
+    assert orders() == rounds
 
 
 def test_settle_option_reaches_the_report(tmp_path, capsys):

@@ -7,9 +7,17 @@ falls on all providers alike.
 - A sample is ``inner`` back-to-back calls timed together, ``inner`` chosen so a sample lasts at
   least ``min_sample_s`` (the clock's resolution and the loop's own cost vanish); per-call time is
   the sample divided by ``inner``. Calls in a sample cycle through the item's buffer sets.
-- Repeats: ``repeats`` samples per item, round-robin over items, each round starting one item
-  later; the roofline items are sampled again before every few items, so their samples span the
-  round. The median is reported with the 20th and 80th percentiles.
+- Repeats: ``repeats`` samples per item, round-robin over items, each round in an order of its
+  own (a seeded shuffle: the same for every run); the roofline items are sampled again before
+  every few items, so their samples span the round. The median is reported with the 20th and
+  80th percentiles. Why shuffled: an item's neighbours matter. In a fixed cycle (each round one
+  item later, as this was first written) fastact:cpu's sample always came right after
+  PyTorch's, fastact:c's after fastact:cpu's, and on the Zen 4 VM, 2^20 elements on two
+  threads, whichever item followed PyTorch's ran 15-30% slower (fastact:cpu 89-107 GB/s on
+  the light backwards against fastact:c's 116-150 and PyTorch's 122-147; with the two fastact
+  backends swapped, fastact:c was the slow one), with the settle below at 40 or 150 ms alike
+  (not explained; fastact/bench/NOTES.md, eleventh session). Shuffled, each item follows
+  each other one about equally often.
 - Settling: an item's ``settle`` (its provider's) is how long worker threads it leaves spinning
   may run on after its sample; the next item runs untimed for that long before its own sample,
   so the spinning ends while that item keeps the cores and caches as busy as its sample will.
@@ -99,9 +107,9 @@ def measure(items, repeats, min_sample_s, progress=None, profiler=None, max_inne
     fixed = [item for item in live if id(item) in anchor_ids]
     others = [item for item in live if id(item) not in anchor_ids]
     spinning = 0.0  # how long the previous item's threads may still spin (across rounds too)
+    shuffle = np.random.default_rng(0)  # (seeded: every run the same orders)
     for r in range(repeats):
-        shift = r % max(1, len(others))
-        order = others[shift:] + others[:shift]
+        order = [others[i] for i in shuffle.permutation(len(others))]
         sequence = []
         for start in range(0, max(1, len(order)), anchor_every):
             sequence += fixed + order[start:start + anchor_every]
