@@ -106,10 +106,10 @@ def _current_cpu():
 # its own cache line at POOL_STRIDE * w: its go counter, then the call's task (0: a Python task),
 # the task's arguments' address, its start and stop, and the call a caller sleeps for
 # (POOL_WAITING); POOL_DONE further (another line, written by the worker): its done counter,
-# whether it sleeps (POOL_ASLEEP) and its claim (POOL_CLAIM). The kernels read this layout from here (kernels/loops.py,
-# bindings/_generate.py). A call's number (_seq) only grows: a worker goes once its go counter
-# passes the last call it ran, and a call is done once every worker's done counter reaches its
-# number.
+# whether it sleeps (POOL_ASLEEP) and its claim (POOL_CLAIM). The kernels read this layout from
+# here (kernels/loops.py, bindings/_generate.py). A call's number (_seq) only grows: a worker goes
+# once its go counter passes the last call it ran, and a call is done once every worker's done
+# counter reaches its number.
 POOL_STRIDE = 16
 POOL_TASK, POOL_TASK_ARGS, POOL_START, POOL_STOP, POOL_WAITING = 1, 2, 3, 4, 5
 POOL_DONE = 8
