@@ -62,6 +62,7 @@ def get_num_threads():
 # returned (RUN_IDLE, RUN_PYTHON, RUN_NOTIFY), last: the last call it finished. A backend
 # registers both (set_spinner).
 IDLE_SPIN_TICKS = 130_000  # after a chunk, for the next one: ~50 us at 2.6 GHz
+IDLE_YIELD_TICKS = 5_200_000  # then yielding between looks (Idling below): ~2 ms
 WAIT_SPIN_TICKS = 6_000_000  # the caller, for its workers: ~2 ms, then it blocks
 YIELD_SPIN_TICKS = 130_000  # ... giving its CPU away every ~50 us of it (_spin_wait)
 RUN_IDLE, RUN_PYTHON, RUN_NOTIFY = 0, 1, 2
@@ -102,7 +103,8 @@ def _current_cpu():
 # The pool state, an int64 array that native code gets as its address: [0] the workers of the
 # current call, [1] IDLE_SPIN_TICKS, [2] where the arguments of a call's native task start (the
 # caller's copy, POOL_ARGS_SIZE int64s, after the last worker slot), [3] whether callers take
-# chunks back (POOL_TAKE_BACK, Taking back below); per worker slot w >= 1, on
+# chunks back (POOL_TAKE_BACK, Taking back below), [4] IDLE_YIELD_TICKS (POOL_IDLE_YIELD,
+# Idling below); per worker slot w >= 1, on
 # its own cache line at POOL_STRIDE * w: its go counter, then the call's task (0: a Python task),
 # the task's arguments' address, its start and stop, and the call a caller sleeps for
 # (POOL_WAITING); POOL_DONE further (another line, written by the worker): its done counter,
@@ -116,6 +118,18 @@ POOL_DONE = 8
 POOL_ASLEEP = POOL_DONE + 1
 POOL_CLAIM = POOL_DONE + 2
 POOL_TAKE_BACK = 3  # in the caller's slot (0)
+POOL_IDLE_YIELD = 4  # (the same)
+
+# Idling. A worker that slept since the last call made the next one wait for its wake-up: on
+# the Zen 4 VM a 2^20-element call after 40-320 us of other work took 35-60% longer than one
+# right after another (its worker woke late, and since taking back, the caller computed both
+# ranges), and real code runs other work between activations. Spinning on for milliseconds, as
+# OpenMP's workers do (PyTorch's ~10 ms), holds a CPU that another thread may need: with 2 ms of
+# plain spinning a loop alternating PyTorch and fastact ops ran 2-4x slower, each library's
+# spinning worker taking the CPU the other's needed. So after its ~50 us of spinning a worker
+# goes on looking for its next go for ~2 ms, giving its CPU away (sched_yield) between looks,
+# and sleeps only then: a ready thread runs at once, and otherwise the next call finds the
+# worker awake.
 
 # Taking back. A worker that has not begun its chunk by the time its caller has finished its own
 # has been late for as long as that chunk took (asleep, or its CPU busy with another thread: on
@@ -174,6 +188,7 @@ def _new_pool(slots):
     array = pool_state(slots)
     array[1] = IDLE_SPIN_TICKS
     array[POOL_TAKE_BACK] = _runner is not None  # (Taking back above)
+    array[POOL_IDLE_YIELD] = IDLE_YIELD_TICKS
     _pool = (array, array.ctypes.data)
 
 

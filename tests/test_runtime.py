@@ -456,7 +456,7 @@ def test_back_to_back_parallel_calls_are_correct(backend, spinning, monkeypatch)
         _threads.run(lambda *a: None, (), 4 * _threads.PARALLEL_THRESHOLD)  # a pool state exists
         monkeypatch.setattr(_threads, "WAIT_SPIN_TICKS", 0)
         state = _threads._pool[0]
-        state[1] = 0  # the workers' idle spin (set back below)
+        state[1] = state[_threads.POOL_IDLE_YIELD] = 0  # the workers' idling (set back below)
     rng = np.random.default_rng(7)
     x = (rng.standard_normal(4 * _threads.PARALLEL_THRESHOLD + 37) * 4).astype(np.float32)
     dy = rng.standard_normal(x.size).astype(np.float32)
@@ -487,6 +487,7 @@ def test_back_to_back_parallel_calls_are_correct(backend, spinning, monkeypatch)
         fa.set_num_threads(before)
         if not spinning:
             state[1] = _threads.IDLE_SPIN_TICKS
+            state[_threads.POOL_IDLE_YIELD] = _threads.IDLE_YIELD_TICKS
 
 
 def _relu_call_and_a_pool(backend, monkeypatch, slots):
@@ -576,6 +577,34 @@ def test_a_caller_takes_back_the_ranges_its_workers_have_not_claimed(backend, mo
     assert runner(address, 1, 0) == 4 * 5 + T.RUN_IDLE  # passed over call 5, then no go
     assert (out == -7.0).all()
     assert state[stride + T.POOL_DONE] == 5 and state[stride + T.POOL_ASLEEP] == 1
+
+
+@pytest.mark.parametrize("backend", ["cpu", "c"])
+def test_an_idle_worker_yielding_its_cpu_still_takes_the_next_go(backend, monkeypatch):
+    """Idling (fastact/_threads.py): past its spinning budget (0 here) a worker's runner goes on
+    looking for its next go for the yielding budget, and runs the call that comes then instead of
+    going to sleep; with no yielding budget it goes to sleep at once."""
+    import time
+    from fastact import _threads as T
+    kernel, args, runner, x, out, state = _relu_call_and_a_pool(backend, monkeypatch, 2)
+    stride, address = T.POOL_STRIDE, state.ctypes.data
+    state[1], state[T.POOL_IDLE_YIELD] = 0, 1 << 40  # no spinning; yielding for minutes
+
+    def next_call():
+        time.sleep(0.05)
+        state[stride + T.POOL_WAITING] = 6  # its caller will sleep: the runner returns after it
+        kernel(*args, 0, 100, address, 0, 6)
+    caller = threading.Thread(target=next_call, daemon=True)
+    start = time.monotonic()
+    caller.start()
+    assert runner(address, 1, 5) == 4 * 6 + T.RUN_NOTIFY
+    assert time.monotonic() - start >= 0.05
+    caller.join(10)
+    np.testing.assert_array_equal(out[:500], np.maximum(x[:500], 0))
+    assert state[stride + T.POOL_DONE] == 6 and state[stride + T.POOL_ASLEEP] == 0
+    state[T.POOL_IDLE_YIELD] = 0
+    assert runner(address, 1, 6) == 4 * 6 + T.RUN_IDLE
+    assert state[stride + T.POOL_ASLEEP] == 1
 
 
 class _Wake:

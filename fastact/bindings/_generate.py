@@ -12,9 +12,10 @@ import re
 import struct
 
 from fastact import registry
-from fastact._threads import (POOL_ARGS_SIZE, POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_START,
-                              POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
-                              POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
+from fastact._threads import (POOL_ARGS_SIZE, POOL_ASLEEP, POOL_CLAIM, POOL_DONE,
+                              POOL_IDLE_YIELD, POOL_START, POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK,
+                              POOL_TASK, POOL_TASK_ARGS, POOL_WAITING, RUN_IDLE, RUN_NOTIFY,
+                              RUN_PYTHON)
 from fastact.kernels import math as m
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -368,6 +369,23 @@ int fa_spin_until(intptr_t pool, int64_t index, int64_t want, int64_t ticks) {
     return 1;
 }
 
+/* fa_spin_until, giving the CPU away (sched_yield) between looks: an idle worker's wait after
+   its spinning (fastact/_threads.py, Idling). */
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#define FA_YIELD() ((void)sched_yield())
+#else
+#define FA_YIELD() FA_PAUSE()
+#endif
+static int fa_idle_until(intptr_t pool, int64_t index, int64_t want, int64_t ticks) {
+    int64_t start = FA_TICKS();
+    while (__atomic_load_n((int64_t *)pool + index, __ATOMIC_ACQUIRE) < want) {
+        if (FA_TICKS() - start > ticks) return 0;
+        FA_YIELD();
+    }
+    return 1;
+}
+
 /* A worker's native loop (fastact/_threads.py; kernels/loops.py's run_tasks, the same steps):
    waits for its next go and calls that call's task, task(args, start, stop), until a go comes
    with task 0 (FA_RUN_PYTHON: a Python task), none comes within the idle budget (FA_RUN_IDLE,
@@ -379,7 +397,9 @@ int64_t fa_run_tasks(intptr_t pool, int64_t slot, int64_t last) {
     __atomic_store_n(go + FA_POOL_ASLEEP, 0, __ATOMIC_RELAXED);
     for (;;) {
         if (!fa_spin_until(pool, FA_POOL_STRIDE * slot, last + 1,
-                           __atomic_load_n(state + 1, __ATOMIC_ACQUIRE))) {
+                           __atomic_load_n(state + 1, __ATOMIC_ACQUIRE))
+                && !fa_idle_until(pool, FA_POOL_STRIDE * slot, last + 1,
+                                  __atomic_load_n(state + FA_POOL_IDLE_YIELD, __ATOMIC_ACQUIRE))) {
             __atomic_store_n(go + FA_POOL_ASLEEP, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(go, __ATOMIC_SEQ_CST) <= last) return 4 * last + FA_RUN_IDLE;
             __atomic_store_n(go + FA_POOL_ASLEEP, 0, __ATOMIC_RELAXED);
@@ -573,7 +593,7 @@ def source(dtype):
     layout = {"POOL_STRIDE": POOL_STRIDE, "POOL_DONE": POOL_DONE, "POOL_ASLEEP": POOL_ASLEEP,
               "POOL_TASK": POOL_TASK, "POOL_TASK_ARGS": POOL_TASK_ARGS, "POOL_START": POOL_START,
               "POOL_STOP": POOL_STOP, "POOL_WAITING": POOL_WAITING, "POOL_CLAIM": POOL_CLAIM,
-              "POOL_TAKE_BACK": POOL_TAKE_BACK,
+              "POOL_TAKE_BACK": POOL_TAKE_BACK, "POOL_IDLE_YIELD": POOL_IDLE_YIELD,
               "POOL_ARGS_SIZE": POOL_ARGS_SIZE, "RUN_IDLE": RUN_IDLE, "RUN_PYTHON": RUN_PYTHON,
               "RUN_NOTIFY": RUN_NOTIFY}
     defines = "".join(f"#define FA_{name} {value}\n" for name, value in layout.items())

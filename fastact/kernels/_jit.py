@@ -6,6 +6,7 @@ done on the bit patterns with the "shifter" trick (k + 1.5*2**p has k in its low
 so no float<->int conversion instruction is needed (AVX2 has none for 64-bit integers).
 """
 import struct
+import sys
 
 import numpy as np
 import numba
@@ -204,6 +205,17 @@ def _spin_pause(typingctx):
     return types.none(), codegen
 
 
+@intrinsic
+def _yield_cpu(typingctx):
+    def codegen(context, builder, signature, args):
+        if sys.platform != "win32":  # (the C library's sched_yield, found when the code is linked)
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                                "sched_yield")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
 # Numba's CPU target and numba-cuda both read numba.extending's registrations (target "generic").
 # Shared, they miscompiled on the GPU (numba 0.68, numba-cuda 0.30.4; the PTX showed it): once the
 # CPU backend had compiled gelu in the process, numba-cuda compiled normal_tail_scaled's
@@ -332,6 +344,10 @@ def _register():
     @_overload(m.spin_pause)
     def _spin_pause_impl():
         return lambda: _spin_pause()
+
+    @_overload(m.yield_cpu)
+    def _yield_cpu_impl():
+        return lambda: _yield_cpu()
 
     _jitable(m.aligned_head)
     _jitable(m.stream_block)

@@ -62,8 +62,8 @@ import numpy as np
 from fastact.kernels._smallcode import njit
 import fastact.kernels._jit  # teaches Numba the scalar functions
 from fastact import registry
-from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_START, POOL_STOP,
-                              POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
+from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_IDLE_YIELD, POOL_START,
+                              POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
                               POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
 from fastact.kernels.loops import MAP_BLOCK, MAP_PARAMS
@@ -226,8 +226,9 @@ def _rows_module():
 
 @functools.lru_cache(maxsize=None)
 def _pool_module():
-    parts = [_HEADER, "\n\n" + _JIT + inspect.getsource(loops.spin_until),
-             _helpers(("pool_enter", "pool_leave"), _INLINE)]
+    parts = [_HEADER, _helpers(("look_until",), _INLINE),
+             "\n\n" + _JIT + inspect.getsource(loops.spin_until),
+             _helpers(("idle_until", "pool_enter", "pool_leave"), _INLINE)]
     parts += ["\n\n" + _JIT + inspect.getsource(getattr(loops, name))
               for name in loops.POOL_FUNCTIONS]
     parts += [loops.caller_source(_JIT, k, p) for k in (1, 2, 3)

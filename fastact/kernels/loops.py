@@ -8,8 +8,8 @@ caller can split one call over threads. Accumulations are float64 whatever the d
 import numpy as np
 
 from fastact import registry
-from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_START, POOL_STOP,
-                              POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
+from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_IDLE_YIELD, POOL_START,
+                              POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
                               POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
 
@@ -711,16 +711,32 @@ def maxout_backward_rows(dy, x, dx, start, stop):
         maxout_backward_groups(grads, rows, outs, k, inner, start, stop)
 
 
-def spin_until(pool, index, want, ticks):
-    """Wait until the pool state's int64 at index (pool: its address) is >= want (True), or about
-    ticks of the time-stamp counter have passed (False): the thread pool's spin-wait
-    (fastact/_threads.py), compiled without the GIL."""
+def look_until(pool, index, want, ticks, yielding):
+    """True once the pool state's int64 at index (pool: its address) is >= want, False once about
+    ticks of the time-stamp counter have passed; between looks a spin-wait hint, or, yielding (a
+    constant where it is inlined), sched_yield (fastact/_threads.py, Idling)."""
     start = m.cycle_counter()
     while m.atomic_load(pool, index) < want:
         if m.cycle_counter() - start > ticks:
             return False
-        m.spin_pause()
+        if yielding:
+            m.yield_cpu()
+        else:
+            m.spin_pause()
     return True
+
+
+def spin_until(pool, index, want, ticks):
+    """Wait until the pool state's int64 at index is >= want (True), or about ticks of the
+    time-stamp counter have passed (False): the thread pool's spin-wait (fastact/_threads.py),
+    compiled without the GIL."""
+    return look_until(pool, index, want, ticks, False)
+
+
+def idle_until(pool, index, want, ticks):
+    """spin_until, giving the CPU away (sched_yield) between looks: an idle worker's wait after
+    its spinning (fastact/_threads.py, Idling)."""
+    return look_until(pool, index, want, ticks, True)
 
 
 # --- the thread pool's hand-off, in native code (fastact/_threads.py) ---------------------------------
@@ -794,7 +810,8 @@ def run_tasks(pool, slot, last):
     done = go + POOL_DONE
     m.atomic_store(pool, go + POOL_ASLEEP, 0)
     while True:
-        if not spin_until(pool, go, last + 1, m.atomic_load(pool, 1)):
+        if not (spin_until(pool, go, last + 1, m.atomic_load(pool, 1))
+                or idle_until(pool, go, last + 1, m.atomic_load(pool, POOL_IDLE_YIELD))):
             m.atomic_store(pool, go + POOL_ASLEEP, 1)
             m.store_fence()
             if m.atomic_load(pool, go) <= last:
@@ -817,7 +834,7 @@ def run_tasks(pool, slot, last):
             return 4 * last + RUN_NOTIFY
 
 
-POOL_HELPERS = ("spin_until", "pool_enter", "pool_leave")
+POOL_HELPERS = ("look_until", "spin_until", "pool_enter", "pool_leave")
 POOL_FUNCTIONS = ("pool_publish", "pool_take_back", "run_tasks")
 POOLED = """
 

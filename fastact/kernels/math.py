@@ -211,6 +211,14 @@ def spin_pause():
     leaves the loop without a memory-order flush); nothing elsewhere and in the interpreter."""
 
 
+def yield_cpu():
+    """Give the CPU to another thread that is ready to run, if there is one (sched_yield; nothing
+    on Windows): the thread pool's idle workers (fastact/_threads.py, Idling)."""
+    import os
+    if hasattr(os, "sched_yield"):
+        os.sched_yield()
+
+
 def wide_vectors():
     """Let the loops of the calling kernel use the CPU's widest vectors: LLVM, like GCC, keeps to
     256-bit registers on AVX-512 CPUs unless told otherwise (the function attribute
