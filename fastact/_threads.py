@@ -121,7 +121,7 @@ POOL_TAKE_BACK = 3  # in the caller's slot (0)
 POOL_IDLE_YIELD = 4  # (the same)
 
 # Idling. A worker that slept since the last call made the next one wait for its wake-up: on
-# the Zen 4 VM a 2^20-element call after 40-320 us of other work took 35-60% longer than one
+# the Zen 4 VM a 2^20-element call after 40-640 us of other work took 1.3-2.6x as long as one
 # right after another (its worker woke late, and since taking back, the caller computed both
 # ranges), and real code runs other work between activations. Spinning on for milliseconds, as
 # OpenMP's workers do (PyTorch's ~10 ms), holds a CPU that another thread may need: with 2 ms of

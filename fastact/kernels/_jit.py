@@ -196,13 +196,17 @@ def _cycle_counter(typingctx):
 @intrinsic
 def _spin_pause(typingctx):
     def codegen(context, builder, signature, args):
-        import llvmlite.binding as llvm
-        if llvm.get_process_triple().startswith(("x86_64", "i386", "i686")):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+        _emit_pause(builder)
         return context.get_dummy_value()
     return types.none(), codegen
+
+
+def _emit_pause(builder):
+    import llvmlite.binding as llvm
+    if llvm.get_process_triple().startswith(("x86_64", "i386", "i686")):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                            "llvm.x86.sse2.pause")
+        builder.call(fn, [])
 
 
 @intrinsic
@@ -212,6 +216,8 @@ def _yield_cpu(typingctx):
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
                                                 "sched_yield")
             builder.call(fn, [])
+        else:  # (no sched_yield: a spin-wait hint, as spin_pause)
+            _emit_pause(builder)
         return context.get_dummy_value()
     return types.none(), codegen
 
