@@ -153,12 +153,11 @@ def elementwise(name, scalar_fn, inputs, params, out):
             result = np.empty_like(x) if out is None else out  # x's layout, C or F
             if x.size:
                 params = tuple(map(x.dtype.type, params)) if params else ()
-                if x.ndim == 1:  # (each ravel ~0.06 us)
-                    _backends.get(chosen).map(scalar_fn, inputs, result, params)
-                else:  # ravel in memory order: a view of each (one layout, checked above)
+                flat, flat_out = inputs, result  # 1-D: as they are (each ravel ~0.06 us)
+                if x.ndim != 1:  # ravel in memory order: a view of each (one layout, checked above)
                     order = "C" if x.flags.c_contiguous else "F"
-                    _backends.get(chosen).map(scalar_fn, [a.ravel(order) for a in inputs],
-                                              result.ravel(order), params)
+                    flat, flat_out = [a.ravel(order) for a in inputs], result.ravel(order)
+                _backends.get(chosen).map(scalar_fn, flat, flat_out, params)
             return result
     gpu = gpu_backend(name, [*inputs, out])
     if gpu is not None:

@@ -16,6 +16,7 @@ import threading
 # native tasks below), which 2^16 elements of even the cheapest kernel (relu, ~8 us at
 # 8 Gelem/s) nearly repay.
 PARALLEL_THRESHOLD = 1 << 16
+SPLIT_SIZE = 2 * PARALLEL_THRESHOLD  # the least work (n * cost) that run() splits
 _CHUNK_ALIGN = 64  # elements; keeps chunk edges on cache lines
 
 _lock = threading.Lock()  # guards the worker list
@@ -353,7 +354,7 @@ def run(kernel, args, n, cost=1):
     own thread (the cores are busy anyway; nothing queues behind anything). Returns what the
     calling thread's kernel call returned."""
     global _seq
-    if n * cost < 2 * PARALLEL_THRESHOLD or _num_threads == 1:  # one thread: the short way
+    if n * cost < SPLIT_SIZE or _num_threads == 1:  # one thread: the short way
         return kernel(*args, 0, n, 0, -1, 0)  # (min/max below cost a small call ~0.3 us)
     threads = min(_num_threads, (n * cost) // PARALLEL_THRESHOLD)
     if not _busy.acquire(blocking=False):

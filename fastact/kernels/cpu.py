@@ -261,7 +261,7 @@ def _compile_interleaved_once(kernel, signature):
 
 
 _STREAM_BYTES = loops.m.STREAM_BYTES
-_SPLIT_SIZE = 2 * _threads.PARALLEL_THRESHOLD  # below it _threads.run calls on this thread
+_SPLIT_SIZE = _threads.SPLIT_SIZE  # below it _threads.run calls on this thread
 
 
 class Backend:

@@ -20,12 +20,13 @@ scalar = None  # bound per generated module
 # ALIGNED. A map's task (task_source below) runs its loop twice: on the elements before out's
 # first 64-byte boundary (m.aligned_head), then from there, so that the vector loop stores whole
 # cache lines, and, where the inputs start at the same offset as out (NumPy's large arrays all
-# start 16 bytes past a boundary), loads them too: a 512-bit access at such an offset touches two lines, a 256-bit one every other
-# time. AMD Zen 4 VM, 2^18 elements (in L3), one thread, ratio to PyTorch on the same arrays:
-# relu / hardtanh / sigmoid backward 0.93 / 0.85 / 0.95 -> 1.05 / 0.98-1.04 / 1.04, relu /
-# hardtanh / leaky_relu forward 0.86 / 0.90 / 0.95 -> 0.90 / 0.97 / 1.04-1.15, silu backward
-# +6%; in L1 (2^12) and at 2^26 unchanged (fastact/bench/NOTES.md, tenth session). An earlier
-# try on the Intel VM (one loop, 256-bit vectors) had measured no gain. The C loops do the same.
+# start 16 bytes past a boundary), loads them too: a 512-bit access at such an offset touches
+# two lines, a 256-bit one every other time. AMD Zen 4 VM, 2^18 elements (in L3), one thread,
+# ratio to PyTorch on the same arrays: relu / hardtanh / sigmoid backward 0.93 / 0.85 / 0.95 ->
+# 1.05 / 0.98-1.04 / 1.04, relu / hardtanh / leaky_relu forward 0.86 / 0.90 / 0.95 -> 0.90 /
+# 0.97 / 1.04-1.15, silu backward +6%; in L1 (2^12) and at 2^26 unchanged
+# (fastact/bench/NOTES.md, tenth session). An earlier try on the Intel VM (one loop, 256-bit
+# vectors) had measured no gain. The C loops do the same.
 
 
 def map_1(a0, out, params, start, stop):

@@ -212,8 +212,9 @@ def spin_pause():
 
 
 def yield_cpu():
-    """Give the CPU to another thread that is ready to run, if there is one (sched_yield; nothing
-    on Windows): the thread pool's idle workers (fastact/_threads.py, Idling)."""
+    """Give the CPU to another thread that is ready to run, if there is one (sched_yield; compiled
+    for Windows, which has none, the spin-wait hint): the thread pool's idle workers
+    (fastact/_threads.py, Idling)."""
     import os
     if hasattr(os, "sched_yield"):
         os.sched_yield()
