@@ -10,7 +10,7 @@ import operator
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _fastcall
 from .registry import REQUIRED
 
 
@@ -218,6 +218,8 @@ class Activation:
         self._choice = next((p.name for p in spec.params if p.choices), None)
         self._default_params = None  # bound once, on first use (validate may reject no default)
         self._default_plan = None  # _plan's answer for a call without parameters
+        # _fastcall.Entries of the calls made (by their parameters); None: never this activation
+        self._by_params = {}
         self._defaults_or_required = {p.name for p in spec.params}
         self._saves_output_names = set(inspect.signature(spec.saves_output).parameters)
         self.__doc__ = (f"{spec.summary}\n\n.. math:: {spec.formula}\n\n"
@@ -316,18 +318,76 @@ class Activation:
         return plan
 
     def __call__(self, x, *args, out=None, **kwargs):
+        if self._by_params:  # parameters used before: the extension's path (_fastcall.py)
+            try:
+                entries = self._by_params.get(args if not kwargs else (_KEYWORDS, args,
+                                                                  tuple(kwargs.items())))
+            except TypeError:  # an unhashable parameter
+                entries = None
+            if entries is not None:
+                result = entries.forward(x, out)
+                if result is not NotImplemented:
+                    return result
         forward, _, values = self._plan(args, kwargs)
         x = _as_array(self.name, x, "x")
         result = elementwise(self.name, forward, [x], values, out)
+        if self._by_params is not None:
+            self._register(forward, 1, x, args, kwargs, values)
         return unwrap(result, out, x.ndim == 0)
 
     def backward(self, grad_output, saved, *args, out=None, **kwargs):
         """grad_input = grad_output * f'(x), from the tensor named by ``saves_for(params)``."""
+        if self._by_params:
+            try:
+                entries = self._by_params.get(args if not kwargs else (_KEYWORDS, args,
+                                                                  tuple(kwargs.items())))
+            except TypeError:
+                entries = None
+            if entries is not None:
+                result = entries.backward(grad_output, saved, out)
+                if result is not NotImplemented:
+                    return result
         _, backward, values = self._plan(args, kwargs)
         dy = _as_array(self.name, grad_output, "grad_output")
         saved = _as_array(self.name, saved, "saved")
         result = elementwise(self.name, backward, [dy, saved], values, out)
+        if self._by_params is not None:
+            self._register(backward, 2, dy, args, kwargs, values)
         return unwrap(result, out, dy.ndim == 0)
+
+    def _register(self, scalar_fn, n_inputs, x, args, kwargs, values):
+        """After a call on the Python path: make the fast entries of calls with these parameters
+        (once the extension is loaded; for up to _MAX_FAST parameter sets), and give them the
+        kernel this call compiled."""
+        if type(self) is not Activation:  # (a subclass's own calls: never this path)
+            self._by_params = None
+            return
+        if type(x) is not np.ndarray or not (x.dtype is _F32 or x.dtype is _F64):
+            return
+        key = args if not kwargs else (_KEYWORDS, args, tuple(kwargs.items()))
+        try:
+            entries = self._by_params.get(key)
+        except TypeError:
+            return
+        if entries is None:
+            if len(self._by_params) >= _MAX_FAST:
+                return
+            try:
+                entries = _fastcall.entries(values)
+            except (TypeError, ValueError):  # parameters it cannot hold: the Python path
+                return
+            if entries is False:  # no extension in this process
+                self._by_params = None
+                return
+            if entries is None:  # being built
+                return
+            self._by_params[key] = entries
+        _fastcall.register(entries.forward if n_inputs == 1 else entries.backward, scalar_fn,
+                           n_inputs, x.dtype)
+
+
+_KEYWORDS = object()  # (a key's mark: positional parameters are never this object)
+_MAX_FAST = 32  # parameter sets with fast entries, per activation
 
 
 def _scalar_parameter_names(spec):

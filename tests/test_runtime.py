@@ -502,6 +502,7 @@ def _relu_call_and_a_pool(backend, monkeypatch, slots):
     calls = []
     monkeypatch.setattr(T, "run", lambda kernel, args, n, cost=1: calls.append((kernel, args)) or n)
     monkeypatch.setattr(cpu, "_SPLIT_SIZE", 0)
+    monkeypatch.setattr(fa.relu, "_by_params", None)  # (not the per-call fast path: _fastcall.py)
     x = np.linspace(-3, 3, 1000, dtype=np.float32)
     out = np.full_like(x, np.nan)
     with fa.backend(backend):

@@ -43,12 +43,24 @@ class Backend:
         key = (scalar_fn.__name__, arrays, dtype)
         fn = self._maps.get(key)
         if fn is None:
-            name = f"fa_map_{scalar_fn.__name__}_{arrays}_{_SUFFIX[dtype]}"
-            fn = getattr(self.lib, name, None)
+            fn = getattr(self.lib, self._map_name(scalar_fn, arrays, dtype), None)
             if fn is None:
-                raise RuntimeError(f"the C extension has no kernel {name} (rebuild it: FASTACT_C_REBUILD=1)")
+                raise RuntimeError(f"the C extension has no kernel "
+                                   f"{self._map_name(scalar_fn, arrays, dtype)} (rebuild it: "
+                                   "FASTACT_C_REBUILD=1)")
             self._maps[key] = fn
         return fn
+
+    @staticmethod
+    def _map_name(scalar_fn, arrays, dtype):
+        return f"fa_map_{scalar_fn.__name__}_{arrays}_{_SUFFIX[dtype]}"
+
+    def fast_table(self, scalar_fn, n_arrays, dtype):
+        """The address of this map's kernel as a task table (fastact/_fastcall.py calls it
+        directly; one kernel serves calls in place too)."""
+        self._map_function(scalar_fn, n_arrays, dtype)  # (raises if the module lacks it)
+        pointer = self.ffi.addressof(self.lib, self._map_name(scalar_fn, n_arrays, dtype))
+        return np.full(n_arrays + 1, int(self.ffi.cast("intptr_t", pointer)), np.int64)
 
     def map(self, scalar_fn, inputs, out, params):
         fn = self._map_function(scalar_fn, len(inputs), out.dtype)

@@ -305,6 +305,12 @@ class Backend:
                               f"compile ({type(e).__name__}: {e}); in-place calls of it run "
                               "the general loop", RuntimeWarning, stacklevel=4)
 
+    def fast_table(self, scalar_fn, n_arrays, dtype):
+        """This map's task table for outputs below STREAM_BYTES (fastact/_fastcall.py calls its
+        tasks directly), or None before a call compiled it."""
+        found = self._maps.get((scalar_fn, n_arrays, dtype, False))
+        return None if found is None else found[1]
+
     @staticmethod
     def _task(key, alias):
         scalar_fn, n_arrays, dtype, streamed = key

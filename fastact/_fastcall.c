@@ -1,0 +1,361 @@
+/* fastact's per-call fast path (fastact/_fastcall.py builds and loads it): the common
+   elementwise call, fa.NAME(x, out=None) and fa.NAME.backward(dy, saved, out=None) with the
+   default parameters on same-shape contiguous float32/float64 NumPy arrays smaller than the split
+   size, checked and dispatched to the compiled kernel without Python in between. Anything else
+   (other arrays, parameters, a backend choice this entry has no kernel for, a form not compiled
+   yet) answers NotImplemented before touching anything, and the caller takes the Python path,
+   which checks, converts and raises exactly as before. The kernels are the ones the Python path
+   calls: the Numba backend's native tasks, task(block, start, stop) with the block as
+   kernels/loops.py lays it out (call_K_P), and the C backend's fa_map_* entries.
+
+   In Python, the same call spends ~2.5 us in the API's checks, the backend's dispatch and
+   Numba's argument typing (PyTorch's call: 1.2 us; bench/NOTES.md, per-call overhead). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#define MAP_BLOCK 12  /* kernels/loops.py: MAP_BLOCK int64s, the parameters from MAP_PARAMS on */
+#define MAP_PARAMS 5
+#define MAX_INPUTS 2
+#define MAX_PARAMS 2
+#define N_BACKENDS 2  /* 0: "cpu" (Numba's task tables), 1: "c" (the cffi module's fa_map_*) */
+
+typedef void (*numba_task)(int64_t, int64_t, int64_t);
+typedef void (*c_kernel)(const void *, const void *, const void *, void *, double, double, int,
+                         int64_t, int64_t, intptr_t, int64_t, int64_t);
+
+/* What the Python side hands over once (configure): how to read the backend choice, and the
+   sizes above which a call is not this path's (split over threads, or streamed). */
+static PyObject *backend_var;  /* fastact._backends' ContextVar (None: not set) */
+static PyObject *environ_data; /* os.environ's dict of bytes */
+static PyObject *env_key;      /* b"FASTACT_BACKEND" */
+static PyObject *accepted;     /* backend name (str, bytes; None: nothing set) -> index */
+static Py_ssize_t split_size;  /* elements: calls this large are split over threads */
+static Py_ssize_t stream_bytes; /* outputs this large take the streamed kernels */
+static PyArray_Descr *descrs[2]; /* float32, float64 */
+static unsigned long long taken; /* calls this path computed (tests read it) */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int n_in, n_params;
+    double values[2][MAX_PARAMS];    /* per dtype: the parameters rounded to it */
+    PyObject *tables[N_BACKENDS][2]; /* per backend and dtype: an int64 array, n_in + 1
+                                        addresses (the task, then its forms for out being
+                                        input k; 0 where not compiled yet), or NULL */
+} MapObject;
+
+/* The backend index this call's choice names, -1 when it names none this path serves, -2 on
+   error: fastact._backends.current()'s rule, a context's choice over FASTACT_BACKEND. */
+static int chosen_backend(void)
+{
+    PyObject *value = NULL, *name, *index;
+    int result = -1;
+    if (PyContextVar_Get(backend_var, NULL, &value) < 0)
+        return -2;
+    name = value;
+    if (value == NULL || value == Py_None
+        || (PyUnicode_Check(value) && PyUnicode_GET_LENGTH(value) == 0)) {
+        name = PyDict_GetItemWithError(environ_data, env_key); /* borrowed */
+        if (name == NULL) {
+            if (PyErr_Occurred()) {
+                Py_XDECREF(value);
+                return -2;
+            }
+            name = Py_None;
+        } else if (PyBytes_Check(name) && PyBytes_GET_SIZE(name) == 0) {
+            name = Py_None; /* FASTACT_BACKEND="" is "auto", as in Python */
+        }
+    }
+    index = PyDict_GetItemWithError(accepted, name); /* borrowed */
+    if (index != NULL)
+        result = (int)PyLong_AsLong(index);
+    else if (PyErr_Occurred())
+        result = -2;
+    Py_XDECREF(value);
+    return result;
+}
+
+static int same_layout(PyArrayObject *a, PyArrayObject *b)
+{
+    int nd = PyArray_NDIM(a);
+    return PyArray_DESCR(b) == PyArray_DESCR(a) && PyArray_NDIM(b) == nd
+           && memcmp(PyArray_DIMS(a), PyArray_DIMS(b), nd * sizeof(npy_intp)) == 0
+           && memcmp(PyArray_STRIDES(a), PyArray_STRIDES(b), nd * sizeof(npy_intp)) == 0;
+}
+
+static PyObject *map_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    MapObject *self = (MapObject *)self_;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyArrayObject *in[MAX_INPUTS], *out = NULL, *result;
+    PyObject *table;
+    int backend, dtype, k, alias = -1;
+    npy_intp size, nbytes;
+    int64_t task;
+    char *data[MAX_INPUTS + 1];
+
+    if (kwnames != NULL || nargs != self->n_in + 1) {
+        PyErr_Format(PyExc_TypeError, "expected %d arrays and out", self->n_in);
+        return NULL;
+    }
+    for (k = 0; k < self->n_in; k++) {
+        if (Py_TYPE(args[k]) != &PyArray_Type)
+            Py_RETURN_NOTIMPLEMENTED;
+        in[k] = (PyArrayObject *)args[k];
+    }
+    dtype = PyArray_DESCR(in[0]) == descrs[0] ? 0 : PyArray_DESCR(in[0]) == descrs[1] ? 1 : -1;
+    if (dtype < 0 || PyArray_NDIM(in[0]) == 0  /* 0-d: the Python path returns a scalar */
+        || !(PyArray_FLAGS(in[0]) & (NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_F_CONTIGUOUS)))
+        Py_RETURN_NOTIMPLEMENTED;
+    size = PyArray_SIZE(in[0]);
+    nbytes = size * PyArray_ITEMSIZE(in[0]);
+    if (size == 0 || size >= split_size || nbytes >= stream_bytes)
+        Py_RETURN_NOTIMPLEMENTED;
+    for (k = 1; k < self->n_in; k++)
+        if (!same_layout(in[0], in[k]))
+            Py_RETURN_NOTIMPLEMENTED;
+    if (args[self->n_in] != Py_None) {
+        if (Py_TYPE(args[self->n_in]) != &PyArray_Type)
+            Py_RETURN_NOTIMPLEMENTED;
+        out = (PyArrayObject *)args[self->n_in];
+        if (!same_layout(in[0], out) || !(PyArray_FLAGS(out) & NPY_ARRAY_WRITEABLE))
+            Py_RETURN_NOTIMPLEMENTED;
+        for (k = self->n_in - 1; k >= 0; k--) { /* in place: the first input that is out */
+            char *a = PyArray_BYTES(in[k]), *o = PyArray_BYTES(out);
+            if (a == o)
+                alias = k;
+            else if (a < o + nbytes && o < a + nbytes) /* partial overlap: the Python path */
+                Py_RETURN_NOTIMPLEMENTED;              /* computes into a scratch array */
+        }
+    }
+    backend = chosen_backend();
+    if (backend == -2)
+        return NULL;
+    if (backend < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    table = self->tables[backend][dtype];
+    if (table == NULL)
+        Py_RETURN_NOTIMPLEMENTED;
+    task = ((int64_t *)PyArray_DATA((PyArrayObject *)table))[alias + 1];
+    if (task == 0) /* this in-place form is not compiled yet: the Python path compiles it */
+        Py_RETURN_NOTIMPLEMENTED;
+    if (out == NULL) {
+        result = (PyArrayObject *)PyArray_NewLikeArray(in[0], NPY_KEEPORDER, NULL, 0);
+        if (result == NULL)
+            return NULL;
+    } else {
+        Py_INCREF(out);
+        result = out;
+    }
+    for (k = 0; k < self->n_in; k++)
+        data[k] = PyArray_BYTES(in[k]);
+    data[self->n_in] = PyArray_BYTES(result);
+    Py_BEGIN_ALLOW_THREADS
+    if (backend == 0) {
+        int64_t block[MAP_BLOCK] = {0};
+        double values[MAX_PARAMS];
+        block[0] = size;
+        for (k = 0; k <= self->n_in; k++)
+            block[k + 1] = (int64_t)(intptr_t)data[k];
+        memcpy(values, self->values[dtype], sizeof values);
+        memcpy(block + MAP_PARAMS, values, sizeof values);
+        ((numba_task)(intptr_t)task)((int64_t)(intptr_t)block, 0, size);
+    } else {
+        ((c_kernel)(intptr_t)task)(data[0], self->n_in > 1 ? data[1] : NULL, NULL,
+                                   data[self->n_in], self->values[dtype][0],
+                                   self->values[dtype][1], 0, 0, size, 0, -1, 0);
+    }
+    Py_END_ALLOW_THREADS
+    taken++;
+    return (PyObject *)result;
+}
+
+static PyObject *map_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    int n_in, j;
+    PyObject *values, *seq;
+    MapObject *self;
+    static char *names[] = {"n_inputs", "values", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO:Map", names, &n_in, &values))
+        return NULL;
+    seq = PySequence_Fast(values, "values must be a sequence of numbers");
+    if (seq == NULL)
+        return NULL;
+    if (n_in < 1 || n_in > MAX_INPUTS || PySequence_Fast_GET_SIZE(seq) > MAX_PARAMS) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "1-2 arrays and at most 2 parameters");
+        return NULL;
+    }
+    self = (MapObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->vectorcall = map_call;
+    self->n_in = n_in;
+    self->n_params = (int)PySequence_Fast_GET_SIZE(seq);
+    for (j = 0; j < self->n_params; j++) {
+        double v = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, j));
+        if (v == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->values[0][j] = (double)(float)v; /* as np.float32(v): round to nearest */
+        self->values[1][j] = v;
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+}
+
+static int map_traverse(MapObject *self, visitproc visit, void *arg)
+{
+    int b, d;
+    for (b = 0; b < N_BACKENDS; b++)
+        for (d = 0; d < 2; d++)
+            Py_VISIT(self->tables[b][d]);
+    return 0;
+}
+
+static int map_clear(MapObject *self)
+{
+    int b, d;
+    for (b = 0; b < N_BACKENDS; b++)
+        for (d = 0; d < 2; d++)
+            Py_CLEAR(self->tables[b][d]);
+    return 0;
+}
+
+static void map_dealloc(MapObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    map_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *map_set(MapObject *self, PyObject *args)
+{
+    int backend, dtype;
+    PyObject *table;
+    PyArrayObject *t;
+    if (!PyArg_ParseTuple(args, "iiO:set", &backend, &dtype, &table))
+        return NULL;
+    if (backend < 0 || backend >= N_BACKENDS || dtype < 0 || dtype > 1) {
+        PyErr_SetString(PyExc_ValueError, "no such backend or dtype index");
+        return NULL;
+    }
+    if (Py_TYPE(table) != &PyArray_Type) {
+        PyErr_SetString(PyExc_TypeError, "the table must be an int64 NumPy array");
+        return NULL;
+    }
+    t = (PyArrayObject *)table;
+    if (PyArray_TYPE(t) != NPY_INT64 || PyArray_NDIM(t) != 1 || !PyArray_ISCARRAY_RO(t)
+        || PyArray_DIM(t, 0) < self->n_in + 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the table: a C-contiguous 1-D int64 array of n_inputs + 1");
+        return NULL;
+    }
+    Py_INCREF(table);
+    Py_XSETREF(self->tables[backend][dtype], table);
+    Py_RETURN_NONE;
+}
+
+static PyObject *map_has(MapObject *self, PyObject *args)
+{
+    int backend, dtype;
+    if (!PyArg_ParseTuple(args, "ii:has", &backend, &dtype))
+        return NULL;
+    if (backend < 0 || backend >= N_BACKENDS || dtype < 0 || dtype > 1) {
+        PyErr_SetString(PyExc_ValueError, "no such backend or dtype index");
+        return NULL;
+    }
+    return PyBool_FromLong(self->tables[backend][dtype] != NULL);
+}
+
+static PyMethodDef map_methods[] = {
+    {"set", (PyCFunction)map_set, METH_VARARGS,
+     "set(backend, dtype, table): the task table this entry calls for that backend index and "
+     "dtype index (0 float32, 1 float64); kept by reference (the Numba backend fills in its "
+     "in-place forms as they compile)."},
+    {"has", (PyCFunction)map_has, METH_VARARGS, "has(backend, dtype): whether a table is set."},
+    {NULL}};
+
+static PyTypeObject MapType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fastact._fastact_call.Map",
+    .tp_basicsize = sizeof(MapObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Map(n_inputs, values): map(*arrays, out) computes the mapped kernel and returns the "
+              "result, or NotImplemented where the call is not this path's.",
+    .tp_new = map_new,
+    .tp_dealloc = (destructor)map_dealloc,
+    .tp_traverse = (traverseproc)map_traverse,
+    .tp_clear = (inquiry)map_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(MapObject, vectorcall),
+    .tp_methods = map_methods,
+};
+
+static PyObject *configure(PyObject *module, PyObject *args)
+{
+    PyObject *var, *env, *key, *names;
+    Py_ssize_t split, stream;
+    if (!PyArg_ParseTuple(args, "OO!SO!nn:configure", &var, &PyDict_Type, &env, &key,
+                          &PyDict_Type, &names, &split, &stream))
+        return NULL;
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_SetString(PyExc_TypeError, "configure: a ContextVar first");
+        return NULL;
+    }
+    Py_INCREF(var);
+    Py_XSETREF(backend_var, var);
+    Py_INCREF(env);
+    Py_XSETREF(environ_data, env);
+    Py_INCREF(key);
+    Py_XSETREF(env_key, key);
+    Py_INCREF(names);
+    Py_XSETREF(accepted, names); /* kept by reference: the Python side adds "auto" later */
+    split_size = split;
+    stream_bytes = stream;
+    Py_RETURN_NONE;
+}
+
+static PyObject *calls(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(taken);
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(backend_var, environ_data, env_key, accepted, split_size, stream_bytes)"},
+    {"calls", calls, METH_NOARGS, "How many calls this path has computed in this process."},
+    {NULL}};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_fastact_call", "fastact's per-call fast path (fastact/_fastcall.py)",
+    -1, module_methods};
+
+PyMODINIT_FUNC PyInit__fastact_call(void)
+{
+    PyObject *module;
+    import_array();
+    if (PyType_Ready(&MapType) < 0)
+        return NULL;
+    descrs[0] = PyArray_DescrFromType(NPY_FLOAT32); /* the dtype singletons: np.dtype(np.float32) */
+    descrs[1] = PyArray_DescrFromType(NPY_FLOAT64); /* is one, and a dtype with metadata is not */
+    module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&MapType);
+    if (PyModule_AddObject(module, "Map", (PyObject *)&MapType) < 0) {
+        Py_DECREF(&MapType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

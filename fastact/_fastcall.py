@@ -1,0 +1,207 @@
+"""The per-call fast path: a small CPython extension (``_fastcall.c``) that takes the common
+elementwise call, ``fa.NAME(x, out=None)`` / ``fa.NAME.backward(dy, saved, out=None)`` with the
+default parameters on same-shape contiguous float32/float64 NumPy arrays below the split size,
+straight to the compiled kernel (the API's Python checks, the backend's dispatch and Numba's
+argument typing cost such a call ~2.5 us; PyTorch's takes 1.2). Any other call, and any call
+before its kernel was compiled by the Python path, goes the Python way: the extension answers
+NotImplemented before it touches anything.
+
+Built on first use into the cache directory (``fastcall-<key>``, beside the C backend's), in a
+background thread: the calls meanwhile take the Python path, and no call waits for a compiler.
+``FASTACT_FASTCALL=0`` turns it off; without a compiler, Python.h or NumPy's headers it stays
+off (``status()`` says why) and everything works as before, ~2 us a call slower.
+"""
+import os
+import sys
+import threading
+import zlib
+
+import numpy as np
+
+from . import _backends, _threads
+from .bindings import _build
+from .kernels.math import STREAM_BYTES
+
+MODULE = "_fastact_call"
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fastcall.c")
+BACKENDS = ("cpu", "c")  # the extension's backend indexes
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+_module = None  # the loaded extension
+_reason = "not loaded yet"
+_builder = None  # the background build's thread
+_lock = threading.Lock()
+_accepted = {}  # backend name -> index, read by the extension on every call (configure)
+
+
+def enabled():
+    return os.environ.get("FASTACT_FASTCALL", "1") not in ("0", "false", "no", "")
+
+
+def key():
+    """16 hex digits from the source, the Python ABI, NumPy's version (its headers) and CC."""
+    with open(SOURCE, "rb") as f:
+        data = f.read()
+    data += (f"|{sys.implementation.cache_tag}{_build.EXT_SUFFIX}|{np.__version__}"
+             f"|{os.environ.get('CC', '')}").encode()
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data[::-1]):08x}"
+
+
+def build_dir():
+    return os.path.join(_build.cache_root(), "fastcall-" + key())
+
+
+def module_path(directory=None):
+    return os.path.join(directory or build_dir(), MODULE + _build.EXT_SUFFIX)
+
+
+def build(directory=None):
+    """Compile the extension into directory (unless there) and return its path; BuildError if
+    it cannot be built."""
+    directory = directory or build_dir()
+    path = module_path(directory)
+    if os.path.exists(path):
+        return path
+    os.makedirs(directory, exist_ok=True)
+    with _build._file_lock(os.path.join(directory, ".lock")):
+        if not os.path.exists(path):
+            _compile(directory, path)
+    return path
+
+
+def _compile(directory, path):
+    import shutil
+    import tempfile
+    if os.name != "posix":
+        raise _build.BuildError("the fast path is built with gcc/clang on POSIX systems")
+    cc = _build.compiler()
+    work = tempfile.mkdtemp(prefix="build-", dir=directory)
+    try:
+        target = os.path.join(work, MODULE + _build.EXT_SUFFIX)
+        shared = (["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin"
+                  else ["-shared"])
+        code, output = _build._run([*cc, "-O2", "-fPIC", "-std=gnu11", *shared,
+                                    f"-I{_build._python_include()}", f"-I{np.get_include()}",
+                                    SOURCE, "-o", target], work)
+        if code:
+            raise _build.BuildError(f"compiling {os.path.basename(SOURCE)} failed: "
+                                    f"{output[-2000:]}")
+        os.replace(target, path)  # atomic: a process never loads half a file
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _load_from(path):
+    import importlib.machinery
+    import importlib.util
+    name = "fastact." + MODULE
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    environ, env_key = _backends._ENVIRON, _backends._ENV_KEY
+    if not isinstance(environ, dict) or not isinstance(env_key, bytes):
+        raise _build.BuildError("os.environ is not CPython's (no dict of bytes behind it)")
+    for index, name in enumerate(BACKENDS):
+        _accepted[name] = _accepted[name.encode()] = index
+    module.configure(_backends._current, environ, env_key, _accepted, _threads.SPLIT_SIZE,
+                     STREAM_BYTES)
+    return module
+
+
+def _background_build(path):
+    global _module, _reason
+    try:
+        build(os.path.dirname(path))
+        module = _load_from(path)
+    except Exception as e:  # no compiler, no headers, a failed compile: the Python path stays
+        _reason = f"{type(e).__name__}: {e}"
+        return
+    _module = module
+    _reason = None
+
+
+def load(wait=False):
+    """The extension, or None while it is being built (or when it cannot be: status())."""
+    global _module, _reason, _builder
+    if _module is not None or not enabled():
+        return _module
+    with _lock:
+        if _module is None and _builder is None:
+            path = module_path()
+            if os.path.exists(path):
+                try:
+                    _module = _load_from(path)
+                    _reason = None
+                except Exception as e:
+                    _reason = f"{type(e).__name__}: {e}"
+                    _builder = False  # never again in this process
+                return _module
+            _reason = "being built"
+            _builder = threading.Thread(target=_background_build, args=(path,),
+                                        name="fastact-fastcall-build")
+            _builder.start()  # not a daemon: an exit waits for the compiler (~1 s) to finish
+        builder = _builder
+    if wait and builder:
+        builder.join()
+    return _module
+
+
+def _after_fork_in_child():
+    """A build in the parent's thread did not come along: the child may load or build anew."""
+    global _builder, _reason, _lock
+    _lock = threading.Lock()
+    if _module is None and isinstance(_builder, threading.Thread):
+        _builder, _reason = None, "not loaded yet"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def status():
+    """None when the fast path is on, else why not."""
+    if not enabled():
+        return "turned off (FASTACT_FASTCALL=0)"
+    return _reason
+
+
+class Entries:
+    """An activation's two fast entries (forward: one array; backward: two), made when the
+    extension is there; register() gives them their kernels as the Python path compiles them."""
+
+    def __init__(self, module, values):
+        self.forward = module.Map(1, values)
+        self.backward = module.Map(2, values)
+
+
+def entries(values):
+    """An activation's Entries; None while the extension is being built, False where it is off
+    or cannot be built (the Python path for good)."""
+    module = load()
+    if module is None:
+        return None if _reason == "being built" and enabled() else False
+    return Entries(module, values)
+
+
+def register(entry, scalar_fn, n_inputs, dtype):
+    """After a Python-path call with the default parameters: give entry this dtype's kernel of
+    the backend in force, if that backend has it compiled."""
+    if dtype is _F32:
+        index = 0
+    elif dtype is _F64:
+        index = 1
+    else:
+        return
+    name = _backends.current()
+    if name not in ("auto", "cpu", "c"):
+        return
+    backend = _backends.get(name)
+    which = BACKENDS.index(backend.name)
+    if name == "auto" and None not in _accepted:  # "auto" is the first available: fixed
+        _accepted[None] = _accepted["auto"] = _accepted[b"auto"] = which
+    if entry.has(which, index):
+        return
+    table = backend.fast_table(scalar_fn, n_inputs, dtype)
+    if table is not None:
+        entry.set(which, index, table)

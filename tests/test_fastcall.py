@@ -1,0 +1,327 @@
+"""The per-call fast path (fastact/_fastcall.py, _fastcall.c): which calls it takes, that they give
+the Python path's bits on both CPU backends, that every other call is left to the Python path
+before anything is touched, and that the library works while it is being built or where it
+cannot be."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import _api, _backends, _fastcall, _threads, registry
+from fastact.bindings import _build
+
+from conftest import CASES, case_id, hostile, kinks
+
+# Every activation the fast path serves (the plain elementwise ones), with the test matrix's
+# parameter sets (the defaults, and values that change the branch or the saved tensor).
+FAST = [(name, params) for name, params in CASES if type(getattr(fa, name)) is _api.Activation]
+BACKENDS = [b for b in ("cpu", "c") if _backends._load(b) is not None]
+
+
+def _compiler_available():
+    try:
+        _build.compiler()
+        return os.path.exists(os.path.join(_build._python_include(), "Python.h"))
+    except _build.BuildError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def module():
+    """The extension, built (here, a compiler and the headers exist: it must build)."""
+    if not _fastcall.enabled():
+        pytest.skip("FASTACT_FASTCALL=0")
+    if not _compiler_available():
+        pytest.skip("no C compiler or Python headers")
+    loaded = _fastcall.load(wait=True)
+    assert loaded is not None, _fastcall.status()
+    assert _fastcall.status() is None
+    return loaded
+
+
+def python_path(activation, *arrays, backward=False, out=None, **params):
+    """The same call on the Python path (the activation's fast entries set aside)."""
+    saved, activation._by_params = activation._by_params, None
+    try:
+        return (activation.backward if backward else activation)(*arrays, out=out, **params)
+    finally:
+        activation._by_params = saved
+
+
+def fast_call(module, activation, *arrays, backward=False, out=None, **params):
+    """The call, made until the fast path takes it (the first calls compile and register);
+    returns (result, whether the last call was taken)."""
+    fn = activation.backward if backward else activation
+    for _ in range(3):
+        before = module.calls()
+        result = fn(*arrays, out=out, **params)
+        if module.calls() == before + 1:
+            return result, True
+    return result, False
+
+
+def inputs(name, params, dtype, n=4099, seed=0):
+    x = hostile(dtype, kinks(name, params), seed=seed)
+    x = np.resize(x, n).astype(dtype)
+    dy = np.random.default_rng(seed + 1).standard_normal(n).astype(dtype) * 3
+    return x, dy
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", FAST, ids=case_id)
+def test_fast_calls_give_the_python_paths_bits(module, case, dtype, backend):
+    """Forward and backward, allocating, into out=, in place on each input, 2-D in C and F
+    order, with and without parameters: each call is taken by the fast path and equals the
+    Python path's result bitwise (hostile values: NaN, infinities, subnormals, the kinks)."""
+    name, params = case
+    act = getattr(fa, name)
+    x, dy = inputs(name, params, dtype)
+    with fa.backend(backend):
+        y = python_path(act, x, **params)
+        saved = y if act.saves_for(**params) == "output" else x
+        dx = python_path(act, dy, saved, backward=True, **params)
+        calls = [((x,), False, None, y), ((dy, saved), True, None, dx),
+                 ((x,), False, np.empty_like(x), y), ((dy, saved), True, np.empty_like(x), dx),
+                 ((x.reshape(1, 4099),), False, None, y.reshape(1, 4099))]
+        x2 = np.asfortranarray(np.resize(x, (64, 48)))
+        calls.append(((x2,), False, None, python_path(act, x2, **params)))
+        dy2, s2 = np.asfortranarray(np.resize(dy, (64, 48))), np.asfortranarray(
+            np.resize(saved, (64, 48)))
+        calls.append(((dy2, s2), True, np.empty_like(dy2),
+                      python_path(act, dy2, s2, backward=True, **params)))
+        for arrays, backward, out, want in calls:
+            got, taken = fast_call(module, act, *arrays, backward=backward, out=out, **params)
+            assert taken, (name, backward, out is None)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert got.flags.f_contiguous == want.flags.f_contiguous
+            np.testing.assert_array_equal(got, want)
+            if out is not None:
+                assert got is out
+        for k in range(2):  # in place on each input of the backward
+            in_place(module, act, dx, params, dy, saved, k=k)
+        in_place(module, act, y, params, x)
+
+
+def in_place(module, act, want, params, *arrays, k=0):
+    """out = arrays[k], on fresh copies, until the fast path takes it (its first call compiles
+    the in-place form); every call's result is right."""
+    for _ in range(3):
+        copies = [a.copy() for a in arrays]
+        before = module.calls()
+        got = (act.backward if len(arrays) == 2 else act)(*copies, out=copies[k], **params)
+        assert got is copies[k]
+        np.testing.assert_array_equal(got, want)
+        if module.calls() == before + 1:
+            return
+    raise AssertionError(f"{act.name}: the in-place call on input {k} was never taken")
+
+
+def test_parameters_key_the_entries_and_their_number_is_bounded(module):
+    """Calls with parameters: each parameter set (as passed) has its entries; equal values
+    passed alike share them; an unhashable or invalid parameter gets the Python path's error;
+    past _MAX_FAST sets the calls stay right on the Python path."""
+    x = np.linspace(-4, 4, 3000, dtype=np.float32)
+    act = fa.leaky_relu
+    act._by_params.clear()
+    for slope in (0.2, 0.2, 0.2):
+        got = act(x, slope)
+    assert (0.2,) in act._by_params and len(act._by_params) == 1
+    got, taken = fast_call(module, act, x, 0.2)
+    assert taken
+    np.testing.assert_array_equal(got, python_path(act, x, negative_slope=0.2))
+    fast_call(module, act, x, negative_slope=0.2)
+    got, taken = fast_call(module, act, x, negative_slope=0.2)
+    assert taken and len(act._by_params) == 2
+    np.testing.assert_array_equal(got, python_path(act, x, negative_slope=0.2))
+    with pytest.raises(TypeError, match="real number"):
+        act(x, [0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        act(x, float("nan"))
+    for k in range(_api._MAX_FAST + 8):
+        slope = 0.01 * k
+        for _ in range(2):
+            np.testing.assert_array_equal(act(x, slope), python_path(act, x, negative_slope=slope))
+    assert len(act._by_params) == _api._MAX_FAST
+    act._by_params.clear()
+
+
+def test_calls_it_does_not_take_go_the_python_way_unchanged(module):
+    """Every call outside the fast path's few shapes of call is declined before anything is
+    written, and the Python path then gives what it always gave: results, NumPy scalars for
+    0-d, conversions, errors with nothing written."""
+    x = np.linspace(-5, 5, 1000, dtype=np.float32)
+    fa.sigmoid(x)
+    fa.sigmoid(x)  # registered
+    declined = [  # (what, the call, the Python path's exception or None)
+        ("float16", lambda: fa.sigmoid(x.astype(np.float16)), None),
+        ("int", lambda: fa.sigmoid(np.arange(10)), None),
+        ("list", lambda: fa.sigmoid([0.5, 1.0]), None),
+        ("strided", lambda: fa.sigmoid(x[::2]), None),
+        ("0-d", lambda: fa.sigmoid(np.array(0.5, np.float32)), None),
+        ("empty", lambda: fa.sigmoid(np.empty(0, np.float32)), None),
+        ("byte-swapped", lambda: fa.sigmoid(x.astype(">f4")), None),
+        ("subclass", lambda: fa.sigmoid(x.view(np.recarray)), None),
+        ("parameters never seen", lambda: fa.elu(x, 0.123), None),
+        ("split size", lambda: fa.sigmoid(np.zeros(_threads.SPLIT_SIZE, np.float32)), None),
+        ("dtypes differ", lambda: fa.sigmoid.backward(x, x.astype(np.float64)), None),
+        ("out strided", lambda: fa.sigmoid(x, out=np.empty(2000, np.float32)[::2]), None),
+        ("out F-ordered", lambda: fa.sigmoid(x.reshape(10, 100), out=np.empty(
+            (10, 100), np.float32, order="F")), None),
+        ("shapes differ", lambda: fa.sigmoid.backward(x, x.reshape(10, 100)), ValueError),
+        ("out float64", lambda: fa.sigmoid(x, out=np.empty(1000)), TypeError),
+        ("out a list", lambda: fa.sigmoid(x, out=[0.0] * 1000), TypeError),
+        ("complex", lambda: fa.sigmoid(x.astype(np.complex64)), TypeError),
+    ]
+    for label, call, error in declined:
+        before = module.calls()
+        if error is None:
+            result = call()
+            assert np.all(np.isfinite(np.asarray(result, dtype=np.float64))), label
+        else:
+            with pytest.raises(error):
+                call()
+        assert module.calls() == before, label
+    assert type(fa.sigmoid(np.array(0.5, np.float32))) is np.float32  # a scalar, as NumPy's
+
+    # partial overlap: the Python path computes into a scratch array first
+    z = np.linspace(-3, 3, 1001, dtype=np.float32)
+    want = python_path(fa.sigmoid, z[:-1].copy())
+    before = module.calls()
+    fa.sigmoid(z[:-1], out=z[1:])
+    assert module.calls() == before
+    np.testing.assert_array_equal(z[1:], want)
+
+    # errors: the Python path's, with nothing written
+    for bad in [np.full((10, 100), 7.0, np.float32), np.full(999, 7.0, np.float32)]:
+        with pytest.raises(ValueError):
+            fa.sigmoid(x, out=bad)
+        assert np.all(bad == 7.0)
+    readonly = np.full(1000, 7.0, np.float32)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fa.sigmoid(x, out=readonly)
+    assert np.all(readonly == 7.0)
+
+
+def test_the_backend_choice_in_force_picks_the_kernels_or_the_python_path(module, monkeypatch):
+    """A context's choice over FASTACT_BACKEND, read on every call as on the Python path: a
+    backend the entry has a kernel for is taken, "cuda" and unknown names are declined (the
+    Python path answers them), and an unknown name still raises."""
+    x = np.linspace(-5, 5, 1000, dtype=np.float32)
+    want = python_path(fa.tanh, x)
+    for backend in BACKENDS:
+        with fa.backend(backend):
+            got, taken = fast_call(module, fa.tanh, x)
+            assert taken, backend
+            np.testing.assert_array_equal(got, want)
+        monkeypatch.setenv("FASTACT_BACKEND", backend)
+        got, taken = fast_call(module, fa.tanh, x)
+        assert taken, backend
+        np.testing.assert_array_equal(got, want)
+        monkeypatch.delenv("FASTACT_BACKEND")
+    entry = fa.tanh._by_params[()].forward
+    for index, backend in enumerate(_fastcall.BACKENDS):
+        assert entry.has(index, 0) == (backend in BACKENDS)
+    monkeypatch.setenv("FASTACT_BACKEND", "nonsense")
+    before = module.calls()
+    with pytest.raises(ValueError, match="unknown backend"):
+        fa.tanh(x)
+    assert module.calls() == before
+    monkeypatch.setenv("FASTACT_BACKEND", "cpu" if "c" not in BACKENDS else "c")
+    with fa.backend("cuda"):  # a context over the variable: not this path's
+        try:
+            fa.tanh(x)
+        except Exception:  # no device here: the Python path's error
+            pass
+    assert module.calls() == before
+
+
+def test_fast_calls_from_many_python_threads_are_correct(module):
+    """The GIL is released around the kernel: eight threads calling at once each get their own
+    results."""
+    rng = np.random.default_rng(0)
+    names = ["sigmoid", "gelu", "relu", "tanh", "silu", "elu", "softplus", "mish"]
+    xs = [rng.standard_normal(20_000).astype(np.float32) for _ in names]
+    want = [python_path(getattr(fa, n), x) for n, x in zip(names, xs)]
+    for n, x in zip(names, xs):
+        fast_call(module, getattr(fa, n), x)
+    errors = []
+    before = module.calls()
+
+    def work(i):
+        try:
+            out = np.empty_like(xs[i])
+            for _ in range(200):
+                got = getattr(fa, names[i])(xs[i], out=out)
+                assert np.array_equal(got, want[i])
+        except BaseException as e:
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(names))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert module.calls() - before == 200 * len(names)
+
+
+def _run(code, env):
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_built_in_the_background_while_calls_take_the_python_path(tmp_path):
+    """A fresh cache: the first calls are answered at once (the Python path) while the
+    extension compiles in a thread; afterwards the calls are the fast path's, and the next
+    process loads it from disk."""
+    if not _compiler_available():
+        pytest.skip("no C compiler or Python headers")
+    code = """if True:
+        import time, numpy as np, fastact as fa
+        from fastact import _fastcall
+        x = np.linspace(-4, 4, 5000, dtype=np.float32)
+        want = fa.relu(x)
+        print(_fastcall.status())
+        _fastcall.load(wait=True)
+        print(_fastcall.status())
+        for _ in range(3):
+            assert np.array_equal(fa.relu(x), want)
+        print(_fastcall._module.calls())
+    """
+    env = {"FASTACT_CACHE_DIR": str(tmp_path), "FASTACT_BACKEND": "c" if "cpu" not in BACKENDS
+           else "cpu"}
+    first = _run(code, env).split("\n")
+    assert first[0] == "being built" and first[1] == "None" and int(first[2]) >= 2, first
+    assert any(p.name.startswith("fastcall-") for p in tmp_path.iterdir())
+    second = _run(code, env).split("\n")
+    assert second[0] == "None", second  # loaded from disk on the first call
+
+
+def test_without_a_compiler_everything_works_on_the_python_path(tmp_path):
+    code = """if True:
+        import numpy as np, fastact as fa
+        from fastact import _fastcall
+        x = np.linspace(-4, 4, 5000, dtype=np.float32)
+        y = fa.sigmoid(x)
+        _fastcall.load(wait=True)
+        assert np.array_equal(fa.sigmoid(x), y) and np.array_equal(fa.sigmoid(x), y)
+        assert fa.sigmoid._by_params is None
+        print(_fastcall.status())
+    """
+    env = {"FASTACT_CACHE_DIR": str(tmp_path), "CC": "/nonexistent/cc"}
+    if "cpu" in BACKENDS:
+        env["FASTACT_BACKEND"] = "cpu"  # (the C backend would need the compiler too)
+    else:
+        pytest.skip("the C backend alone needs a compiler")
+    out = _run(code, env)
+    assert "no compiler" in out, out
+    del env["CC"]
+    off = _run(code, {**env, "FASTACT_FASTCALL": "0"})
+    assert "turned off" in off, off
