@@ -43,6 +43,8 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     int n_in, n_params;
+    Py_ssize_t limit;                /* calls of this many elements or more are split over
+                                        threads (its kernel's cost; 0: split_size) */
     double values[2][MAX_PARAMS];    /* per dtype: the parameters rounded to it */
     PyObject *tables[N_BACKENDS][2]; /* per backend and dtype: an int64 array, n_in + 1
                                         addresses (the task, then its forms for out being
@@ -114,7 +116,7 @@ static PyObject *map_call(PyObject *self_, PyObject *const *args, size_t nargsf,
         Py_RETURN_NOTIMPLEMENTED;
     size = PyArray_SIZE(in[0]);
     nbytes = size * PyArray_ITEMSIZE(in[0]);
-    if (size == 0 || size >= split_size || nbytes >= stream_bytes)
+    if (size == 0 || size >= (self->limit ? self->limit : split_size) || nbytes >= stream_bytes)
         Py_RETURN_NOTIMPLEMENTED;
     for (k = 1; k < self->n_in; k++)
         if (!same_layout(in[0], in[k]))
@@ -241,9 +243,10 @@ static void map_dealloc(MapObject *self)
 static PyObject *map_set(MapObject *self, PyObject *args)
 {
     int backend, dtype;
+    Py_ssize_t limit = 0;
     PyObject *table;
     PyArrayObject *t;
-    if (!PyArg_ParseTuple(args, "iiO:set", &backend, &dtype, &table))
+    if (!PyArg_ParseTuple(args, "iiO|n:set", &backend, &dtype, &table, &limit))
         return NULL;
     if (backend < 0 || backend >= N_BACKENDS || dtype < 0 || dtype > 1) {
         PyErr_SetString(PyExc_ValueError, "no such backend or dtype index");
@@ -262,6 +265,8 @@ static PyObject *map_set(MapObject *self, PyObject *args)
     }
     Py_INCREF(table);
     Py_XSETREF(self->tables[backend][dtype], table);
+    if (limit > 0)
+        self->limit = limit;
     Py_RETURN_NONE;
 }
 
@@ -279,9 +284,10 @@ static PyObject *map_has(MapObject *self, PyObject *args)
 
 static PyMethodDef map_methods[] = {
     {"set", (PyCFunction)map_set, METH_VARARGS,
-     "set(backend, dtype, table): the task table this entry calls for that backend index and "
-     "dtype index (0 float32, 1 float64); kept by reference (the Numba backend fills in its "
-     "in-place forms as they compile)."},
+     "set(backend, dtype, table[, limit]): the task table this entry calls for that backend "
+     "index and dtype index (0 float32, 1 float64), kept by reference (the Numba backend fills "
+     "in its in-place forms as they compile); limit: the size from which its calls are split "
+     "over threads (the Python path's)."},
     {"has", (PyCFunction)map_has, METH_VARARGS, "has(backend, dtype): whether a table is set."},
     {NULL}};
 

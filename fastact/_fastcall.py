@@ -204,4 +204,4 @@ def register(entry, scalar_fn, n_inputs, dtype):
         return
     table = backend.fast_table(scalar_fn, n_inputs, dtype)
     if table is not None:
-        entry.set(which, index, table)
+        entry.set(which, index, table, backend.split_size(scalar_fn))

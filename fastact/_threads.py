@@ -347,12 +347,13 @@ def _get_workers(count):
         return _workers[:count], _pool
 
 
-def run(kernel, args, n, cost=1):
+def run(kernel, args, n, cost=1, align=None):
     """kernel(*args, start, stop, pool, slot, seq) over [0, n), split over threads when n * cost
     is large (pool, slot, seq: the hand-off, kernels/loops.py; a call on one thread passes
-    slot -1). A call made while another Python thread's call holds the workers runs whole on its
-    own thread (the cores are busy anyway; nothing queues behind anything). Returns what the
-    calling thread's kernel call returned."""
+    slot -1); align: the chunks' edges on cache lines (_CHUNK_ALIGN elements; by default where
+    cost is 1: elements, not rows). A call made while another Python thread's call holds the
+    workers runs whole on its own thread (the cores are busy anyway; nothing queues behind
+    anything). Returns what the calling thread's kernel call returned."""
     global _seq
     if n * cost < SPLIT_SIZE or _num_threads == 1:  # one thread: the short way
         return kernel(*args, 0, n, 0, -1, 0)  # (min/max below cost a small call ~0.3 us)
@@ -361,7 +362,7 @@ def run(kernel, args, n, cost=1):
         return kernel(*args, 0, n, 0, -1, 0)
     try:
         step = -(-n // threads)
-        if cost == 1:
+        if align or (align is None and cost == 1):
             step = -(-step // _CHUNK_ALIGN) * _CHUNK_ALIGN
         bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
         workers, (state, address) = _get_workers(len(bounds) - 1)

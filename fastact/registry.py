@@ -572,6 +572,18 @@ def arithmetic_bound_scalar_names():
             for table in (spec.forward, spec.backward_from_input) for fn in table.values()}
 
 
+# How many light elements one element of a map costs, for splitting a call over threads
+# (_threads.run splits calls of _threads.SPLIT_SIZE / cost elements and more): the arithmetic-bound
+# loops split from 2^16 elements, the rest from 2^17. On the Zen 4 VM, one thread against a split
+# call (~7 us of hand-off) at 2^16: the exponential forwards and backwards from the input
+# 0.92-1.44x (celu / elu forward 0.92 / 0.96x, sigmoid 1.13x, gelu 1.42x), the light ones
+# 0.54-0.76x (relu forward 6.5 against 10.9-11.2 us); at 2^15 only gelu and mish backward gained
+# (1.18x; NOTES.md).
+@functools.lru_cache(maxsize=None)
+def split_cost(scalar_name):
+    return 2 if scalar_name in arithmetic_bound_scalar_names() else 1
+
+
 # The forwards bound by arithmetic whose large outputs keep plain stores: the heaviest two, which
 # lost 2% and 7% with non-temporal stores through an L1 buffer (Numba reloads their loops'
 # constants per 64-element part; kernels/loops.py, map_1_streamed). Every other one streams.

@@ -325,3 +325,39 @@ def test_without_a_compiler_everything_works_on_the_python_path(tmp_path):
     del env["CC"]
     off = _run(code, {**env, "FASTACT_FASTCALL": "0"})
     assert "turned off" in off, off
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_arithmetic_bound_maps_split_from_half_the_split_size(module, backend, monkeypatch):
+    """registry.split_cost: sigmoid's calls (arithmetic-bound) are split over threads from
+    SPLIT_SIZE / 2 elements, relu's from SPLIT_SIZE; the fast path leaves the split calls to the
+    Python path, whose split results equal one thread's."""
+    n = _threads.SPLIT_SIZE // 2
+    x = np.random.default_rng(5).standard_normal(n).astype(np.float32) * 4
+    split = []
+    real = _threads.run
+
+    def run(kernel, args, size, cost=1, align=None):
+        split.append((size, cost, size * cost >= _threads.SPLIT_SIZE))
+        return real(kernel, args, size, cost, align)
+    threads = fa.get_num_threads()
+    with fa.backend(backend):
+        fa.set_num_threads(1)
+        want = {name: python_path(getattr(fa, name), x) for name in ("sigmoid", "relu")}
+        fa.set_num_threads(2)
+        try:
+            monkeypatch.setattr(_threads, "run", run)
+            for name in ("sigmoid", "relu"):
+                for _ in range(3):
+                    split.clear()
+                    before = module.calls()
+                    np.testing.assert_array_equal(getattr(fa, name)(x), want[name])
+                taken = module.calls() == before + 1
+                assert taken == (name == "relu"), name
+                if name == "sigmoid":
+                    assert split == [(n, 2, True)]
+                else:  # taken by the fast path, or one thread on the Python path
+                    assert all(not s[2] for s in split)
+        finally:
+            fa.set_num_threads(threads)
+    assert registry.split_cost("sigmoid_forward") == 2 and registry.split_cost("relu_forward") == 1

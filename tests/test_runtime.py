@@ -500,7 +500,8 @@ def _relu_call_and_a_pool(backend, monkeypatch, slots):
     from fastact.kernels import cpu  # (its calls below the split size skip _threads.run)
     runner = _native_functions(backend)[1]
     calls = []
-    monkeypatch.setattr(T, "run", lambda kernel, args, n, cost=1: calls.append((kernel, args)) or n)
+    monkeypatch.setattr(T, "run", lambda kernel, args, n, cost=1, align=None: calls.append(
+        (kernel, args)) or n)
     monkeypatch.setattr(cpu, "_SPLIT_SIZE", 0)
     monkeypatch.setattr(fa.relu, "_by_params", None)  # (not the per-call fast path: _fastcall.py)
     x = np.linspace(-3, 3, 1000, dtype=np.float32)
@@ -702,7 +703,7 @@ def test_an_in_place_loop_that_fails_to_compile_leaves_the_general_one(monkeypat
     with pytest.warns(RuntimeWarning, match="in-place loop of sigmoid_forward did not compile"):
         backend.map(registry.sigmoid_forward, [data], data, ())
     np.testing.assert_array_equal(data, want)
-    (_, tasks), = backend._maps.values()
+    (_, tasks, _), = backend._maps.values()
     assert tasks[1] == tasks[0] != 0
     data = x.copy()
     backend.map(registry.sigmoid_forward, [data], data, ())  # no warning, no second try
@@ -759,8 +760,8 @@ def test_in_place_calls_fill_the_task_table_with_their_own_forms():
             fa.gelu.backward(g, x, out=g)
     maps = _backends.get("cpu")._maps
     key = (np.dtype(np.float32), False)  # (dtype, streamed)
-    _, forward = maps[(registry.gelu_forward, 1, *key)]
-    _, backward = maps[(registry.gelu_backward_from_input, 2, *key)]
+    _, forward, _ = maps[(registry.gelu_forward, 1, *key)]
+    _, backward, _ = maps[(registry.gelu_backward_from_input, 2, *key)]
     assert forward[1] not in (0, forward[0])
     assert backward[1] not in (0, backward[0])
 

@@ -8,7 +8,7 @@ torch's team once torch was imported (measured 7 ms per 2^20 call, against ~0.5 
 """
 import numpy as np
 
-from .. import _threads
+from .. import _threads, registry
 from .._backends import Unavailable
 from ..kernels.math import STREAM_BYTES
 from . import _build
@@ -62,13 +62,19 @@ class Backend:
         pointer = self.ffi.addressof(self.lib, self._map_name(scalar_fn, n_arrays, dtype))
         return np.full(n_arrays + 1, int(self.ffi.cast("intptr_t", pointer)), np.int64)
 
+    @staticmethod
+    def split_size(scalar_fn):
+        """The size from which this map's calls are split over threads (_threads.run)."""
+        return _threads.SPLIT_SIZE // registry.split_cost(scalar_fn.__name__)
+
     def map(self, scalar_fn, inputs, out, params):
         fn = self._map_function(scalar_fn, len(inputs), out.dtype)
         buf = self.ffi.from_buffer
         pointers = [buf(a) for a in inputs] + [self._null] * (3 - len(inputs))
         values = [float(p) for p in params] + [0.0] * (2 - len(params))
         stream = int(out.nbytes >= STREAM_BYTES)  # non-temporal stores (kernels/loops.py)
-        _threads.run(fn, (*pointers, buf(out, require_writable=True), *values, stream), out.size)
+        _threads.run(fn, (*pointers, buf(out, require_writable=True), *values, stream), out.size,
+                     registry.split_cost(scalar_fn.__name__), align=True)
 
     def rows(self, name, args, n_rows, row_cost):
         if n_rows <= 0:

@@ -289,12 +289,13 @@ class Backend:
         if found is None:
             tasks = np.zeros(len(inputs) + 1, np.int64)  # the in-place forms: when first used
             tasks[0] = self._task(key, -1)
-            found = self._maps[key] = (map_caller(len(inputs), len(params)), tasks)
-        caller, tasks = found
-        if size < _SPLIT_SIZE:  # one thread (_threads.run's short way, without its call)
+            found = self._maps[key] = (map_caller(len(inputs), len(params)), tasks,
+                                       registry.split_cost(scalar_fn.__name__))
+        caller, tasks, cost = found
+        if size * cost < _SPLIT_SIZE:  # one thread (_threads.run's short way, without its call)
             missing = caller(tasks, *inputs, out, params, 0, size, 0, -1, 0)
         else:
-            missing = _threads.run(caller, (tasks, *inputs, out, params), size)
+            missing = _threads.run(caller, (tasks, *inputs, out, params), size, cost, align=True)
         if missing < 0:  # out was input -missing - 1, whose in-place form is not compiled yet
             # (this call ran the general one, right but slower): compiled for the next calls
             try:
@@ -310,6 +311,11 @@ class Backend:
         tasks directly), or None before a call compiled it."""
         found = self._maps.get((scalar_fn, n_arrays, dtype, False))
         return None if found is None else found[1]
+
+    @staticmethod
+    def split_size(scalar_fn):
+        """The size from which this map's calls are split over threads (_threads.run)."""
+        return _SPLIT_SIZE // registry.split_cost(scalar_fn.__name__)
 
     @staticmethod
     def _task(key, alias):
