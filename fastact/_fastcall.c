@@ -1,18 +1,22 @@
 /* fastact's per-call fast path (fastact/_fastcall.py builds and loads it): the common
-   elementwise call, fa.NAME(x, out=None) and fa.NAME.backward(dy, saved, out=None) with the
-   default parameters on same-shape contiguous float32/float64 NumPy arrays smaller than the split
-   size, checked and dispatched to the compiled kernel without Python in between. Anything else
-   (other arrays, parameters, a backend choice this entry has no kernel for, a form not compiled
-   yet) answers NotImplemented before touching anything, and the caller takes the Python path,
-   which checks, converts and raises exactly as before. The kernels are the ones the Python path
-   calls: the Numba backend's native tasks, task(block, start, stop) with the block as
-   kernels/loops.py lays it out (call_K_P), and the C backend's fa_map_* entries.
+   elementwise call, fa.NAME(x, out=None) and fa.NAME.backward(dy, saved, out=None) with
+   parameters used before (Map: one per activation, direction and parameter set) on same-shape
+   contiguous float32/float64 NumPy arrays, checked and dispatched to the compiled kernel without
+   Python in between, and a large call split over fastact's thread pool here too (split_call).
+   Anything else (other arrays, a backend choice this entry has no kernel for, a form not
+   compiled yet, outputs large enough for the streamed kernels) answers NotImplemented before
+   touching anything, and the caller takes the Python path, which checks, converts and raises
+   exactly as before. The kernels are the ones the Python path calls: the Numba backend's native
+   tasks, task(block, start, stop) with the block as kernels/loops.py lays it out (call_K_P), and
+   the C backend's fa_map_* entries.
 
    In Python, the same call spends ~2.5 us in the API's checks, the backend's dispatch and
-   Numba's argument typing (PyTorch's call: 1.2 us; bench/NOTES.md, per-call overhead). */
+   Numba's argument typing (PyTorch's call: 1.2 us), and a split call ~7 us in _threads.run
+   (bench/NOTES.md: per-call overhead). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
@@ -37,14 +41,19 @@ static PyObject *accepted;     /* backend name (str, bytes; None: nothing set) -
 static Py_ssize_t split_size;  /* elements: calls this large are split over threads */
 static Py_ssize_t stream_bytes; /* outputs this large take the streamed kernels */
 static PyArray_Descr *descrs[2]; /* float32, float64 */
+/* The thread pool (fastact/_threads.py): its module, and the state's layout (configure). */
+static PyObject *threads_module;
+static Py_ssize_t parallel_threshold, chunk_align;
+static int64_t pool_stride, pool_task, pool_task_args, pool_start, pool_stop, pool_done,
+    pool_asleep, pool_claim, pool_take_back;
 static unsigned long long taken; /* calls this path computed (tests read it) */
 
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     int n_in, n_params;
-    Py_ssize_t limit;                /* calls of this many elements or more are split over
-                                        threads (its kernel's cost; 0: split_size) */
+    Py_ssize_t cost;                 /* its kernel's split cost (registry.split_cost): calls
+                                        of split_size / cost elements or more are split */
     double values[2][MAX_PARAMS];    /* per dtype: the parameters rounded to it */
     PyObject *tables[N_BACKENDS][2]; /* per backend and dtype: an int64 array, n_in + 1
                                         addresses (the task, then its forms for out being
@@ -82,6 +91,186 @@ static int chosen_backend(void)
     return result;
 }
 
+/* One call's kernel and arguments: the Numba task's block (kernels/loops.py) or the C kernel's
+   arrays and parameters. */
+typedef struct {
+    int backend;          /* 0: a Numba task, task(block, start, stop); 1: a C fa_map_* entry */
+    int64_t task;
+    int64_t block[MAP_BLOCK];
+    char *data[4];        /* inputs, then out at [3] */
+    double values[MAX_PARAMS];
+} Call;
+
+/* [start, stop) of the call, as the Python path's kernel call does: alone (slot -1), or as a
+   split call's caller (slot 0: the pool's hand-off, kernels/loops.py's call_K_P and
+   bindings/_generate.py's fa_range_sized, both of which this mirrors or calls). */
+static void run_range(Call *call, int64_t start, int64_t stop, intptr_t pool, int64_t slot,
+                      int64_t seq)
+{
+    if (call->backend == 1) {
+        ((c_kernel)(intptr_t)call->task)(call->data[0], call->data[1], call->data[2],
+                                         call->data[3], call->values[0], call->values[1], 0,
+                                         start, stop, pool, slot, seq);
+        return;
+    }
+    numba_task task = (numba_task)(intptr_t)call->task;
+    if (slot != 0) {
+        task((int64_t)(intptr_t)call->block, start, stop);
+        return;
+    }
+    int64_t *state = (int64_t *)pool, w, n = __atomic_load_n(state, __ATOMIC_ACQUIRE);
+    int64_t *copy = state + __atomic_load_n(state + 2, __ATOMIC_RELAXED);
+    memcpy(copy, call->block, sizeof call->block); /* the workers' arguments */
+    for (w = 1; w <= n; w++) {
+        int64_t *line = state + pool_stride * w;
+        __atomic_store_n(line + pool_task, call->task, __ATOMIC_RELAXED);
+        __atomic_store_n(line + pool_task_args, (int64_t)(intptr_t)copy, __ATOMIC_RELAXED);
+        __atomic_store_n(line, seq, __ATOMIC_SEQ_CST); /* its go */
+    }
+    task((int64_t)(intptr_t)copy, start, stop);
+    if (__atomic_load_n(state + pool_take_back, __ATOMIC_RELAXED)) { /* Taking back */
+        for (w = 1; w <= n; w++) {
+            int64_t *line = state + pool_stride * w, *claim = line + pool_claim;
+            int64_t old = __atomic_load_n(claim, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(line + pool_done, __ATOMIC_ACQUIRE) >= seq)
+                continue;
+            while (old < seq && !__atomic_compare_exchange_n(claim, &old, seq, 0, __ATOMIC_SEQ_CST,
+                                                             __ATOMIC_SEQ_CST))
+                ;
+            if (old < seq) { /* raised here: the worker had not claimed it */
+                if (line[pool_stop] > line[pool_start])
+                    task((int64_t)(intptr_t)copy, line[pool_start], line[pool_stop]);
+                __atomic_store_n(line + pool_done, seq, __ATOMIC_RELEASE);
+            }
+        }
+    }
+}
+
+static void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* A call split over the pool's workers as fastact._threads.run splits it, without Python in
+   between: 1 done, 0 to be run whole on this thread (one thread, or the workers busy with another
+   Python thread's call), 2 a pool without a native runner (the Python path's), -1 an error. */
+static int split_call(Call *call, Py_ssize_t size, Py_ssize_t cost)
+{
+    PyObject *value, *busy, *got, *workers, *pool;
+    long long seq;
+    Py_ssize_t threads, step, count, w;
+    int64_t *state;
+    value = PyObject_GetAttrString(threads_module, "_num_threads");
+    if (value == NULL)
+        return -1;
+    threads = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    if (threads == -1 && PyErr_Occurred())
+        return -1;
+    if (threads > size * cost / parallel_threshold)
+        threads = size * cost / parallel_threshold;
+    if (threads < 2)
+        return 0;
+    busy = PyObject_GetAttrString(threads_module, "_busy");
+    if (busy == NULL)
+        return -1;
+    value = PyObject_CallMethod(busy, "acquire", "O", Py_False);
+    if (value == NULL) {
+        Py_DECREF(busy);
+        return -1;
+    }
+    if (value != Py_True) { /* another thread's call has the workers */
+        Py_DECREF(value);
+        Py_DECREF(busy);
+        return 0;
+    }
+    Py_DECREF(value);
+    step = (size + threads - 1) / threads;
+    step = (step + chunk_align - 1) / chunk_align * chunk_align;
+    count = (size + step - 1) / step - 1; /* workers */
+    got = PyObject_CallMethod(threads_module, "_get_workers", "n", count);
+    if (got == NULL || !PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2)
+        goto fail;
+    workers = PyTuple_GET_ITEM(got, 0);
+    pool = PyTuple_GET_ITEM(got, 1);
+    if (!PyList_Check(workers) || PyList_GET_SIZE(workers) != count || !PyTuple_Check(pool)
+        || PyTuple_GET_SIZE(pool) != 2) {
+        PyErr_SetString(PyExc_RuntimeError, "fastact: _threads._get_workers answered otherwise");
+        goto fail;
+    }
+    state = (int64_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(pool, 1));
+    if (state == NULL)
+        goto fail;
+    if (!state[pool_take_back]) { /* workers that wait in Python: its run() hands them tasks */
+        Py_DECREF(got);
+        value = PyObject_CallMethod(busy, "release", NULL);
+        Py_DECREF(busy);
+        Py_XDECREF(value);
+        return value == NULL ? -1 : 2;
+    }
+    value = PyObject_GetAttrString(threads_module, "_seq");
+    if (value == NULL)
+        goto fail;
+    seq = PyLong_AsLongLong(value) + 1;
+    Py_DECREF(value);
+    if (PyErr_Occurred())
+        goto fail;
+    value = PyLong_FromLongLong(seq);
+    if (value == NULL || PyObject_SetAttrString(threads_module, "_seq", value) < 0) {
+        Py_XDECREF(value);
+        goto fail;
+    }
+    Py_DECREF(value);
+    state[0] = count;
+    for (w = 1; w <= count; w++) { /* as _Worker.start: its range; a sleeping one woken there */
+        int64_t *line = state + pool_stride * w, lo = w * step;
+        int64_t hi = lo + step < size ? lo + step : size;
+        line[pool_task] = 0;
+        line[pool_start] = lo;
+        line[pool_stop] = hi;
+        if (__atomic_load_n(line + pool_asleep, __ATOMIC_SEQ_CST)) {
+            value = PyObject_CallMethod(PyList_GET_ITEM(workers, w - 1), "start", "O()LLL",
+                                        Py_None, (long long)lo, (long long)hi, seq);
+            if (value == NULL)
+                goto fail; /* (nothing published: the workers have no go for seq) */
+            Py_DECREF(value);
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    run_range(call, 0, step, (intptr_t)state, 0, seq);
+    for (w = 1; w <= count; w++) { /* each worker's done (a range taken back is done too) */
+        int64_t *done = state + pool_stride * w + pool_done;
+        unsigned spins = 0;
+        while (__atomic_load_n(done, __ATOMIC_ACQUIRE) < seq) {
+            if (++spins % 4096 == 0)
+                sched_yield();
+            else
+                relax();
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(got);
+    value = PyObject_CallMethod(busy, "release", NULL);
+    Py_DECREF(busy);
+    if (value == NULL)
+        return -1;
+    Py_DECREF(value);
+    return 1;
+fail:
+    Py_XDECREF(got);
+    {
+        PyObject *type, *error, *trace;
+        PyErr_Fetch(&type, &error, &trace);
+        value = PyObject_CallMethod(busy, "release", NULL);
+        Py_XDECREF(value);
+        PyErr_Restore(type, error, trace);
+    }
+    Py_DECREF(busy);
+    return -1;
+}
+
 static int same_layout(PyArrayObject *a, PyArrayObject *b)
 {
     int nd = PyArray_NDIM(a);
@@ -116,7 +305,7 @@ static PyObject *map_call(PyObject *self_, PyObject *const *args, size_t nargsf,
         Py_RETURN_NOTIMPLEMENTED;
     size = PyArray_SIZE(in[0]);
     nbytes = size * PyArray_ITEMSIZE(in[0]);
-    if (size == 0 || size >= (self->limit ? self->limit : split_size) || nbytes >= stream_bytes)
+    if (size == 0 || nbytes >= stream_bytes)  /* (large outputs: the streamed kernels) */
         Py_RETURN_NOTIMPLEMENTED;
     for (k = 1; k < self->n_in; k++)
         if (!same_layout(in[0], in[k]))
@@ -157,22 +346,29 @@ static PyObject *map_call(PyObject *self_, PyObject *const *args, size_t nargsf,
     for (k = 0; k < self->n_in; k++)
         data[k] = PyArray_BYTES(in[k]);
     data[self->n_in] = PyArray_BYTES(result);
-    Py_BEGIN_ALLOW_THREADS
-    if (backend == 0) {
-        int64_t block[MAP_BLOCK] = {0};
-        double values[MAX_PARAMS];
-        block[0] = size;
+    {
+        Call call = {backend, task, {0}, {NULL, NULL, NULL, NULL}, {0.0, 0.0}};
+        call.block[0] = size;
         for (k = 0; k <= self->n_in; k++)
-            block[k + 1] = (int64_t)(intptr_t)data[k];
-        memcpy(values, self->values[dtype], sizeof values);
-        memcpy(block + MAP_PARAMS, values, sizeof values);
-        ((numba_task)(intptr_t)task)((int64_t)(intptr_t)block, 0, size);
-    } else {
-        ((c_kernel)(intptr_t)task)(data[0], self->n_in > 1 ? data[1] : NULL, NULL,
-                                   data[self->n_in], self->values[dtype][0],
-                                   self->values[dtype][1], 0, 0, size, 0, -1, 0);
+            call.block[k + 1] = (int64_t)(intptr_t)data[k];
+        memcpy(call.block + MAP_PARAMS, self->values[dtype], sizeof self->values[dtype]);
+        for (k = 0; k < self->n_in; k++)
+            call.data[k] = data[k];
+        call.data[3] = data[self->n_in];
+        memcpy(call.values, self->values[dtype], sizeof call.values);
+        k = size * self->cost < split_size ? 0 : split_call(&call, size, self->cost);
+        if (k < 0 || k == 2) { /* an error, or a pool without a native runner: Python's way */
+            Py_DECREF(result);
+            if (k < 0)
+                return NULL;
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        if (k == 0) { /* one thread */
+            Py_BEGIN_ALLOW_THREADS
+            run_range(&call, 0, size, 0, -1, 0);
+            Py_END_ALLOW_THREADS
+        }
     }
-    Py_END_ALLOW_THREADS
     taken++;
     return (PyObject *)result;
 }
@@ -243,10 +439,10 @@ static void map_dealloc(MapObject *self)
 static PyObject *map_set(MapObject *self, PyObject *args)
 {
     int backend, dtype;
-    Py_ssize_t limit = 0;
+    Py_ssize_t cost = 1;
     PyObject *table;
     PyArrayObject *t;
-    if (!PyArg_ParseTuple(args, "iiO|n:set", &backend, &dtype, &table, &limit))
+    if (!PyArg_ParseTuple(args, "iiO|n:set", &backend, &dtype, &table, &cost))
         return NULL;
     if (backend < 0 || backend >= N_BACKENDS || dtype < 0 || dtype > 1) {
         PyErr_SetString(PyExc_ValueError, "no such backend or dtype index");
@@ -265,8 +461,7 @@ static PyObject *map_set(MapObject *self, PyObject *args)
     }
     Py_INCREF(table);
     Py_XSETREF(self->tables[backend][dtype], table);
-    if (limit > 0)
-        self->limit = limit;
+    self->cost = cost > 0 ? cost : 1;
     Py_RETURN_NONE;
 }
 
@@ -284,10 +479,9 @@ static PyObject *map_has(MapObject *self, PyObject *args)
 
 static PyMethodDef map_methods[] = {
     {"set", (PyCFunction)map_set, METH_VARARGS,
-     "set(backend, dtype, table[, limit]): the task table this entry calls for that backend "
+     "set(backend, dtype, table[, cost]): the task table this entry calls for that backend "
      "index and dtype index (0 float32, 1 float64), kept by reference (the Numba backend fills "
-     "in its in-place forms as they compile); limit: the size from which its calls are split "
-     "over threads (the Python path's)."},
+     "in its in-place forms as they compile); cost: its kernel's registry.split_cost."},
     {"has", (PyCFunction)map_has, METH_VARARGS, "has(backend, dtype): whether a table is set."},
     {NULL}};
 
@@ -309,11 +503,23 @@ static PyTypeObject MapType = {
 
 static PyObject *configure(PyObject *module, PyObject *args)
 {
-    PyObject *var, *env, *key, *names;
+    PyObject *var, *env, *key, *names, *threads;
     Py_ssize_t split, stream;
-    if (!PyArg_ParseTuple(args, "OO!SO!nn:configure", &var, &PyDict_Type, &env, &key,
-                          &PyDict_Type, &names, &split, &stream))
+    long long layout[9];
+    if (!PyArg_ParseTuple(args, "OO!SO!nnOnn(LLLLLLLLL):configure", &var, &PyDict_Type, &env,
+                          &key, &PyDict_Type, &names, &split, &stream, &threads,
+                          &parallel_threshold, &chunk_align, &layout[0], &layout[1], &layout[2],
+                          &layout[3], &layout[4], &layout[5], &layout[6], &layout[7], &layout[8]))
         return NULL;
+    if (parallel_threshold < 1 || chunk_align < 1) {
+        PyErr_SetString(PyExc_ValueError, "configure: thresholds must be positive");
+        return NULL;
+    }
+    pool_stride = layout[0], pool_task = layout[1], pool_task_args = layout[2];
+    pool_start = layout[3], pool_stop = layout[4], pool_done = layout[5];
+    pool_asleep = layout[6], pool_claim = layout[7], pool_take_back = layout[8];
+    Py_INCREF(threads);
+    Py_XSETREF(threads_module, threads);
     if (!PyContextVar_CheckExact(var)) {
         PyErr_SetString(PyExc_TypeError, "configure: a ContextVar first");
         return NULL;
@@ -338,13 +544,15 @@ static PyObject *calls(PyObject *module, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(backend_var, environ_data, env_key, accepted, split_size, stream_bytes)"},
+     "configure(backend_var, environ_data, env_key, accepted, split_size, stream_bytes, "
+     "threads_module, parallel_threshold, chunk_align, (POOL_STRIDE, POOL_TASK, POOL_TASK_ARGS, "
+     "POOL_START, POOL_STOP, POOL_DONE, POOL_ASLEEP, POOL_CLAIM, POOL_TAKE_BACK))"},
     {"calls", calls, METH_NOARGS, "How many calls this path has computed in this process."},
     {NULL}};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_fastact_call", "fastact's per-call fast path (fastact/_fastcall.py)",
-    -1, module_methods};
+    -1, module_methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__fastact_call(void)
 {

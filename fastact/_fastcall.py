@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from . import _backends, _threads
+from . import _backends, _threads, registry
 from .bindings import _build
 from .kernels.math import STREAM_BYTES
 
@@ -104,9 +104,18 @@ def _load_from(path):
         raise _build.BuildError("os.environ is not CPython's (no dict of bytes behind it)")
     for index, name in enumerate(BACKENDS):
         _accepted[name] = _accepted[name.encode()] = index
-    module.configure(_backends._current, environ, env_key, _accepted, _threads.SPLIT_SIZE,
-                     STREAM_BYTES)
+    configure(module)
     return module
+
+
+def configure(module):
+    """Hand the extension what it reads on every call: the backend choice's variables, the split
+    and stream sizes, and the thread pool's module and layout (fastact/_threads.py)."""
+    t = _threads
+    module.configure(_backends._current, _backends._ENVIRON, _backends._ENV_KEY, _accepted,
+                     t.FAST_SPLIT_SIZE, STREAM_BYTES, t, t.FAST_SPLIT_SIZE // 2, t._CHUNK_ALIGN,
+                     (t.POOL_STRIDE, t.POOL_TASK, t.POOL_TASK_ARGS, t.POOL_START, t.POOL_STOP,
+                      t.POOL_DONE, t.POOL_ASLEEP, t.POOL_CLAIM, t.POOL_TAKE_BACK))
 
 
 def _background_build(path):
@@ -204,4 +213,4 @@ def register(entry, scalar_fn, n_inputs, dtype):
         return
     table = backend.fast_table(scalar_fn, n_inputs, dtype)
     if table is not None:
-        entry.set(which, index, table, backend.split_size(scalar_fn))
+        entry.set(which, index, table, registry.split_cost(scalar_fn.__name__))

@@ -17,6 +17,12 @@ import threading
 # 8 Gelem/s) nearly repay.
 PARALLEL_THRESHOLD = 1 << 16
 SPLIT_SIZE = 2 * PARALLEL_THRESHOLD  # the least work (n * cost) that run() splits
+# The per-call fast path (fastact/_fastcall.c) splits a call itself, in ~2 us of hand-off where
+# run() takes ~7 (Python between the caller and its workers), so it splits from half the size:
+# on the Zen 4 VM, one thread against its split call at 2^16 elements, the light kernels
+# 1.12-1.31x, the arithmetic-bound ones 1.40-1.81x; at 2^15 those 1.09-1.67x, the light ones
+# 0.69-0.99x (NOTES.md).
+FAST_SPLIT_SIZE = SPLIT_SIZE // 2
 _CHUNK_ALIGN = 64  # elements; keeps chunk edges on cache lines
 
 _lock = threading.Lock()  # guards the worker list

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 import fastact as fa
 from fastact import _api, _backends, _fastcall, _threads, registry
 from fastact.bindings import _build
+from fastact.kernels.math import STREAM_BYTES
 
 from conftest import CASES, case_id, hostile, kinks
 
@@ -167,7 +169,7 @@ def test_calls_it_does_not_take_go_the_python_way_unchanged(module):
         ("byte-swapped", lambda: fa.sigmoid(x.astype(">f4")), None),
         ("subclass", lambda: fa.sigmoid(x.view(np.recarray)), None),
         ("parameters never seen", lambda: fa.elu(x, 0.123), None),
-        ("split size", lambda: fa.sigmoid(np.zeros(_threads.SPLIT_SIZE, np.float32)), None),
+        ("streamed", lambda: fa.sigmoid(np.zeros(STREAM_BYTES // 4, np.float32)), None),
         ("dtypes differ", lambda: fa.sigmoid.backward(x, x.astype(np.float64)), None),
         ("out strided", lambda: fa.sigmoid(x, out=np.empty(2000, np.float32)[::2]), None),
         ("out F-ordered", lambda: fa.sigmoid(x.reshape(10, 100), out=np.empty(
@@ -328,36 +330,73 @@ def test_without_a_compiler_everything_works_on_the_python_path(tmp_path):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_arithmetic_bound_maps_split_from_half_the_split_size(module, backend, monkeypatch):
-    """registry.split_cost: sigmoid's calls (arithmetic-bound) are split over threads from
-    SPLIT_SIZE / 2 elements, relu's from SPLIT_SIZE; the fast path leaves the split calls to the
-    Python path, whose split results equal one thread's."""
-    n = _threads.SPLIT_SIZE // 2
-    x = np.random.default_rng(5).standard_normal(n).astype(np.float32) * 4
-    split = []
-    real = _threads.run
-
-    def run(kernel, args, size, cost=1, align=None):
-        split.append((size, cost, size * cost >= _threads.SPLIT_SIZE))
-        return real(kernel, args, size, cost, align)
+def test_large_calls_are_split_over_the_pool_from_their_kernels_split_size(module, backend):
+    """registry.split_cost: the fast path splits sigmoid's calls (arithmetic-bound) over threads
+    from FAST_SPLIT_SIZE / 2 elements and relu's from FAST_SPLIT_SIZE, itself (a call number from
+    _threads, as _threads.run takes one), on the pool's workers, and gets one thread's bits,
+    allocating, into out= and in place, forward and backward. With the workers busy (another
+    Python thread's call holds them) or one thread set, a call runs whole on its own thread.
+    The Python path splits from SPLIT_SIZE / cost."""
     threads = fa.get_num_threads()
+    fast = _threads.FAST_SPLIT_SIZE
+    sizes = {"sigmoid": fast // 2, "relu": fast // 2, "hardtanh": fast,
+             "tanh": 5 * _threads.SPLIT_SIZE + 3}
     with fa.backend(backend):
-        fa.set_num_threads(1)
-        want = {name: python_path(getattr(fa, name), x) for name in ("sigmoid", "relu")}
-        fa.set_num_threads(2)
         try:
-            monkeypatch.setattr(_threads, "run", run)
-            for name in ("sigmoid", "relu"):
-                for _ in range(3):
-                    split.clear()
+            for name, n in sizes.items():
+                act = getattr(fa, name)
+                x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 4
+                fa.set_num_threads(1)
+                want = python_path(act, x)
+                fa.set_num_threads(2)
+                fast_call(module, act, x)
+                for _ in range(2):  # (the first compiles the in-place form)
+                    a = x.copy()
+                    act(a, out=a)
+                for how in ("allocating", "out=", "in place"):
+                    a = x.copy() if how == "in place" else x
+                    out = {"allocating": None, "out=": np.empty_like(x), "in place": a}[how]
+                    before, seq = module.calls(), _threads._seq
+                    got = act(a, out=out)
+                    assert module.calls() == before + 1, (name, how)
+                    split = n * registry.split_cost(name + "_forward") >= fast
+                    assert _threads._seq == seq + split, (name, n)
+                    np.testing.assert_array_equal(got, want)
+                dy = np.random.default_rng(n + 1).standard_normal(n).astype(np.float32)
+                fa.set_num_threads(1)
+                want_dx = python_path(act, dy, want, backward=True)
+                fa.set_num_threads(2)
+                fast_call(module, act, dy, want, backward=True)
+                for k in range(2):
+                    args = [dy.copy(), want.copy()]
+                    act.backward(*args, out=args[k])  # (compiles the in-place form)
+                    args = [dy.copy(), want.copy()]
                     before = module.calls()
-                    np.testing.assert_array_equal(getattr(fa, name)(x), want[name])
-                taken = module.calls() == before + 1
-                assert taken == (name == "relu"), name
-                if name == "sigmoid":
-                    assert split == [(n, 2, True)]
-                else:  # taken by the fast path, or one thread on the Python path
-                    assert all(not s[2] for s in split)
+                    np.testing.assert_array_equal(act.backward(*args, out=args[k]), want_dx)
+                    assert module.calls() == before + 1
+                before, seq = module.calls(), _threads._seq
+                with _threads._busy:  # another thread's call has the workers
+                    np.testing.assert_array_equal(act(x), want)
+                fa.set_num_threads(1)
+                np.testing.assert_array_equal(act(x), want)
+                assert module.calls() == before + 2 and _threads._seq == seq
+                fa.set_num_threads(2)
+                np.testing.assert_array_equal(python_path(act, x), want)
+                split = n * registry.split_cost(name + "_forward") >= _threads.SPLIT_SIZE
+                assert _threads._seq == seq + split, (name, n)
         finally:
             fa.set_num_threads(threads)
     assert registry.split_cost("sigmoid_forward") == 2 and registry.split_cost("relu_forward") == 1
+
+
+def test_a_split_call_after_its_worker_fell_asleep_is_right(module):
+    """A worker asleep (past its ~2 ms of looking for a go) is woken for the call, or its range
+    is taken back; either way the result is whole."""
+    x = np.random.default_rng(1).standard_normal(_threads.SPLIT_SIZE * 2).astype(np.float32)
+    want = python_path(fa.silu, x)
+    fast_call(module, fa.silu, x)
+    for pause in (0.0, 0.003, 0.02, 0.1):
+        time.sleep(pause)
+        before = module.calls()
+        np.testing.assert_array_equal(fa.silu(x), want)
+        assert module.calls() == before + 1

@@ -62,11 +62,6 @@ class Backend:
         pointer = self.ffi.addressof(self.lib, self._map_name(scalar_fn, n_arrays, dtype))
         return np.full(n_arrays + 1, int(self.ffi.cast("intptr_t", pointer)), np.int64)
 
-    @staticmethod
-    def split_size(scalar_fn):
-        """The size from which this map's calls are split over threads (_threads.run)."""
-        return _threads.SPLIT_SIZE // registry.split_cost(scalar_fn.__name__)
-
     def map(self, scalar_fn, inputs, out, params):
         fn = self._map_function(scalar_fn, len(inputs), out.dtype)
         buf = self.ffi.from_buffer

@@ -313,11 +313,6 @@ class Backend:
         return None if found is None else found[1]
 
     @staticmethod
-    def split_size(scalar_fn):
-        """The size from which this map's calls are split over threads (_threads.run)."""
-        return _SPLIT_SIZE // registry.split_cost(scalar_fn.__name__)
-
-    @staticmethod
     def _task(key, alias):
         scalar_fn, n_arrays, dtype, streamed = key
         return task_address(map_kernel(scalar_fn, n_arrays, streamed, dtype, alias),
