@@ -355,13 +355,23 @@ class Activation:
             self._register(backward, 2, dy, args, kwargs, values)
         return unwrap(result, out, dy.ndim == 0)
 
+    def _fast_call(self, x, out, args, kwargs, saved=None):
+        """The fast entries' call with these parameters (saved given: the backward's), or
+        NotImplemented (not made for them yet, or not a call they take)."""
+        try:
+            entries = self._by_params.get(args if not kwargs else (_KEYWORDS, args,
+                                                                   tuple(kwargs.items())))
+        except TypeError:  # an unhashable parameter
+            return NotImplemented
+        if entries is None:
+            return NotImplemented
+        return entries.forward(x, out) if saved is None else entries.backward(x, saved, out)
+
     def _register(self, scalar_fn, n_inputs, x, args, kwargs, values):
         """After a call on the Python path: make the fast entries of calls with these parameters
         (once the extension is loaded; for up to _MAX_FAST parameter sets), and give them the
-        kernel this call compiled."""
-        if type(self) is not Activation:  # (a subclass's own calls: never this path)
-            self._by_params = None
-            return
+        kernel this call compiled (the classes of _rowwise.py call it only for calls that are
+        elementwise maps: rrelu in eval mode)."""
         if type(x) is not np.ndarray or not (x.dtype is _F32 or x.dtype is _F64):
             return
         key = args if not kwargs else (_KEYWORDS, args, tuple(kwargs.items()))

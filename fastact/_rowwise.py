@@ -280,6 +280,10 @@ class _Rrelu(Activation):
     ``return_noise=True`` also returns them (1 where x > 0, as PyTorch's noise), which backward needs."""
 
     def __call__(self, x, *args, out=None, generator=None, return_noise=False, **kwargs):
+        if self._by_params and generator is None and not return_noise:
+            result = self._fast_call(x, out, args, kwargs)  # in eval mode: leaky_relu's kernel
+            if result is not NotImplemented:
+                return result
         params = self.bind(args, kwargs)
         x = _as_array(self.name, x, "x")
         gpu = gpu_backend(self.name, [x, out])
@@ -289,8 +293,10 @@ class _Rrelu(Activation):
         lower, upper = params["lower"], params["upper"]
         noise = None
         if not params["training"]:
-            result = elementwise(self.name, registry.leaky_relu_forward, [x], [(lower + upper) / 2],
-                                 out)
+            slope = (lower + upper) / 2
+            result = elementwise(self.name, registry.leaky_relu_forward, [x], [slope], out)
+            if generator is None and not return_noise and self._by_params is not None:
+                self._register(registry.leaky_relu_forward, 1, x, args, kwargs, [slope])
         else:
             dtype = result_dtype(self.name, x.dtype)
             if out is not None:
@@ -304,12 +310,18 @@ class _Rrelu(Activation):
         return (result, noise) if return_noise else result
 
     def backward(self, grad_output, saved, *args, out=None, noise=None, **kwargs):
+        if self._by_params and noise is None:
+            result = self._fast_call(grad_output, out, args, kwargs, saved)
+            if result is not NotImplemented:
+                return result
         params = self.bind(args, kwargs)
         dy = _as_array(self.name, grad_output, "grad_output")
         x = _as_array(self.name, saved, "saved")
         if not params["training"]:
             slope = (params["lower"] + params["upper"]) / 2
             result = elementwise(self.name, registry.leaky_relu_backward, [dy, x], [slope], out)
+            if noise is None and self._by_params is not None:
+                self._register(registry.leaky_relu_backward, 2, dy, args, kwargs, [slope])
         else:
             if noise is None:
                 _fail(self.name, ValueError, "training=True needs the noise the forward drew: "

@@ -400,3 +400,31 @@ def test_a_split_call_after_its_worker_fell_asleep_is_right(module):
         before = module.calls()
         np.testing.assert_array_equal(fa.silu(x), want)
         assert module.calls() == before + 1
+
+
+def test_rrelu_in_eval_mode_takes_the_fast_path_and_training_never_does(module):
+    """rrelu in eval mode is leaky_relu with slope (lower + upper) / 2: its calls (forward, and
+    backward from the input) take the fast path with the Python path's bits; calls in training
+    mode, with a generator, return_noise or noise, never do."""
+    x, dy = inputs("rrelu", {}, np.float32)
+    for params in ({}, {"lower": 0.05, "upper": 0.2}, {"training": False}):
+        y = python_path(fa.rrelu, x, **params)
+        dx = python_path(fa.rrelu, dy, x, backward=True, **params)
+        got, taken = fast_call(module, fa.rrelu, x, **params)
+        assert taken, params
+        np.testing.assert_array_equal(got, y)
+        got, taken = fast_call(module, fa.rrelu, dy, x, backward=True, **params)
+        assert taken, params
+        np.testing.assert_array_equal(got, dx)
+    before = module.calls()
+    for _ in range(3):
+        y1, noise = fa.rrelu(x, training=True, generator=7, return_noise=True)
+        y2 = fa.rrelu(x, training=True, generator=7)
+        np.testing.assert_array_equal(y1, y2)
+        fa.rrelu.backward(dy, x, training=True, noise=noise)
+        fa.rrelu(x, generator=3)
+        fa.rrelu(x, return_noise=True)
+    assert module.calls() == before
+    for key in fa.rrelu._by_params:  # entries only for calls in eval mode
+        keywords = dict(key[2]) if key and key[0] is _api._KEYWORDS else {}
+        assert not keywords.get("training"), key
