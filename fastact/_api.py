@@ -7,6 +7,7 @@ arguments is raised before anything is written.
 import inspect
 import math
 import operator
+import warnings
 
 import numpy as np
 
@@ -319,11 +320,7 @@ class Activation:
 
     def __call__(self, x, *args, out=None, **kwargs):
         if self._by_params:  # parameters used before: the extension's path (_fastcall.py)
-            try:
-                entries = self._by_params.get(args if not kwargs else (_KEYWORDS, args,
-                                                                  tuple(kwargs.items())))
-            except TypeError:  # an unhashable parameter
-                entries = None
+            entries = self._by_params.get(_key(args, kwargs) if args or kwargs else ())
             if entries is not None:
                 result = entries.forward(x, out)
                 if result is not NotImplemented:
@@ -338,11 +335,7 @@ class Activation:
     def backward(self, grad_output, saved, *args, out=None, **kwargs):
         """grad_input = grad_output * f'(x), from the tensor named by ``saves_for(params)``."""
         if self._by_params:
-            try:
-                entries = self._by_params.get(args if not kwargs else (_KEYWORDS, args,
-                                                                  tuple(kwargs.items())))
-            except TypeError:
-                entries = None
+            entries = self._by_params.get(_key(args, kwargs) if args or kwargs else ())
             if entries is not None:
                 result = entries.backward(grad_output, saved, out)
                 if result is not NotImplemented:
@@ -358,11 +351,7 @@ class Activation:
     def _fast_call(self, x, out, args, kwargs, saved=None):
         """The fast entries' call with these parameters (saved given: the backward's), or
         NotImplemented (not made for them yet, or not a call they take)."""
-        try:
-            entries = self._by_params.get(args if not kwargs else (_KEYWORDS, args,
-                                                                   tuple(kwargs.items())))
-        except TypeError:  # an unhashable parameter
-            return NotImplemented
+        entries = self._by_params.get(_key(args, kwargs) if args or kwargs else ())
         if entries is None:
             return NotImplemented
         return entries.forward(x, out) if saved is None else entries.backward(x, saved, out)
@@ -374,29 +363,58 @@ class Activation:
         elementwise maps: rrelu in eval mode)."""
         if type(x) is not np.ndarray or not (x.dtype is _F32 or x.dtype is _F64):
             return
-        key = args if not kwargs else (_KEYWORDS, args, tuple(kwargs.items()))
+        key = _key(args, kwargs) if args or kwargs else ()
+        if key is None:  # parameters of other types: always the Python path
+            return
         try:
             entries = self._by_params.get(key)
-        except TypeError:
-            return
-        if entries is None:
-            if len(self._by_params) >= _MAX_FAST:
-                return
-            try:
+            if entries is None:
+                if len(self._by_params) >= _MAX_FAST:
+                    return
                 entries = _fastcall.entries(values)
-            except (TypeError, ValueError):  # parameters it cannot hold: the Python path
-                return
-            if entries is False:  # no extension in this process
-                self._by_params = None
-                return
-            if entries is None:  # being built
-                return
-            self._by_params[key] = entries
-        _fastcall.register(entries.forward if n_inputs == 1 else entries.backward, scalar_fn,
-                           n_inputs, x.dtype)
+                if entries is False:  # no extension in this process
+                    self._by_params = None
+                    return
+                if entries is None:  # being built
+                    return
+                self._by_params[key] = entries
+            _fastcall.register(entries.forward if n_inputs == 1 else entries.backward,
+                               scalar_fn, n_inputs, x.dtype)
+        except Exception as e:  # noqa: BLE001  this call's result is written: the Python path
+            self._by_params = None  # for this activation from now on, and say why once
+            warnings.warn(f"fastact: {self.name}'s calls take the Python path: the per-call fast "
+                          f"path failed ({type(e).__name__}: {e})", RuntimeWarning, stacklevel=3)
 
 
 _KEYWORDS = object()  # (a key's mark: positional parameters are never this object)
+_KEY_TYPES = (int, bool, str)
+
+
+def _key(args, kwargs):
+    """The fast entries' key of a call's parameters, or None (never cached): each value by its
+    exact type, and a float's zero by its sign, so that only calls the Python path checked alike
+    share entries (0.5 and 0.5+0j or Fraction(1, 2) compare equal and the latter are errors
+    there; 0.0 and -0.0 compare equal and give different results)."""
+    key = []
+    for a in args:
+        t = type(a)
+        if t is float:
+            key.append((a, a == 0.0 and math.copysign(1.0, a) < 0.0))
+        elif t in _KEY_TYPES:
+            key.append((t, a))
+        else:
+            return None
+    if kwargs:
+        key.append(_KEYWORDS)
+        for k, v in kwargs.items():
+            t = type(v)
+            if t is float:
+                key.append((k, v, v == 0.0 and math.copysign(1.0, v) < 0.0))
+            elif t in _KEY_TYPES:
+                key.append((k, t, v))
+            else:
+                return None
+    return tuple(key)
 _MAX_FAST = 32  # parameter sets with fast entries, per activation
 
 

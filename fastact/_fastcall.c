@@ -83,10 +83,15 @@ static int chosen_backend(void)
         }
     }
     index = PyDict_GetItemWithError(accepted, name); /* borrowed */
-    if (index != NULL)
-        result = (int)PyLong_AsLong(index);
-    else if (PyErr_Occurred())
+    if (index != NULL) {
+        long found = PyLong_AsLong(index);
+        if (found == -1 && PyErr_Occurred())
+            result = -2;
+        else if (found >= 0 && found < N_BACKENDS)
+            result = (int)found;
+    } else if (PyErr_Occurred()) {
         result = -2;
+    }
     Py_XDECREF(value);
     return result;
 }
@@ -191,8 +196,12 @@ static int split_call(Call *call, Py_ssize_t size, Py_ssize_t cost)
     step = (step + chunk_align - 1) / chunk_align * chunk_align;
     count = (size + step - 1) / step - 1; /* workers */
     got = PyObject_CallMethod(threads_module, "_get_workers", "n", count);
-    if (got == NULL || !PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2)
+    if (got == NULL)
         goto fail;
+    if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2) {
+        PyErr_SetString(PyExc_RuntimeError, "fastact: _threads._get_workers answered otherwise");
+        goto fail;
+    }
     workers = PyTuple_GET_ITEM(got, 0);
     pool = PyTuple_GET_ITEM(got, 1);
     if (!PyList_Check(workers) || PyList_GET_SIZE(workers) != count || !PyTuple_Check(pool)
@@ -201,8 +210,11 @@ static int split_call(Call *call, Py_ssize_t size, Py_ssize_t cost)
         goto fail;
     }
     state = (int64_t *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(pool, 1));
-    if (state == NULL)
+    if (state == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "fastact: the pool state has no address");
         goto fail;
+    }
     if (!state[pool_take_back]) { /* workers that wait in Python: its run() hands them tasks */
         Py_DECREF(got);
         value = PyObject_CallMethod(busy, "release", NULL);
@@ -504,17 +516,18 @@ static PyTypeObject MapType = {
 static PyObject *configure(PyObject *module, PyObject *args)
 {
     PyObject *var, *env, *key, *names, *threads;
-    Py_ssize_t split, stream;
+    Py_ssize_t split, stream, threshold, align;
     long long layout[9];
     if (!PyArg_ParseTuple(args, "OO!SO!nnOnn(LLLLLLLLL):configure", &var, &PyDict_Type, &env,
-                          &key, &PyDict_Type, &names, &split, &stream, &threads,
-                          &parallel_threshold, &chunk_align, &layout[0], &layout[1], &layout[2],
-                          &layout[3], &layout[4], &layout[5], &layout[6], &layout[7], &layout[8]))
+                          &key, &PyDict_Type, &names, &split, &stream, &threads, &threshold,
+                          &align, &layout[0], &layout[1], &layout[2], &layout[3], &layout[4],
+                          &layout[5], &layout[6], &layout[7], &layout[8]))
         return NULL;
-    if (parallel_threshold < 1 || chunk_align < 1) {
-        PyErr_SetString(PyExc_ValueError, "configure: thresholds must be positive");
+    if (split < 1 || stream < 1 || threshold < 1 || align < 1) {
+        PyErr_SetString(PyExc_ValueError, "configure: sizes must be positive");
         return NULL;
     }
+    parallel_threshold = threshold, chunk_align = align;
     pool_stride = layout[0], pool_task = layout[1], pool_task_args = layout[2];
     pool_start = layout[3], pool_stop = layout[4], pool_done = layout[5];
     pool_asleep = layout[6], pool_claim = layout[7], pool_take_back = layout[8];

@@ -35,7 +35,7 @@ _accepted = {}  # backend name -> index, read by the extension on every call (co
 
 
 def enabled():
-    return os.environ.get("FASTACT_FASTCALL", "1") not in ("0", "false", "no", "")
+    return os.environ.get("FASTACT_FASTCALL", "").strip().lower() not in ("0", "false", "no")
 
 
 def key():
@@ -110,7 +110,9 @@ def _load_from(path):
 
 def configure(module):
     """Hand the extension what it reads on every call: the backend choice's variables, the split
-    and stream sizes, and the thread pool's module and layout (fastact/_threads.py)."""
+    and stream sizes, and the thread pool's module and layout (fastact/_threads.py). Its chunks
+    are at least FAST_SPLIT_SIZE / 2 elements (times the split cost), half of run()'s
+    PARALLEL_THRESHOLD, as its split sizes are half of run()'s."""
     t = _threads
     module.configure(_backends._current, _backends._ENVIRON, _backends._ENV_KEY, _accepted,
                      t.FAST_SPLIT_SIZE, STREAM_BYTES, t, t.FAST_SPLIT_SIZE // 2, t._CHUNK_ALIGN,
@@ -137,19 +139,20 @@ def load(wait=False):
         return _module
     with _lock:
         if _module is None and _builder is None:
-            path = module_path()
-            if os.path.exists(path):
-                try:
+            try:
+                path = module_path()  # (reads the source: absent where the package was frozen)
+                if os.path.exists(path):
                     _module = _load_from(path)
                     _reason = None
-                except Exception as e:
-                    _reason = f"{type(e).__name__}: {e}"
-                    _builder = False  # never again in this process
-                return _module
-            _reason = "being built"
-            _builder = threading.Thread(target=_background_build, args=(path,),
-                                        name="fastact-fastcall-build")
-            _builder.start()  # not a daemon: an exit waits for the compiler (~1 s) to finish
+                    return _module
+                _reason = "being built"
+                _builder = threading.Thread(target=_background_build, args=(path,),
+                                            name="fastact-fastcall-build")
+                _builder.start()  # not a daemon: an exit waits for the compiler (~0.2 s)
+            except Exception as e:  # noqa: BLE001  e.g. no thread at interpreter shutdown
+                _module, _reason = None, f"{type(e).__name__}: {e}"
+                _builder = False  # never again in this process
+                return None
         builder = _builder
     if wait and builder:
         builder.join()

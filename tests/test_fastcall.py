@@ -124,15 +124,18 @@ def in_place(module, act, want, params, *arrays, k=0):
 
 
 def test_parameters_key_the_entries_and_their_number_is_bounded(module):
-    """Calls with parameters: each parameter set (as passed) has its entries; equal values
-    passed alike share them; an unhashable or invalid parameter gets the Python path's error;
-    past _MAX_FAST sets the calls stay right on the Python path."""
+    """Calls with parameters: each parameter set (as passed, by exact type and value) has its
+    entries; equal values passed alike share them; values that compare equal to a cached one but
+    are errors (complex, Fraction) or give other results (-0.0 against 0.0) get the Python
+    path's answer; an unhashable or invalid parameter gets its error; past _MAX_FAST sets the
+    calls stay right on the Python path."""
+    from fractions import Fraction
     x = np.linspace(-4, 4, 3000, dtype=np.float32)
     act = fa.leaky_relu
     act._by_params.clear()
     for slope in (0.2, 0.2, 0.2):
         got = act(x, slope)
-    assert (0.2,) in act._by_params and len(act._by_params) == 1
+    assert _api._key((0.2,), {}) in act._by_params and len(act._by_params) == 1
     got, taken = fast_call(module, act, x, 0.2)
     assert taken
     np.testing.assert_array_equal(got, python_path(act, x, negative_slope=0.2))
@@ -144,6 +147,15 @@ def test_parameters_key_the_entries_and_their_number_is_bounded(module):
         act(x, [0.2])
     with pytest.raises(ValueError, match="NaN"):
         act(x, float("nan"))
+    fast_call(module, act, x, 0.5)
+    for bad in (0.5 + 0j, np.complex128(0.5), Fraction(1, 2)):
+        with pytest.raises(TypeError, match="real number"):
+            act(x, bad)
+    for slope in (0.0, -0.0, 0.0, -0.0, np.float32(0.2), np.float64(-0.0)):
+        want = python_path(act, x, negative_slope=slope)
+        for _ in range(2):
+            got = act(x, slope)
+            assert got.tobytes() == want.tobytes(), slope  # (the sign of zero included)
     for k in range(_api._MAX_FAST + 8):
         slope = 0.01 * k
         for _ in range(2):
@@ -226,7 +238,7 @@ def test_the_backend_choice_in_force_picks_the_kernels_or_the_python_path(module
         assert taken, backend
         np.testing.assert_array_equal(got, want)
         monkeypatch.delenv("FASTACT_BACKEND")
-    entry = fa.tanh._by_params[()].forward
+    entry = fa.tanh._by_params[()].forward  # (the key of the call without parameters)
     for index, backend in enumerate(_fastcall.BACKENDS):
         assert entry.has(index, 0) == (backend in BACKENDS)
     monkeypatch.setenv("FASTACT_BACKEND", "nonsense")
@@ -426,5 +438,27 @@ def test_rrelu_in_eval_mode_takes_the_fast_path_and_training_never_does(module):
         fa.rrelu(x, return_noise=True)
     assert module.calls() == before
     for key in fa.rrelu._by_params:  # entries only for calls in eval mode
-        keywords = dict(key[2]) if key and key[0] is _api._KEYWORDS else {}
-        assert not keywords.get("training"), key
+        assert ("training", bool, True) not in key, key
+
+
+def test_a_build_that_cannot_start_leaves_the_python_path(tmp_path):
+    """No thread for the build (e.g. at interpreter shutdown) or no source to hash: the calls
+    that triggered it keep their results, the fast path stays off and says why."""
+    code = """if True:
+        import threading, numpy as np, fastact as fa
+        from fastact import _fastcall
+        def refuse(self):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        threading.Thread.start = refuse
+        x = np.linspace(-4, 4, 5000, dtype=np.float32)
+        y = fa.relu(x)
+        assert np.array_equal(fa.relu(x), y) and np.array_equal(fa.relu(x), np.maximum(x, 0))
+        assert _fastcall.load(wait=True) is None and fa.relu._by_params is None
+        print(_fastcall.status())
+    """
+    env = {"FASTACT_CACHE_DIR": str(tmp_path)}
+    if "cpu" not in BACKENDS:
+        pytest.skip("needs the Numba backend (the C backend's build would need the thread)")
+    env["FASTACT_BACKEND"] = "cpu"
+    out = _run(code, env)
+    assert "RuntimeError" in out and "shutdown" in out, out
