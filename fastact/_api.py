@@ -388,6 +388,7 @@ class Activation:
 
 _KEYWORDS = object()  # (a key's mark: positional parameters are never this object)
 _KEY_TYPES = (int, bool, str)
+_MAX_FAST = 32  # parameter sets with fast entries, per activation
 
 
 def _key(args, kwargs):
@@ -415,7 +416,6 @@ def _key(args, kwargs):
             else:
                 return None
     return tuple(key)
-_MAX_FAST = 32  # parameter sets with fast entries, per activation
 
 
 def _scalar_parameter_names(spec):
