@@ -1,20 +1,20 @@
 """The per-call fast path: a small CPython extension (``_fastcall.c``) that takes the common
-elementwise call, ``fa.NAME(x, out=None)`` / ``fa.NAME.backward(dy, saved, out=None)`` with the
-default parameters on same-shape contiguous float32/float64 NumPy arrays below the split size,
-straight to the compiled kernel (the API's Python checks, the backend's dispatch and Numba's
-argument typing cost such a call ~2.5 us; PyTorch's takes 1.2). Any other call, and any call
-before its kernel was compiled by the Python path, goes the Python way: the extension answers
+elementwise call, ``fa.NAME(x, ..., out=None)`` / ``fa.NAME.backward(dy, saved, ..., out=None)``
+with parameters used before, on same-shape contiguous float32/float64 NumPy arrays, straight to
+the compiled kernel, and splits a large one over fastact's thread pool itself (the API's Python
+checks, the backend's dispatch and Numba's argument typing cost a call ~2.5 us, PyTorch's 1.2;
+_threads.run's hand-off ~7 us, the extension's ~2). Any other call, and any call before its
+kernel was compiled by the Python path, goes the Python way: the extension answers
 NotImplemented before it touches anything.
 
 Built on first use into the cache directory (``fastcall-<key>``, beside the C backend's), in a
 background thread: the calls meanwhile take the Python path, and no call waits for a compiler.
 ``FASTACT_FASTCALL=0`` turns it off; without a compiler, Python.h or NumPy's headers it stays
-off (``status()`` says why) and everything works as before, ~2 us a call slower.
+off (``status()`` says why) and everything works as before, 2-5 us a call slower.
 """
 import os
 import sys
 import threading
-import zlib
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def key():
         data = f.read()
     data += (f"|{sys.implementation.cache_tag}{_build.EXT_SUFFIX}|{np.__version__}"
              f"|{os.environ.get('CC', '')}").encode()
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data[::-1]):08x}"
+    return _build.checksum(data)
 
 
 def build_dir():
@@ -60,13 +60,7 @@ def build(directory=None):
     it cannot be built."""
     directory = directory or build_dir()
     path = module_path(directory)
-    if os.path.exists(path):
-        return path
-    os.makedirs(directory, exist_ok=True)
-    with _build._file_lock(os.path.join(directory, ".lock")):
-        if not os.path.exists(path):
-            _compile(directory, path)
-    return path
+    return _build.build_locked(directory, path, lambda d: _compile(d, path))
 
 
 def _compile(directory, path):
@@ -78,9 +72,7 @@ def _compile(directory, path):
     work = tempfile.mkdtemp(prefix="build-", dir=directory)
     try:
         target = os.path.join(work, MODULE + _build.EXT_SUFFIX)
-        shared = (["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin"
-                  else ["-shared"])
-        code, output = _build._run([*cc, "-O2", "-fPIC", "-std=gnu11", *shared,
+        code, output = _build._run([*cc, "-O2", "-fPIC", "-std=gnu11", *_build.shared_flags(),
                                     f"-I{_build._python_include()}", f"-I{np.get_include()}",
                                     SOURCE, "-o", target], work)
         if code:
@@ -92,13 +84,7 @@ def _compile(directory, path):
 
 
 def _load_from(path):
-    import importlib.machinery
-    import importlib.util
-    name = "fastact." + MODULE
-    loader = importlib.machinery.ExtensionFileLoader(name, path)
-    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+    module = _build.load_extension("fastact." + MODULE, path)
     environ, env_key = _backends._ENVIRON, _backends._ENV_KEY
     if not isinstance(environ, dict) or not isinstance(env_key, bytes):
         raise _build.BuildError("os.environ is not CPython's (no dict of bytes behind it)")

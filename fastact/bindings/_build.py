@@ -101,8 +101,7 @@ def key():
                  f"|{os.environ.get('CC', '')}|{_native()}"
                  f"|{_software_prefetch()}".encode())
     parts.append(_cpu_identity())
-    data = b"\0".join(parts)
-    return f"{zlib.crc32(data):08x}{zlib.adler32(data[::-1]):08x}"
+    return checksum(b"\0".join(parts))
 
 
 def cache_root():
@@ -222,11 +221,9 @@ def _compile(directory):
                 failures.append(f"{name}: {output.strip()[-2000:]}")
         if failures:
             raise BuildError("compiling failed: " + "\n".join(failures))
-        shared = ["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin" else [
-            "-shared"]
         target = MODULE + EXT_SUFFIX
-        code, output = _run([*cc, *shared, "module.o", "kernels_float32.o", "kernels_float64.o",
-                             *link_flags, "-lm", "-o", target], work)
+        code, output = _run([*cc, *shared_flags(), "module.o", "kernels_float32.o",
+                             "kernels_float64.o", *link_flags, "-lm", "-o", target], work)
         if code:
             raise BuildError(f"linking failed: {output[-2000:]}")
         info = {"compiler": cc, "flags": flags, "link_flags": link_flags, "notes": notes,
@@ -246,15 +243,40 @@ def _compile(directory):
 def build(force=False, directory=None):
     """Build (unless already built, or force) and return the module's path."""
     directory = directory or build_dir()
-    path = module_path(directory)
+    return build_locked(directory, module_path(directory), _compile, force)
+
+
+def build_locked(directory, path, compile, force=False):
+    """compile(directory) under the directory's file lock unless path exists (or force); the
+    path. (Also the per-call fast path's build: fastact/_fastcall.py.)"""
     if os.path.exists(path) and not force:
         return path
     os.makedirs(directory, exist_ok=True)
     with _file_lock(os.path.join(directory, ".lock")):
         # another process may have built it while this one waited for the lock
         if force or not os.path.exists(path):
-            _compile(directory)
+            compile(directory)
     return path
+
+
+def checksum(data):
+    """16 hex digits (two 32-bit checksums: hashlib's import alone would cost a fresh process's
+    first call milliseconds)."""
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data[::-1]):08x}"
+
+
+def shared_flags():
+    return ["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin" else ["-shared"]
+
+
+def load_extension(name, path):
+    """Import the extension module at path as name (registered in sys.modules)."""
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules[name] = module
+    return module
 
 
 def _rebuild_requested():
@@ -272,11 +294,7 @@ def load():
     name = "fastact.bindings." + MODULE
     if name in sys.modules:
         return sys.modules[name]
-    loader = importlib.machinery.ExtensionFileLoader(name, path)
-    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    sys.modules[name] = module
+    module = load_extension(name, path)
     _loaded_from = directory
     return module
 
