@@ -141,6 +141,8 @@ def entry(scalar):  # where a map kernel's compiled code was put
 x = np.load(sys.argv[1])
 with fa.backend("cpu"):
     first = fa.sigmoid(x)
+from fastact import _fastcall
+_fastcall.load(wait=True)  # (its build thread's stack is unmapped at its end: not below the wall)
 wall, size = reserve(4 << 30), 1 << 40
 if wall is None:  # an address-space limit (ulimit -v)
     sys.exit(77)
