@@ -31,6 +31,19 @@
 typedef void (*numba_task)(int64_t, int64_t, int64_t);
 typedef void (*c_kernel)(const void *, const void *, const void *, void *, double, double, int,
                          int64_t, int64_t, intptr_t, int64_t, int64_t);
+/* The C backend's row kernels this path calls (bindings/_generate.py's ROWS_EXPORTS). */
+typedef void (*c_rows_forward)(const void *, void *, int64_t, int64_t, int64_t, intptr_t, int64_t,
+                               int64_t);
+typedef void (*c_rows_backward)(const void *, const void *, void *, int64_t, int64_t, int64_t,
+                                intptr_t, int64_t, int64_t);
+typedef void (*c_prelu_forward)(const void *, const void *, int64_t, void *, int64_t, int64_t,
+                                int64_t, intptr_t, int64_t, int64_t);
+
+/* What a call computes: an elementwise map, or one of the row kernels (Rows objects). */
+#define KIND_MAP -1
+#define ROWS_FORWARD 0  /* softmax, log_softmax: kernel(x, out) on rows along the last axis */
+#define ROWS_BACKWARD 1 /* their backwards: kernel(dy, y, out) */
+#define ROWS_PRELU 2    /* prelu's forward: kernel(x, weight, out), channel = row % weight.size */
 
 /* What the Python side hands over once (configure): how to read the backend choice, and the
    sizes above which a call is not this path's (split over threads, or streamed). */
@@ -99,11 +112,13 @@ static int chosen_backend(void)
 /* One call's kernel and arguments: the Numba task's block (kernels/loops.py) or the C kernel's
    arrays and parameters. */
 typedef struct {
-    int backend;          /* 0: a Numba task, task(block, start, stop); 1: a C fa_map_* entry */
+    int backend;          /* 0: a Numba task, task(block, start, stop); 1: a C entry */
+    int kind;             /* KIND_MAP (fa_map_*) or a row kind (the C backend's fa_*_rows_*) */
     int64_t task;
     int64_t block[MAP_BLOCK];
     char *data[4];        /* inputs, then out at [3] */
     double values[MAX_PARAMS];
+    int64_t row, channels; /* a row kernel's row length and prelu's channels (C entries) */
 } Call;
 
 /* [start, stop) of the call, as the Python path's kernel call does: alone (slot -1), or as a
@@ -113,10 +128,25 @@ static void run_range(Call *call, int64_t start, int64_t stop, intptr_t pool, in
                       int64_t seq)
 {
     if (call->backend == 1) {
-        ((c_kernel)(intptr_t)call->task)(call->data[0], call->data[1], call->data[2],
-                                         call->data[3], call->values[0], call->values[1], 0,
-                                         start, stop, pool, slot, seq);
-        return;
+        char **d = call->data;
+        switch (call->kind) {
+        case ROWS_FORWARD:
+            ((c_rows_forward)(intptr_t)call->task)(d[0], d[3], call->row, start, stop, pool, slot,
+                                                   seq);
+            return;
+        case ROWS_BACKWARD:
+            ((c_rows_backward)(intptr_t)call->task)(d[0], d[1], d[3], call->row, start, stop,
+                                                    pool, slot, seq);
+            return;
+        case ROWS_PRELU:
+            ((c_prelu_forward)(intptr_t)call->task)(d[0], d[1], call->channels, d[3], call->row,
+                                                    start, stop, pool, slot, seq);
+            return;
+        default:
+            ((c_kernel)(intptr_t)call->task)(d[0], d[1], d[2], d[3], call->values[0],
+                                             call->values[1], 0, start, stop, pool, slot, seq);
+            return;
+        }
     }
     numba_task task = (numba_task)(intptr_t)call->task;
     if (slot != 0) {
@@ -160,8 +190,9 @@ static void relax(void)
 
 /* A call split over the pool's workers as fastact._threads.run splits it, without Python in
    between: 1 done, 0 to be run whole on this thread (one thread, or the workers busy with another
-   Python thread's call), 2 a pool without a native runner (the Python path's), -1 an error. */
-static int split_call(Call *call, Py_ssize_t size, Py_ssize_t cost)
+   Python thread's call), 2 a pool without a native runner (the Python path's), -1 an error.
+   size: elements (align: chunk_align) or rows (align: 1), each of cost. */
+static int split_call(Call *call, Py_ssize_t size, Py_ssize_t cost, Py_ssize_t align)
 {
     PyObject *value, *busy, *got, *workers, *pool;
     long long seq;
@@ -193,7 +224,7 @@ static int split_call(Call *call, Py_ssize_t size, Py_ssize_t cost)
     }
     Py_DECREF(value);
     step = (size + threads - 1) / threads;
-    step = (step + chunk_align - 1) / chunk_align * chunk_align;
+    step = (step + align - 1) / align * align;
     count = (size + step - 1) / step - 1; /* workers */
     got = PyObject_CallMethod(threads_module, "_get_workers", "n", count);
     if (got == NULL)
@@ -283,6 +314,44 @@ fail:
     return -1;
 }
 
+/* Run the call on [0, size) (split over the pool from split_size work) and return result, whose
+   reference it takes; NULL on an error, NotImplemented for a pool without a native runner (the
+   Python path's: nothing was written). */
+static PyObject *finish(Call *call, Py_ssize_t size, Py_ssize_t cost, Py_ssize_t align,
+                        PyArrayObject *result)
+{
+    int k = size * cost < split_size ? 0 : split_call(call, size, cost, align);
+    if (k < 0 || k == 2) {
+        Py_DECREF(result);
+        if (k < 0)
+            return NULL;
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    if (k == 0) { /* one thread */
+        Py_BEGIN_ALLOW_THREADS
+        run_range(call, 0, size, 0, -1, 0);
+        Py_END_ALLOW_THREADS
+    }
+    taken++;
+    return (PyObject *)result;
+}
+
+/* out, or a new array like a (NULL on an error), as a new reference. */
+static PyArrayObject *out_or_new(PyArrayObject *out, PyArrayObject *a)
+{
+    if (out == NULL)
+        return (PyArrayObject *)PyArray_NewLikeArray(a, NPY_KEEPORDER, NULL, 0);
+    Py_INCREF(out);
+    return out;
+}
+
+/* Whether the bytes of a and b overlap without starting at the same address. */
+static int partly_overlap(PyArrayObject *a, PyArrayObject *b)
+{
+    char *p = PyArray_BYTES(a), *q = PyArray_BYTES(b);
+    return p != q && p < q + PyArray_NBYTES(b) && q < p + PyArray_NBYTES(a);
+}
+
 static int same_layout(PyArrayObject *a, PyArrayObject *b)
 {
     int nd = PyArray_NDIM(a);
@@ -347,19 +416,14 @@ static PyObject *map_call(PyObject *self_, PyObject *const *args, size_t nargsf,
     task = ((int64_t *)PyArray_DATA((PyArrayObject *)table))[alias + 1];
     if (task == 0) /* this in-place form is not compiled yet: the Python path compiles it */
         Py_RETURN_NOTIMPLEMENTED;
-    if (out == NULL) {
-        result = (PyArrayObject *)PyArray_NewLikeArray(in[0], NPY_KEEPORDER, NULL, 0);
-        if (result == NULL)
-            return NULL;
-    } else {
-        Py_INCREF(out);
-        result = out;
-    }
+    result = out_or_new(out, in[0]);
+    if (result == NULL)
+        return NULL;
     for (k = 0; k < self->n_in; k++)
         data[k] = PyArray_BYTES(in[k]);
     data[self->n_in] = PyArray_BYTES(result);
     {
-        Call call = {backend, task, {0}, {NULL, NULL, NULL, NULL}, {0.0, 0.0}};
+        Call call = {backend, KIND_MAP, task, {0}, {NULL, NULL, NULL, NULL}, {0.0, 0.0}, 0, 0};
         call.block[0] = size;
         for (k = 0; k <= self->n_in; k++)
             call.block[k + 1] = (int64_t)(intptr_t)data[k];
@@ -368,21 +432,8 @@ static PyObject *map_call(PyObject *self_, PyObject *const *args, size_t nargsf,
             call.data[k] = data[k];
         call.data[3] = data[self->n_in];
         memcpy(call.values, self->values[dtype], sizeof call.values);
-        k = size * self->cost < split_size ? 0 : split_call(&call, size, self->cost);
-        if (k < 0 || k == 2) { /* an error, or a pool without a native runner: Python's way */
-            Py_DECREF(result);
-            if (k < 0)
-                return NULL;
-            Py_RETURN_NOTIMPLEMENTED;
-        }
-        if (k == 0) { /* one thread */
-            Py_BEGIN_ALLOW_THREADS
-            run_range(&call, 0, size, 0, -1, 0);
-            Py_END_ALLOW_THREADS
-        }
+        return finish(&call, size, self->cost, chunk_align, result);
     }
-    taken++;
-    return (PyObject *)result;
 }
 
 static PyObject *map_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -448,6 +499,16 @@ static void map_dealloc(MapObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* 0, or -1 with ValueError for a backend or dtype index out of range (set, has) */
+static int check_indexes(int backend, int dtype)
+{
+    if (backend < 0 || backend >= N_BACKENDS || dtype < 0 || dtype > 1) {
+        PyErr_SetString(PyExc_ValueError, "no such backend or dtype index");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *map_set(MapObject *self, PyObject *args)
 {
     int backend, dtype;
@@ -456,10 +517,8 @@ static PyObject *map_set(MapObject *self, PyObject *args)
     PyArrayObject *t;
     if (!PyArg_ParseTuple(args, "iiO|n:set", &backend, &dtype, &table, &cost))
         return NULL;
-    if (backend < 0 || backend >= N_BACKENDS || dtype < 0 || dtype > 1) {
-        PyErr_SetString(PyExc_ValueError, "no such backend or dtype index");
+    if (check_indexes(backend, dtype) < 0)
         return NULL;
-    }
     if (Py_TYPE(table) != &PyArray_Type) {
         PyErr_SetString(PyExc_TypeError, "the table must be an int64 NumPy array");
         return NULL;
@@ -482,10 +541,8 @@ static PyObject *map_has(MapObject *self, PyObject *args)
     int backend, dtype;
     if (!PyArg_ParseTuple(args, "ii:has", &backend, &dtype))
         return NULL;
-    if (backend < 0 || backend >= N_BACKENDS || dtype < 0 || dtype > 1) {
-        PyErr_SetString(PyExc_ValueError, "no such backend or dtype index");
+    if (check_indexes(backend, dtype) < 0)
         return NULL;
-    }
     return PyBool_FromLong(self->tables[backend][dtype] != NULL);
 }
 
@@ -511,6 +568,191 @@ static PyTypeObject MapType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(MapObject, vectorcall),
     .tp_methods = map_methods,
+};
+
+
+/* The row kernels' entries (Rows): softmax and log_softmax along the last axis, forward
+   rows(x, out) and backward rows(dy, y, out), and prelu's forward rows(x, weight, out) where it
+   runs as rows of one channel each (fastact/_rowwise.py: weight.size 1, or x of shape
+   (N, C, *rest) with rest holding `below` elements or more; below that, the column kernels).
+   Same-shape C-contiguous float32/float64 NumPy arrays (the weight: C-contiguous, x's dtype),
+   out absent or exactly like x and not partially overlapping an input; anything else answers
+   NotImplemented untouched. The Numba backend's tasks read a block: each array's address and
+   its 2-D shape (kernels/loops.py, row_task_source); the C backend's are fa_*_rows_*. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int kind;
+    Py_ssize_t below;                /* prelu: rest's least size for the row kernels */
+    int64_t tasks[N_BACKENDS][2];    /* per backend and dtype: the task's address, or 0 */
+} RowsObject;
+
+/* a C-contiguous float32/float64 NumPy array of at least one element: its dtype index, else -1 */
+static int row_array(PyObject *a)
+{
+    PyArrayObject *x = (PyArrayObject *)a;
+    if (Py_TYPE(a) != &PyArray_Type || !(PyArray_FLAGS(x) & NPY_ARRAY_C_CONTIGUOUS)
+        || PyArray_SIZE(x) == 0)
+        return -1;
+    return PyArray_DESCR(x) == descrs[0] ? 0 : PyArray_DESCR(x) == descrs[1] ? 1 : -1;
+}
+
+static int64_t gcd(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+static PyObject *rows_call(PyObject *self_, PyObject *const *args, size_t nargsf,
+                           PyObject *kwnames)
+{
+    RowsObject *self = (RowsObject *)self_;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyArrayObject *x, *second = NULL, *out = NULL, *result;
+    int dtype, backend, nd;
+    int64_t task, row, rows, channels = 0, size;
+    int n_in = self->kind == ROWS_FORWARD ? 1 : 2;
+
+    if (kwnames != NULL || nargs != n_in + 1) {
+        PyErr_Format(PyExc_TypeError, "expected %d arrays and out", n_in);
+        return NULL;
+    }
+    dtype = row_array(args[0]);
+    if (dtype < 0 || PyArray_NDIM((PyArrayObject *)args[0]) == 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    x = (PyArrayObject *)args[0];
+    nd = PyArray_NDIM(x);
+    size = PyArray_SIZE(x);
+    row = PyArray_DIM(x, nd - 1);
+    if (n_in == 2) {
+        if (row_array(args[1]) != dtype)
+            Py_RETURN_NOTIMPLEMENTED;
+        second = (PyArrayObject *)args[1];
+        if (self->kind == ROWS_BACKWARD && !same_layout(x, second))
+            Py_RETURN_NOTIMPLEMENTED;
+    }
+    if (self->kind == ROWS_PRELU) {
+        channels = PyArray_SIZE(second);
+        if (channels == 1) { /* one weight: any rows (the Python path's are gcd(size, 1024),
+                                  1024 rows of one element for 1024 elements): one row, or up
+                                  to 64 where the call is split over threads */
+            row = size >= split_size ? size / gcd(size, 64) : size;
+        } else {
+            if (nd < 3 || PyArray_DIM(x, 1) != channels)
+                Py_RETURN_NOTIMPLEMENTED;
+            row = size / (PyArray_DIM(x, 0) * channels);
+            if (row < self->below)
+                Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    rows = size / row;
+    if (args[n_in] != Py_None) {
+        if (Py_TYPE(args[n_in]) != &PyArray_Type)
+            Py_RETURN_NOTIMPLEMENTED;
+        out = (PyArrayObject *)args[n_in];
+        if (!same_layout(x, out) || !(PyArray_FLAGS(out) & NPY_ARRAY_WRITEABLE)
+            || partly_overlap(x, out) || (second != NULL && partly_overlap(second, out))
+            || (self->kind == ROWS_PRELU && PyArray_BYTES(second) == PyArray_BYTES(out)))
+            Py_RETURN_NOTIMPLEMENTED;
+    }
+    backend = chosen_backend();
+    if (backend == -2)
+        return NULL;
+    if (backend < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    task = self->tasks[backend][dtype];
+    if (task == 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    result = out_or_new(out, x);
+    if (result == NULL)
+        return NULL;
+    {
+        Call call = {backend, self->kind, task, {0}, {NULL, NULL, NULL, NULL}, {0.0, 0.0}, row,
+                     channels};
+        int64_t *b = call.block;
+        call.data[0] = PyArray_BYTES(x);
+        call.data[1] = second == NULL ? NULL : PyArray_BYTES(second);
+        call.data[3] = PyArray_BYTES(result);
+        /* the Numba task's block: each array's address, then its shape as the row kernel sees it
+           (the Python path's views) */
+        b[0] = (int64_t)(intptr_t)call.data[0], b[1] = rows, b[2] = row;
+        if (self->kind == ROWS_FORWARD) {
+            b[3] = (int64_t)(intptr_t)call.data[3], b[4] = rows, b[5] = row;
+        } else if (self->kind == ROWS_BACKWARD) {
+            b[3] = (int64_t)(intptr_t)call.data[1], b[4] = rows, b[5] = row;
+            b[6] = (int64_t)(intptr_t)call.data[3], b[7] = rows, b[8] = row;
+        } else {
+            b[3] = (int64_t)(intptr_t)call.data[1], b[4] = channels;
+            b[5] = (int64_t)(intptr_t)call.data[3], b[6] = rows, b[7] = row;
+        }
+        return finish(&call, rows, row, 1, result);
+    }
+}
+
+static PyObject *rows_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    int kind;
+    Py_ssize_t below = 0;
+    RowsObject *self;
+    static char *names[] = {"kind", "below", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|n:Rows", names, &kind, &below))
+        return NULL;
+    if (kind < ROWS_FORWARD || kind > ROWS_PRELU) {
+        PyErr_SetString(PyExc_ValueError, "kind: 0 (x, out), 1 (dy, y, out) or 2 (prelu)");
+        return NULL;
+    }
+    self = (RowsObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = rows_call;
+    self->kind = kind;
+    self->below = below;
+    return (PyObject *)self;
+}
+
+static PyObject *rows_set(RowsObject *self, PyObject *args)
+{
+    int backend, dtype;
+    long long task;
+    if (!PyArg_ParseTuple(args, "iiL:set", &backend, &dtype, &task))
+        return NULL;
+    if (check_indexes(backend, dtype) < 0)
+        return NULL;
+    self->tasks[backend][dtype] = task;
+    Py_RETURN_NONE;
+}
+
+static PyObject *rows_has(RowsObject *self, PyObject *args)
+{
+    int backend, dtype;
+    if (!PyArg_ParseTuple(args, "ii:has", &backend, &dtype))
+        return NULL;
+    if (check_indexes(backend, dtype) < 0)
+        return NULL;
+    return PyBool_FromLong(self->tasks[backend][dtype] != 0);
+}
+
+static PyMethodDef rows_methods[] = {
+    {"set", (PyCFunction)rows_set, METH_VARARGS,
+     "set(backend, dtype, task): the address of the row kernel this entry calls for that "
+     "backend index and dtype index (0 float32, 1 float64)."},
+    {"has", (PyCFunction)rows_has, METH_VARARGS, "has(backend, dtype): whether a task is set."},
+    {NULL}};
+
+static PyTypeObject RowsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fastact._fastact_call.Rows",
+    .tp_basicsize = sizeof(RowsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Rows(kind, below=0): rows(*arrays, out) computes the row kernel and returns the "
+              "result, or NotImplemented where the call is not this path's.",
+    .tp_new = rows_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(RowsObject, vectorcall),
+    .tp_methods = rows_methods,
 };
 
 static PyObject *configure(PyObject *module, PyObject *args)
@@ -571,7 +813,7 @@ PyMODINIT_FUNC PyInit__fastact_call(void)
 {
     PyObject *module;
     import_array();
-    if (PyType_Ready(&MapType) < 0)
+    if (PyType_Ready(&MapType) < 0 || PyType_Ready(&RowsType) < 0)
         return NULL;
     descrs[0] = PyArray_DescrFromType(NPY_FLOAT32); /* the dtype singletons: np.dtype(np.float32) */
     descrs[1] = PyArray_DescrFromType(NPY_FLOAT64); /* is one, and a dtype with metadata is not */
@@ -581,6 +823,12 @@ PyMODINIT_FUNC PyInit__fastact_call(void)
     Py_INCREF(&MapType);
     if (PyModule_AddObject(module, "Map", (PyObject *)&MapType) < 0) {
         Py_DECREF(&MapType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&RowsType);
+    if (PyModule_AddObject(module, "Rows", (PyObject *)&RowsType) < 0) {
+        Py_DECREF(&RowsType);
         Py_DECREF(module);
         return NULL;
     }

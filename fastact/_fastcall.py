@@ -182,24 +182,57 @@ def entries(values):
     return Entries(module, values)
 
 
-def register(entry, scalar_fn, n_inputs, dtype):
-    """After a Python-path call with the default parameters: give entry this dtype's kernel of
-    the backend in force, if that backend has it compiled."""
+def _in_force(entry, dtype):
+    """(the backend in force, its index, dtype's index) where entry has no kernel for them yet
+    and the extension serves that backend and dtype; else None."""
     if dtype is _F32:
         index = 0
     elif dtype is _F64:
         index = 1
     else:
-        return
+        return None
     name = _backends.current()
     if name not in ("auto", "cpu", "c"):
-        return
+        return None
     backend = _backends.get(name)
     which = BACKENDS.index(backend.name)
     if name == "auto" and None not in _accepted:  # "auto" is the first available: fixed
         _accepted[None] = _accepted["auto"] = _accepted[b"auto"] = which
-    if entry.has(which, index):
+    return None if entry.has(which, index) else (backend, which, index)
+
+
+def register(entry, scalar_fn, n_inputs, dtype):
+    """After a Python-path call with the default parameters: give entry this dtype's kernel of
+    the backend in force, if that backend has it compiled."""
+    found = _in_force(entry, dtype)
+    if found is None:
         return
+    backend, which, index = found
     table = backend.fast_table(scalar_fn, n_inputs, dtype)
     if table is not None:
         entry.set(which, index, table, registry.split_cost(scalar_fn.__name__))
+
+
+# Rows kinds (_fastcall.c): softmax-like forward (x, out), backward (dy, y, out), prelu forward
+ROWS_FORWARD, ROWS_BACKWARD, ROWS_PRELU = 0, 1, 2
+
+
+def rows_entry(kind, below=0):
+    """A row kernel's fast entry (_fastcall.c's Rows); None while the extension is being built,
+    False where it is off or cannot be built."""
+    module = load()
+    if module is None:
+        return None if _reason == "being built" and enabled() else False
+    return module.Rows(kind, below)
+
+
+def register_rows(entry, kernel, dtype):
+    """After a Python-path call of the row kernel ``kernel`` on x of dtype: give entry the
+    backend in force's compiled kernel for it."""
+    found = _in_force(entry, dtype)
+    if found is None:
+        return
+    backend, which, index = found
+    task = backend.fast_row_task(kernel, dtype)
+    if task is not None:
+        entry.set(which, index, task)

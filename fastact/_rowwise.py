@@ -1,10 +1,11 @@
 """The activations that are not a plain map: prelu (a weight per channel), rrelu (random slopes),
 and the row-wise softmax, log_softmax and maxout."""
 import math
+import warnings
 
 import numpy as np
 
-from . import _backends, registry
+from . import _backends, _fastcall, registry
 from ._api import (Activation, _as_array, _fail, _fast_path_ok, check_out, compute_dtype,
                    elementwise, gpu_backend, needs_scratch, result_dtype, unwrap)
 
@@ -34,10 +35,65 @@ def _axis(name, axis, ndim):
     return axis % max(ndim, 1)
 
 
-class _RowActivation(Activation):
+class _FastRows:
+    """The fast entries of an activation's row kernels (fastact/_fastcall.c, Rows): [forward,
+    backward], made and given their kernels after Python-path calls; None: never."""
+    _row_entries = (None, None)
+
+    def _register_rows(self, slot, kind, kernel, x, below=0):
+        """After a Python-path call with the default parameters on x (its dtype the kernel's)."""
+        if self._row_entries is None or type(x) is not np.ndarray or not (
+                x.dtype is _F32 or x.dtype is _F64):
+            return
+        try:
+            entry = self._row_entries[slot]
+            if entry is None:
+                entry = _fastcall.rows_entry(kind, below)
+                if entry is False:  # no extension in this process
+                    self._row_entries = None
+                    return
+                if entry is None:  # being built
+                    return
+                entries = list(self._row_entries)
+                entries[slot] = entry
+                self._row_entries = entries
+            _fastcall.register_rows(entry, kernel, x.dtype)
+        except Exception as e:  # noqa: BLE001  this call's result is written: the Python path
+            self._row_entries = None
+            warnings.warn(f"fastact: {self.name}'s calls take the Python path: the per-call fast "
+                          f"path failed ({type(e).__name__}: {e})", RuntimeWarning, stacklevel=3)
+
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+class _RowActivation(_FastRows, Activation):
     """softmax / log_softmax: rows along ``axis``, each handled in one pass after finding its max."""
 
     def __call__(self, x, *args, out=None, **kwargs):
+        entries = self._row_entries
+        if entries is not None and entries[0] is not None and not args and not kwargs:
+            result = entries[0](x, out)
+            if result is not NotImplemented:
+                return result
+        result = self._forward(x, args, kwargs, out)
+        if not args and not kwargs:
+            self._register_rows(0, _fastcall.ROWS_FORWARD, f"{self.name}_rows", x)
+        return result
+
+    def backward(self, grad_output, saved, *args, out=None, **kwargs):
+        entries = self._row_entries
+        if entries is not None and entries[1] is not None and not args and not kwargs:
+            result = entries[1](grad_output, saved, out)
+            if result is not NotImplemented:
+                return result
+        result = self._backward(grad_output, saved, args, kwargs, out)
+        if not args and not kwargs:
+            self._register_rows(1, _fastcall.ROWS_BACKWARD, f"{self.name}_backward_rows",
+                                grad_output)
+        return result
+
+    def _forward(self, x, args, kwargs, out):
         params = self.bind(args, kwargs)
         fast = self._fast(f"{self.name}_rows", [x], params["axis"], out)
         if fast is not None:
@@ -49,7 +105,7 @@ class _RowActivation(Activation):
         axis = params["axis"]
         return self._rows(f"{self.name}_rows", [x], axis, out)
 
-    def backward(self, grad_output, saved, *args, out=None, **kwargs):
+    def _backward(self, grad_output, saved, args, kwargs, out):
         params = self.bind(args, kwargs)
         fast = self._fast(f"{self.name}_backward_rows", [grad_output, saved], params["axis"], out)
         if fast is not None:
@@ -205,8 +261,18 @@ class _Columns:
         return parts
 
 
-class _Prelu(Activation):
+class _Prelu(_FastRows, Activation):
     def __call__(self, x, weight, *, out=None):
+        entries = self._row_entries
+        if entries is not None and entries[0] is not None:
+            result = entries[0](x, weight, out)
+            if result is not NotImplemented:
+                return result
+        result = self._forward(x, weight, out)
+        self._register_rows(0, _fastcall.ROWS_PRELU, "prelu_forward_rows", x, _Columns.BELOW)
+        return result
+
+    def _forward(self, x, weight, out):
         x = _as_array(self.name, x, "x")
         weight = _as_array(self.name, weight, "weight")
         gpu = gpu_backend(self.name, [x, weight, out])

@@ -164,6 +164,20 @@ def test_parameters_key_the_entries_and_their_number_is_bounded(module):
     act._by_params.clear()
 
 
+def assert_declined(module, declined):
+    """Each (label, call, the Python path's exception or None) is not taken: a finite result or
+    that exception."""
+    for label, call, error in declined:
+        before = module.calls()
+        if error is None:
+            result = call()
+            assert np.all(np.isfinite(np.asarray(result, dtype=np.float64))), label
+        else:
+            with pytest.raises(error):
+                call()
+        assert module.calls() == before, label
+
+
 def test_calls_it_does_not_take_go_the_python_way_unchanged(module):
     """Every call outside the fast path's few shapes of call is declined before anything is
     written, and the Python path then gives what it always gave: results, NumPy scalars for
@@ -191,15 +205,7 @@ def test_calls_it_does_not_take_go_the_python_way_unchanged(module):
         ("out a list", lambda: fa.sigmoid(x, out=[0.0] * 1000), TypeError),
         ("complex", lambda: fa.sigmoid(x.astype(np.complex64)), TypeError),
     ]
-    for label, call, error in declined:
-        before = module.calls()
-        if error is None:
-            result = call()
-            assert np.all(np.isfinite(np.asarray(result, dtype=np.float64))), label
-        else:
-            with pytest.raises(error):
-                call()
-        assert module.calls() == before, label
+    assert_declined(module, declined)
     assert type(fa.sigmoid(np.array(0.5, np.float32))) is np.float32  # a scalar, as NumPy's
 
     # partial overlap: the Python path computes into a scratch array first
@@ -462,3 +468,177 @@ def test_a_build_that_cannot_start_leaves_the_python_path(tmp_path):
     env["FASTACT_BACKEND"] = "cpu"
     out = _run(code, env)
     assert "RuntimeError" in out and "shutdown" in out, out
+
+
+# --- the row kernels' entries (_fastcall.c, Rows) -------------------------------------------------
+
+
+def rows_python_path(activation, *arrays, backward=False, out=None):
+    """The same call on the Python path (the activation's row entries set aside)."""
+    saved, activation._row_entries = activation._row_entries, None
+    try:
+        return (activation.backward if backward else activation)(*arrays, out=out)
+    finally:
+        activation._row_entries = saved
+
+
+def row_inputs(dtype, shape, seed=0):
+    """Hostile values (NaN, infinities, subnormals, huge) and normal ones, with a row of -inf and
+    a row of large equal values, in shape."""
+    x = np.resize(hostile(dtype, [0.0], seed=seed), int(np.prod(shape))).astype(dtype)
+    rng = np.random.default_rng(seed)
+    x[::3] = (rng.standard_normal(x[::3].size) * 30).astype(dtype)
+    x = x.reshape(shape)
+    if x.ndim >= 2 and x.shape[0] > 2:
+        x.reshape(-1, shape[-1])[1] = -np.inf
+        x.reshape(-1, shape[-1])[2] = 1e4
+    dy = (rng.standard_normal(shape) * 3).astype(dtype)
+    return x, dy
+
+
+ROW_CASES = [  # (activation, its arrays' shape, prelu's channels)
+    ("softmax", (37, 129), None), ("log_softmax", (5, 3, 64), None), ("softmax", (300,), None),
+    ("prelu", (3, 4, 520), 4), ("prelu", (2, 3, 16, 40), 3), ("prelu", (1025,), 1),
+    ("prelu", (7, 9), 1),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ROW_CASES, ids=lambda c: f"{c[0]}{c[1]}")
+def test_row_kernels_fast_calls_give_the_python_paths_bits(module, case, dtype, backend):
+    """softmax / log_softmax forward and backward along the last axis, prelu forward where it
+    runs as rows (a single weight; or rest of (N, C, *rest) 512 elements or more): allocating,
+    into out=, in place on each input, each call taken and equal to the Python path's bitwise."""
+    name, shape, channels = case
+    act = getattr(fa, name)
+    x, dy = row_inputs(dtype, shape)
+    with fa.backend(backend):
+        if name == "prelu":
+            w = np.linspace(-0.5, 2.0, channels).astype(dtype)
+            y = rows_python_path(act, x, w)
+            calls = [((x, w), False, None, y), ((x, w), False, np.empty_like(x), y)]
+        else:
+            y = rows_python_path(act, x)
+            dx = rows_python_path(act, dy, y, backward=True)
+            calls = [((x,), False, None, y), ((x,), False, np.empty_like(x), y),
+                     ((dy, y), True, None, dx), ((dy, y), True, np.empty_like(x), dx)]
+        for arrays, backward, out, want in calls:
+            got, taken = fast_call(module, act, *arrays, backward=backward, out=out)
+            assert taken, (name, backward, out is None)
+            assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want)
+            if out is not None:
+                assert got is out
+        ins = [(x.copy(), w)] if name == "prelu" else [(x.copy(),), (dy.copy(), y.copy()),
+                                                       (dy.copy(), y.copy())]
+        for k, arrays in enumerate(ins):  # in place: forward on x, backward on dy, then on y
+            before = module.calls()
+            target = arrays[min(k, 2) - 1] if k else arrays[0]
+            got = (act.backward if len(arrays) == 2 and name != "prelu" else act)(
+                *arrays, out=target)
+            assert got is target and module.calls() == before + 1, (name, k)
+            np.testing.assert_array_equal(got, dx if k else y)
+
+
+def test_row_calls_it_does_not_take_go_the_python_way_unchanged(module):
+    """Row calls outside the entries' shapes are declined untouched and the Python path gives
+    its results and errors, nothing written: another axis, strided or F-ordered arrays, 0-d,
+    empty, float16, prelu by columns ((N, C) and short rest), a weight of another dtype or not
+    contiguous, out partly overlapping or the weight itself; errors for channels that do not
+    match, a read-only or misshapen out."""
+    x = np.random.default_rng(2).standard_normal((6, 8, 600)).astype(np.float32)
+    w = np.linspace(0.1, 0.9, 8).astype(np.float32)
+    for _ in range(2):  # registered
+        fa.softmax(x), fa.softmax.backward(x, fa.softmax(x)), fa.prelu(x, w)
+    declined = [
+        ("axis", lambda: fa.softmax(x, axis=1), None),
+        ("axis -1 given", lambda: fa.softmax(x, axis=-1), None),
+        ("strided", lambda: fa.softmax(x[:, :, ::2]), None),
+        ("F-ordered", lambda: fa.softmax(np.asfortranarray(x)), None),
+        ("0-d", lambda: fa.softmax(np.array(0.5, np.float32)), None),
+        ("empty", lambda: fa.softmax(np.empty((0, 4), np.float32)), None),
+        ("float16", lambda: fa.softmax(x.astype(np.float16)), None),
+        ("backward shapes", lambda: fa.softmax.backward(x, x.reshape(48, 600)), ValueError),
+        ("backward dtypes", lambda: fa.softmax.backward(x, x.astype(np.float64)), None),
+        ("prelu (N, C)", lambda: fa.prelu(x[:, :, 0].copy(), w), None),
+        ("prelu short rest", lambda: fa.prelu(x[:, :, :100].copy(), w), None),
+        ("prelu weight float64", lambda: fa.prelu(x, w.astype(np.float64)), None),
+        ("prelu weight strided", lambda: fa.prelu(x, np.repeat(w, 2)[::2]), None),
+        ("prelu channels", lambda: fa.prelu(x, w[:5].copy()), ValueError),
+        ("prelu 0-d", lambda: fa.prelu(np.array(-2.0, np.float32), w[:1].copy()), None),
+        ("out float64", lambda: fa.softmax(x, out=np.empty(x.shape)), TypeError),
+    ]
+    assert_declined(module, declined)
+
+    # partial overlap and out = the weight: the Python path's results
+    z = np.linspace(-3, 3, 2 * 600 + 1, dtype=np.float32)
+    want = rows_python_path(fa.softmax, z[:-1].reshape(2, 600).copy())
+    before = module.calls()
+    fa.softmax(z[:-1].reshape(2, 600), out=z[1:].reshape(2, 600))
+    assert module.calls() == before
+    np.testing.assert_array_equal(z[1:].reshape(2, 600), want)
+    one = np.full(1, 0.25, np.float32)
+    v = np.linspace(-2, 2, 1, dtype=np.float32)
+    fa.prelu(v, one)
+    before = module.calls()
+    np.testing.assert_array_equal(fa.prelu(v, one, out=one), [-0.5])
+    assert module.calls() == before
+
+    # errors: the Python path's, nothing written
+    for bad in [np.full((6, 8, 599), 7.0, np.float32), np.full(x.size, 7.0, np.float32)]:
+        with pytest.raises(ValueError):
+            fa.softmax(x, out=bad)
+        with pytest.raises(ValueError):
+            fa.prelu(x, w, out=bad)
+        assert np.all(bad == 7.0)
+    readonly = np.full(x.shape, 7.0, np.float32)
+    readonly.flags.writeable = False
+    for call in (lambda: fa.softmax(x, out=readonly), lambda: fa.prelu(x, w, out=readonly),
+                 lambda: fa.softmax.backward(x, x, out=readonly)):
+        with pytest.raises(ValueError, match="read-only"):
+            call()
+    assert np.all(readonly == 7.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_row_calls_are_split_over_the_pool(module, backend):
+    """Row calls of FAST_SPLIT_SIZE elements and more are split over the pool by rows (a call
+    number taken), smaller ones not; with the workers busy or one thread, whole on the
+    caller's thread; one thread's bits every time."""
+    threads = fa.get_num_threads()
+    fast = _threads.FAST_SPLIT_SIZE
+    cases = [("softmax", (fast // 512, 512), None), ("softmax", (fast // 1024 - 1, 1024), None),
+             ("log_softmax", (3, fast), None), ("prelu", (2, 16, fast // 16), 16),
+             ("prelu", (fast + 3,), 1)]
+    with fa.backend(backend):
+        try:
+            for name, shape, channels in cases:
+                act = getattr(fa, name)
+                x, dy = row_inputs(np.float32, shape, seed=len(shape))
+                args = (x,) if channels is None else (x, np.linspace(0.1, 1, channels,
+                                                                       dtype=np.float32))
+                fa.set_num_threads(1)
+                want = rows_python_path(act, *args)
+                fa.set_num_threads(2)
+                fast_call(module, act, *args)
+                before, seq = module.calls(), _threads._seq
+                np.testing.assert_array_equal(act(*args), want)
+                assert module.calls() == before + 1, (name, shape)
+                assert _threads._seq == seq + (x.size >= fast), (name, shape)
+                with _threads._busy:
+                    np.testing.assert_array_equal(act(*args), want)
+                fa.set_num_threads(1)
+                np.testing.assert_array_equal(act(*args), want)
+                assert module.calls() == before + 3 and _threads._seq == seq + (x.size >= fast)
+                fa.set_num_threads(2)
+                if channels is None:
+                    fa.set_num_threads(1)
+                    want_dx = rows_python_path(act, dy, want, backward=True)
+                    fa.set_num_threads(2)
+                    fast_call(module, act, dy, want, backward=True)
+                    seq = _threads._seq
+                    np.testing.assert_array_equal(act.backward(dy, want), want_dx)
+                    assert _threads._seq == seq + (x.size >= fast), (name, shape)
+        finally:
+            fa.set_num_threads(threads)

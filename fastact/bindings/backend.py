@@ -14,6 +14,9 @@ from ..kernels.math import STREAM_BYTES
 from . import _build
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+# the row kernels the fast path calls (fastact/_fastcall.c, Rows: their signatures there)
+_FAST_ROWS = frozenset({"softmax_rows", "log_softmax_rows", "softmax_backward_rows",
+                        "log_softmax_backward_rows", "prelu_forward_rows"})
 
 
 class Backend:
@@ -61,6 +64,14 @@ class Backend:
         self._map_function(scalar_fn, n_arrays, dtype)  # (raises if the module lacks it)
         pointer = self.ffi.addressof(self.lib, self._map_name(scalar_fn, n_arrays, dtype))
         return np.full(n_arrays + 1, int(self.ffi.cast("intptr_t", pointer)), np.int64)
+
+    def fast_row_task(self, name, dtype):
+        """The address of the row kernel the fast path calls (fastact/_fastcall.c, Rows), or
+        None for one it does not."""
+        if name not in _FAST_ROWS:
+            return None
+        pointer = self.ffi.addressof(self.lib, f"fa_{name}_{_SUFFIX[np.dtype(dtype)]}")
+        return int(self.ffi.cast("intptr_t", pointer))
 
     def map(self, scalar_fn, inputs, out, params):
         fn = self._map_function(scalar_fn, len(inputs), out.dtype)

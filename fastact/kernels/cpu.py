@@ -137,13 +137,6 @@ def _helpers(names, decorator):
                    + inspect.getsource(getattr(loops, name)) for name in names)
 
 
-def _pooled(loop, name, jit=_JIT):
-    """Source of the entry point ``name`` that runs ``loop`` as a chunk of fastact's thread pool:
-    name(*loop's arguments, pool, slot, seq) (kernels/loops.py, pool_enter)."""
-    params = ", ".join(inspect.signature(getattr(loops, loop)).parameters)
-    return loops.POOLED.format(jit=jit, name=name, params=params, loop=loop)
-
-
 def map_source(scalar_fn, n_arrays, streamed=False, dtype=np.float32, alias=-1):
     """Source of the module whose ``kernel(args, start, stop)`` is the native task out[i] =
     scalar_fn(a0[i], ..., *params) for arrays of dtype, its arguments in a block at address args
@@ -210,18 +203,30 @@ def call_map(kernel, inputs, out, params, start=0, stop=None):
     map_caller(len(inputs), len(params))(tasks, *inputs, out, params, start, stop, 0, -1, 0)
 
 
-def row_kernel(name):
-    """A compiled loop of kernels/loops.py that works on rows (prelu, softmax, maxout), called
-    as kernel(*arguments, start, stop, pool, slot, seq)."""
-    return getattr(_rows_module(), name + "_pooled")
+def row_task(name, signature):
+    """(caller, the address of the task) of the row kernel ``name`` (prelu, softmax, maxout: a
+    loop of kernels/loops.py) for arguments of this signature (loops.row_task_source), compiled
+    or loaded from the disk cache on first use: caller(task, *arguments, start, stop, pool,
+    slot, seq) runs it."""
+    with _lock:
+        found = _row_tasks.get((name, signature))
+    if found is None:
+        module = "_".join([name] + ["int" if e == "int" else f"{e[0]}x{e[1]}" for e in signature])
+        source = (_HEADER + _helpers(loops.HELPERS, _FORCEINLINE)
+                  + _helpers(loops.POOL_HELPERS + ("pool_publish", "pool_take_back"), _INLINE)
+                  + _helpers((name,), _LOOP_JIT) + loops.row_task_source(_JIT, name, signature))
+        module = _load(module, source)
+        found = (module.caller, task_address(module.kernel))
+        with _lock:
+            found = _row_tasks.setdefault((name, signature), found)
+    return found
 
 
-@functools.lru_cache(maxsize=None)
-def _rows_module():
-    parts = [_HEADER, _helpers(loops.HELPERS, _FORCEINLINE), _helpers(loops.POOL_HELPERS, _INLINE)]
-    for kernel in loops.ROW_KERNELS:
-        parts += [_helpers((kernel,), _LOOP_JIT), _pooled(kernel, kernel + "_pooled")]
-    return _load("rows", "".join(parts))
+_row_tasks = {}
+# the row kernels the fast path calls (fastact/_fastcall.c, Rows), their arrays' dimensions
+_FAST_ROWS = {"softmax_rows": (2, 2), "log_softmax_rows": (2, 2),
+              "softmax_backward_rows": (2, 2, 2), "log_softmax_backward_rows": (2, 2, 2),
+              "prelu_forward_rows": (2, 1, 2)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -275,6 +280,7 @@ class Backend:
             from .._backends import Unavailable
             raise Unavailable(f"numba not installed ({e})") from None
         self._maps = {}
+        self._rows = {}
         _threads.set_spinner(spin_function)
 
     def map(self, scalar_fn, inputs, out, params):
@@ -313,6 +319,18 @@ class Backend:
         return None if found is None else found[1]
 
     @staticmethod
+    def fast_row_task(name, dtype):
+        """The address of the row kernel's native task as the fast path calls it (its arrays
+        as the Python path's 2-D row views, prelu's weight 1-D), or None: not one it calls, or
+        not compiled yet by a Python-path call."""
+        dims = _FAST_ROWS.get(name)
+        if dims is None:
+            return None
+        with _lock:  # (compiled by the Python path's calls only)
+            found = _row_tasks.get((name, tuple((np.dtype(dtype).name, d) for d in dims)))
+        return None if found is None else found[1]
+
+    @staticmethod
     def _task(key, alias):
         scalar_fn, n_arrays, dtype, streamed = key
         return task_address(map_kernel(scalar_fn, n_arrays, streamed, dtype, alias),
@@ -320,4 +338,15 @@ class Backend:
                             registry.arithmetic_bound_scalar_names())
 
     def rows(self, name, args, n_rows, row_cost):
-        _threads.run(row_kernel(name), args, n_rows, max(1, row_cost))
+        """A row kernel of kernels/loops.py on rows [0, n_rows) of its arguments (C-contiguous
+        arrays of the compute dtype, and ints), split over threads by n_rows * row_cost."""
+        for a in args:
+            if type(a) is np.ndarray and not a.flags.c_contiguous:
+                raise ValueError(f"{name}: the row kernels take C-contiguous arrays")
+        key = (name, args[0].dtype)  # (each kernel's call site fixes its arrays' dimensions)
+        found = self._rows.get(key)
+        if found is None:
+            found = self._rows[key] = row_task(name, tuple(
+                (a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int" for a in args))
+        caller, task = found
+        _threads.run(caller, (task, *args), n_rows, max(1, row_cost))

@@ -8,8 +8,8 @@ caller can split one call over threads. Accumulations are float64 whatever the d
 import numpy as np
 
 from fastact import registry
-from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_IDLE_YIELD, POOL_START,
-                              POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
+from fastact._threads import (POOL_ARGS_SIZE, POOL_ASLEEP, POOL_CLAIM, POOL_DONE,
+                              POOL_IDLE_YIELD, POOL_START, POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
                               POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
 
@@ -754,12 +754,17 @@ def idle_until(pool, index, want, ticks):
 # into the pool state, tells the workers to go (pool_publish) and calls the task itself, all
 # without the GIL: the workers never need Python. tasks: the map's task table, [0] its task and
 # [1 + k] its in-place form for out being input k (0 until compiled; in_place_task_source).
-# Python tasks (the row kernels): the kernel is
-# called as kernel(*args, start, stop, pool, slot, seq), pool_enter before the loop, pool_leave
-# after it; their caller (slot 0) tells its workers to go from inside its compiled kernel, once
-# it has released the GIL (a worker that saw the go while the caller still held the GIL slept in
-# the GIL's wait, and a sleeping core of this VM took ~50 us to wake: 2^20 relu backward on
-# 2 threads took 340 us where either half alone took 230). Direct calls pass slot -1.
+# The row kernels' tasks (row_task_source) read their arrays' addresses and shapes from a block
+# that their caller's entry writes as call_K_P does. Until 2026-11-24 they were Python tasks,
+# which a worker ran by going back to Python (the GIL, Numba's dispatch): on the Zen 4 VM a
+# split 2^20 prelu forward took as long as one thread on all of it (96 against 48 us for half),
+# its worker's range mostly taken back by the caller (fastact/bench/NOTES.md, thirteenth session).
+# Python tasks (task 0: plain Python kernels, the tests' own) are called as kernel(*args, start,
+# stop, pool, slot, seq), pool_enter before the loop, pool_leave after it; their caller (slot 0)
+# tells its workers to go once it has released the GIL (a worker that saw the go while the
+# caller still held the GIL slept in the GIL's wait, and a sleeping core of this VM took ~50 us
+# to wake: 2^20 relu backward on 2 threads took 340 us where either half alone took 230).
+# Direct calls pass slot -1.
 MAP_BLOCK = 12  # int64s, within _threads.POOL_ARGS_SIZE
 MAP_PARAMS = 5  # the first parameter's index: up to 3 arrays and out before it
 _MAP_VALUES = "m.array_at(args + 8 * MAP_PARAMS, MAP_BLOCK - MAP_PARAMS, np.float64(0))"
@@ -837,13 +842,6 @@ def run_tasks(pool, slot, last):
 
 POOL_HELPERS = ("look_until", "spin_until", "pool_enter", "pool_leave")
 POOL_FUNCTIONS = ("pool_publish", "pool_take_back", "run_tasks")
-POOLED = """
-
-{jit}def {name}({params}, pool, slot, seq):
-    pool_enter(pool, slot, seq)
-    {loop}({params})
-    pool_leave(pool, slot, seq)
-"""
 
 
 def _task_head(jit, n_arrays, dtype, skip=-1):
@@ -919,6 +917,50 @@ def in_place_task_source(jit, vectors, n_arrays, n_params, dtype, alias, prefetc
     lines += ["        for i in range(out_.size):",
               f"            out_[i] = scalar({', '.join(f'{v}_[i]' for v in views)}, *params)"]
     return "\n".join(lines) + "\n"
+
+
+def row_task_source(jit, loop, signature):
+    """Source of a row kernel's native task kernel(args, start, stop), loop(*arguments, start,
+    stop) with its arguments read from a block of int64s, and of its caller's entry
+    caller(task, *arguments, start, stop, pool, slot, seq), which writes the block (into the
+    pool state for slot 0, as call_K_P) and runs the task as call_K_P does. Per entry of
+    signature: an array, ("float32" | "float64", ndim), C-contiguous (the caller's guarantee):
+    its address, then its shape; or "int": the value. The fast path (fastact/_fastcall.c, Rows)
+    writes the same blocks."""
+    task = [f"\n\n{jit}def kernel(args, start, stop):"]
+    names, writes, j = [], [], 0
+    for k, entry in enumerate(signature):
+        names.append(f"a{k}")
+        if entry == "int":
+            task.append(f"    a{k} = block[{j}]")
+            writes.append(f"    block[{j}] = a{k}")
+            j += 1
+            continue
+        dtype, ndim = entry
+        dims = [f"block[{j + 1 + d}]" for d in range(ndim)]
+        task.append(f"    a{k} = m.array_at(block[{j}], {' * '.join(dims)}, np.{dtype}(0))"
+                    + (f".reshape(({', '.join(dims)}))" if ndim > 1 else ""))
+        writes.append(f"    block[{j}] = a{k}.ctypes.data")
+        writes += [f"    block[{j + 1 + d}] = a{k}.shape[{d}]" for d in range(ndim)]
+        j += 1 + ndim
+    assert j <= POOL_ARGS_SIZE, (loop, signature)
+    task.insert(1, f"    block = m.array_at(args, {j}, np.int64(0))")
+    task.append(f"    {loop}({', '.join(names)}, start, stop)")
+    caller = [f"\n\n{jit}def caller(task, {', '.join(names)}, start, stop, pool, slot, seq):",
+              "    if slot == 0:",
+              f"        block = m.array_at(pool + 8 * m.atomic_load(pool, 2), {j}, np.int64(0))",
+              "    else:",
+              f"        block = np.empty({j}, np.int64)"]
+    caller += writes
+    caller += ["    args = block.ctypes.data",
+               "    if slot == 0:",
+               "        pool_publish(pool, task, args, seq)",
+               "    m.call_task(task, args, start, stop)",
+               "    if slot == 0:",
+               "        pool_take_back(pool, task, args, seq)",
+               "    pool_leave(pool, slot, seq)",
+               "    return block[0]  # (read after the call: a block of its own lives through it)"]
+    return "\n".join(task + caller) + "\n"
 
 
 def caller_source(jit, n_arrays, n_params):
