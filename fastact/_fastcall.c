@@ -574,7 +574,9 @@ static PyTypeObject MapType = {
 /* The row kernels' entries (Rows): softmax and log_softmax along the last axis, forward
    rows(x, out) and backward rows(dy, y, out), and prelu's forward rows(x, weight, out) where it
    runs as rows of one channel each (fastact/_rowwise.py: weight.size 1, or x of shape
-   (N, C, *rest) with rest holding `below` elements or more; below that, the column kernels).
+   (N, C, *rest) with rest holding `below` elements or more, or `short` or more in arrays of up to
+   `short_size` elements; else the column kernels, and their Python path: its per-element weights
+   cost ~20 us a call). Row by row or by columns, prelu's forward is the same bits.
    Same-shape C-contiguous float32/float64 NumPy arrays (the weight: C-contiguous, x's dtype),
    out absent or exactly like x and not partially overlapping an input; anything else answers
    NotImplemented untouched. The Numba backend's tasks read a block: each array's address and
@@ -583,7 +585,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     int kind;
-    Py_ssize_t below;                /* prelu: rest's least size for the row kernels */
+    Py_ssize_t below, short_, short_size; /* prelu: rest's least size for the row kernels */
     int64_t tasks[N_BACKENDS][2];    /* per backend and dtype: the task's address, or 0 */
 } RowsObject;
 
@@ -644,7 +646,7 @@ static PyObject *rows_call(PyObject *self_, PyObject *const *args, size_t nargsf
             if (nd < 3 || PyArray_DIM(x, 1) != channels)
                 Py_RETURN_NOTIMPLEMENTED;
             row = size / (PyArray_DIM(x, 0) * channels);
-            if (row < self->below)
+            if (row < self->below && (row < self->short_ || size > self->short_size))
                 Py_RETURN_NOTIMPLEMENTED;
         }
     }
@@ -695,10 +697,11 @@ static PyObject *rows_call(PyObject *self_, PyObject *const *args, size_t nargsf
 static PyObject *rows_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     int kind;
-    Py_ssize_t below = 0;
+    Py_ssize_t below = 0, short_ = 0, short_size = 0;
     RowsObject *self;
-    static char *names[] = {"kind", "below", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|n:Rows", names, &kind, &below))
+    static char *names[] = {"kind", "below", "short", "short_size", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|nnn:Rows", names, &kind, &below, &short_,
+                                     &short_size))
         return NULL;
     if (kind < ROWS_FORWARD || kind > ROWS_PRELU) {
         PyErr_SetString(PyExc_ValueError, "kind: 0 (x, out), 1 (dy, y, out) or 2 (prelu)");
@@ -709,7 +712,7 @@ static PyObject *rows_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     self->vectorcall = rows_call;
     self->kind = kind;
-    self->below = below;
+    self->below = below, self->short_ = short_, self->short_size = short_size;
     return (PyObject *)self;
 }
 
@@ -747,7 +750,7 @@ static PyTypeObject RowsType = {
     .tp_name = "fastact._fastact_call.Rows",
     .tp_basicsize = sizeof(RowsObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Rows(kind, below=0): rows(*arrays, out) computes the row kernel and returns the "
+    .tp_doc = "Rows(kind, below=0, short=0, short_size=0): rows(*arrays, out) computes the row kernel and returns the "
               "result, or NotImplemented where the call is not this path's.",
     .tp_new = rows_new,
     .tp_call = PyVectorcall_Call,

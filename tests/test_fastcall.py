@@ -499,6 +499,7 @@ def row_inputs(dtype, shape, seed=0):
 ROW_CASES = [  # (activation, its arrays' shape, prelu's channels)
     ("softmax", (37, 129), None), ("log_softmax", (5, 3, 64), None), ("softmax", (300,), None),
     ("prelu", (3, 4, 520), 4), ("prelu", (2, 3, 16, 40), 3), ("prelu", (1025,), 1),
+    ("prelu", (5, 4, 64), 4), ("prelu", (2, 3, 100), 3),
     ("prelu", (7, 9), 1),
 ]
 
@@ -508,7 +509,8 @@ ROW_CASES = [  # (activation, its arrays' shape, prelu's channels)
 @pytest.mark.parametrize("case", ROW_CASES, ids=lambda c: f"{c[0]}{c[1]}")
 def test_row_kernels_fast_calls_give_the_python_paths_bits(module, case, dtype, backend):
     """softmax / log_softmax forward and backward along the last axis, prelu forward where it
-    runs as rows (a single weight; or rest of (N, C, *rest) 512 elements or more): allocating,
+    runs as rows (a single weight; rest of (N, C, *rest) 512 elements or more, or 64 or more in
+    arrays of up to 2^20 elements): allocating,
     into out=, in place on each input, each call taken and equal to the Python path's bitwise."""
     name, shape, channels = case
     act = getattr(fa, name)
@@ -545,7 +547,8 @@ def test_row_calls_it_does_not_take_go_the_python_way_unchanged(module):
     """Row calls outside the entries' shapes are declined untouched and the Python path gives
     its results and errors, nothing written: another axis, strided or F-ordered arrays, 0-d,
     empty, float16, prelu by columns ((N, C) and short rest), a weight of another dtype or not
-    contiguous, out partly overlapping or the weight itself; errors for channels that do not
+    contiguous, rest under 64 elements or under 512 in arrays of more than 2^20 elements, out
+    partly overlapping or the weight itself; errors for channels that do not
     match, a read-only or misshapen out."""
     x = np.random.default_rng(2).standard_normal((6, 8, 600)).astype(np.float32)
     w = np.linspace(0.1, 0.9, 8).astype(np.float32)
@@ -562,7 +565,8 @@ def test_row_calls_it_does_not_take_go_the_python_way_unchanged(module):
         ("backward shapes", lambda: fa.softmax.backward(x, x.reshape(48, 600)), ValueError),
         ("backward dtypes", lambda: fa.softmax.backward(x, x.astype(np.float64)), None),
         ("prelu (N, C)", lambda: fa.prelu(x[:, :, 0].copy(), w), None),
-        ("prelu short rest", lambda: fa.prelu(x[:, :, :100].copy(), w), None),
+        ("prelu short rest", lambda: fa.prelu(x[:, :, :63].copy(), w), None),
+        ("prelu short rest, large", lambda: fa.prelu(np.resize(x, (1024, 8, 200)), w), None),
         ("prelu weight float64", lambda: fa.prelu(x, w.astype(np.float64)), None),
         ("prelu weight strided", lambda: fa.prelu(x, np.repeat(w, 2)[::2]), None),
         ("prelu channels", lambda: fa.prelu(x, w[:5].copy()), ValueError),

@@ -330,6 +330,35 @@ def test_prelu_large_outputs_stream_with_the_same_bits(dtype, layout, cpu_backen
     np.testing.assert_allclose(dw, expected_dw, rtol=1e-6)
 
 
+def test_prelu_forward_takes_rows_of_64_and_more_in_arrays_up_to_the_short_size(cpu_backend,
+                                                                                monkeypatch):
+    """The forward runs (N, C, *rest) with rest of SHORT (64) to BELOW (512) elements by rows in
+    arrays of up to SHORT_SIZE elements (the fast path's choice), by columns above; the backward
+    by columns; results the reference's either way."""
+    from fastact import _backends, _rowwise
+    monkeypatch.setattr(fa.prelu, "_row_entries", None)  # the Python path's choice of kernels
+    backend = _backends.get()
+    called = []
+    rows = type(backend).rows
+    monkeypatch.setattr(type(backend), "rows", lambda self, name, *a: (called.append(name),
+                                                                      rows(self, name, *a)))
+    monkeypatch.setattr(_rowwise._Columns, "SHORT_SIZE", 2 * 3 * 100)
+    rng = np.random.default_rng(5)
+    w = np.array([0.25, -0.5, 2.0], np.float32)
+    for shape, forward in [((2, 3, 100), "prelu_forward_rows"), ((2, 3, 63), "prelu_forward_cols"),
+                           ((3, 3, 100), "prelu_forward_cols")]:
+        x = np.resize(hostile(np.float32), shape).astype(np.float32)
+        dy = rng.uniform(-1, 1, shape).astype(np.float32)
+        called.clear()
+        y, (dx, dw) = fa.prelu(x, w), fa.prelu.backward(dy, x, w)
+        assert called == [forward, "prelu_backward_cols"], shape
+        want = reference.prelu_forward(x.astype(np.float64), w.astype(np.float64))
+        np.testing.assert_array_equal(y, want.astype(np.float32))
+        np.testing.assert_array_equal(dx, reference.prelu_backward_from_input(
+            dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64))[0].astype(
+                np.float32))
+
+
 @pytest.mark.parametrize("shape,path", [((6, 7), "cols"), ((1000, 3), "cols"),
                                         ((4, 3, 5, 5), "cols"), ((2, 3, 600), "rows"),
                                         ((1000,), "rows")])
@@ -352,6 +381,7 @@ def test_prelu_layouts_give_the_same_results(shape, path, dtype, cpu_backend, mo
     y, (dx, dw) = fa.prelu(x, w), fa.prelu.backward(dy, x, w)
     assert set(called) == {f"prelu_forward_{path}", f"prelu_backward_{path}"}
     monkeypatch.setattr(_rowwise._Columns, "BELOW", 0 if path == "cols" else 10 ** 9)
+    monkeypatch.setattr(_rowwise._Columns, "SHORT", 10 ** 9)  # (the forward's rows below BELOW)
     called.clear()
     y2, (dx2, dw2) = fa.prelu(x, w), fa.prelu.backward(dy, x, w)
     assert {c.rsplit("_", 1)[1] for c in called} == ({"rows"} if path == "cols" else
