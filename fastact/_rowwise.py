@@ -67,28 +67,44 @@ class _FastRows:
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
+def _last_axis(x, args, kwargs):
+    """Whether a softmax call's only parameter names x's last axis (a Python int: -1, or ndim - 1
+    of a NumPy array), the rows of the fast entries."""
+    if kwargs:
+        if args or len(kwargs) != 1 or "axis" not in kwargs:
+            return False
+        axis = kwargs["axis"]
+    elif len(args) == 1:
+        axis = args[0]
+    else:
+        return False
+    return type(axis) is int and (axis == -1 or (type(x) is np.ndarray and axis == x.ndim - 1))
+
+
 class _RowActivation(_FastRows, Activation):
     """softmax / log_softmax: rows along ``axis``, each handled in one pass after finding its max."""
 
     def __call__(self, x, *args, out=None, **kwargs):
         entries = self._row_entries
-        if entries is not None and entries[0] is not None and not args and not kwargs:
+        last = (not args and not kwargs) or _last_axis(x, args, kwargs)
+        if last and entries is not None and entries[0] is not None:
             result = entries[0](x, out)
             if result is not NotImplemented:
                 return result
         result = self._forward(x, args, kwargs, out)
-        if not args and not kwargs:
+        if last:
             self._register_rows(0, _fastcall.ROWS_FORWARD, f"{self.name}_rows", x)
         return result
 
     def backward(self, grad_output, saved, *args, out=None, **kwargs):
         entries = self._row_entries
-        if entries is not None and entries[1] is not None and not args and not kwargs:
+        last = (not args and not kwargs) or _last_axis(grad_output, args, kwargs)
+        if last and entries is not None and entries[1] is not None:
             result = entries[1](grad_output, saved, out)
             if result is not NotImplemented:
                 return result
         result = self._backward(grad_output, saved, args, kwargs, out)
-        if not args and not kwargs:
+        if last:
             self._register_rows(1, _fastcall.ROWS_BACKWARD, f"{self.name}_backward_rows",
                                 grad_output)
         return result

@@ -545,18 +545,22 @@ def test_row_kernels_fast_calls_give_the_python_paths_bits(module, case, dtype, 
 
 def test_row_calls_it_does_not_take_go_the_python_way_unchanged(module):
     """Row calls outside the entries' shapes are declined untouched and the Python path gives
-    its results and errors, nothing written: another axis, strided or F-ordered arrays, 0-d,
+    its results and errors, nothing written: another axis (or one not given as a Python int),
+    strided or F-ordered arrays, 0-d,
     empty, float16, prelu by columns ((N, C) and short rest), a weight of another dtype or not
     contiguous, rest under 64 elements or under 512 in arrays of more than 2^20 elements, out
     partly overlapping or the weight itself; errors for channels that do not
-    match, a read-only or misshapen out."""
+    match, a read-only or misshapen out. The last axis named (-1 or ndim - 1) is taken."""
     x = np.random.default_rng(2).standard_normal((6, 8, 600)).astype(np.float32)
     w = np.linspace(0.1, 0.9, 8).astype(np.float32)
     for _ in range(2):  # registered
         fa.softmax(x), fa.softmax.backward(x, fa.softmax(x)), fa.prelu(x, w)
     declined = [
         ("axis", lambda: fa.softmax(x, axis=1), None),
-        ("axis -1 given", lambda: fa.softmax(x, axis=-1), None),
+        ("axis 0", lambda: fa.softmax(x, 0), None),
+        ("axis a NumPy int", lambda: fa.softmax(x, axis=np.int64(-1)), None),
+        ("axis True", lambda: fa.softmax(x[0], True), None),
+        ("axis out of range", lambda: fa.softmax(x, axis=3), ValueError),
         ("strided", lambda: fa.softmax(x[:, :, ::2]), None),
         ("F-ordered", lambda: fa.softmax(np.asfortranarray(x)), None),
         ("0-d", lambda: fa.softmax(np.array(0.5, np.float32)), None),
@@ -574,6 +578,15 @@ def test_row_calls_it_does_not_take_go_the_python_way_unchanged(module):
         ("out float64", lambda: fa.softmax(x, out=np.empty(x.shape)), TypeError),
     ]
     assert_declined(module, declined)
+
+    # the last axis named (-1 or ndim - 1, by position or keyword): taken, the same bits
+    want = rows_python_path(fa.softmax, x)
+    for args, kwargs in [((-1,), {}), ((2,), {}), ((), {"axis": -1}), ((), {"axis": 2})]:
+        before = module.calls()
+        np.testing.assert_array_equal(fa.softmax(x, *args, **kwargs), want)
+        np.testing.assert_array_equal(fa.softmax.backward(x, want, *args, **kwargs),
+                                      rows_python_path(fa.softmax, x, want, backward=True))
+        assert module.calls() == before + 2, (args, kwargs)
 
     # partial overlap and out = the weight: the Python path's results
     z = np.linspace(-3, 3, 2 * 600 + 1, dtype=np.float32)
