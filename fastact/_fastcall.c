@@ -585,6 +585,8 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     int kind;
+    Py_ssize_t cost;                 /* per element, as a map's split cost: a call of rows x row
+                                        elements is split from split_size / cost */
     Py_ssize_t below, short_, short_size; /* prelu: rest's least size for the row kernels */
     int64_t tasks[N_BACKENDS][2];    /* per backend and dtype: the task's address, or 0 */
 } RowsObject;
@@ -690,18 +692,19 @@ static PyObject *rows_call(PyObject *self_, PyObject *const *args, size_t nargsf
             b[3] = (int64_t)(intptr_t)call.data[1], b[4] = channels;
             b[5] = (int64_t)(intptr_t)call.data[3], b[6] = rows, b[7] = row;
         }
-        return finish(&call, rows, row, 1, result);
+        return finish(&call, rows, rows > 1 ? row * self->cost : 0, 1, result); /* (one row:
+                                                                                     one thread) */
     }
 }
 
 static PyObject *rows_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     int kind;
-    Py_ssize_t below = 0, short_ = 0, short_size = 0;
+    Py_ssize_t cost = 1, below = 0, short_ = 0, short_size = 0;
     RowsObject *self;
-    static char *names[] = {"kind", "below", "short", "short_size", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|nnn:Rows", names, &kind, &below, &short_,
-                                     &short_size))
+    static char *names[] = {"kind", "cost", "below", "short", "short_size", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|nnnn:Rows", names, &kind, &cost, &below,
+                                     &short_, &short_size))
         return NULL;
     if (kind < ROWS_FORWARD || kind > ROWS_PRELU) {
         PyErr_SetString(PyExc_ValueError, "kind: 0 (x, out), 1 (dy, y, out) or 2 (prelu)");
@@ -712,6 +715,7 @@ static PyObject *rows_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     self->vectorcall = rows_call;
     self->kind = kind;
+    self->cost = cost > 0 ? cost : 1;
     self->below = below, self->short_ = short_, self->short_size = short_size;
     return (PyObject *)self;
 }
@@ -750,7 +754,7 @@ static PyTypeObject RowsType = {
     .tp_name = "fastact._fastact_call.Rows",
     .tp_basicsize = sizeof(RowsObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Rows(kind, below=0, short=0, short_size=0): rows(*arrays, out) computes the row kernel and returns the "
+    .tp_doc = "Rows(kind, cost=1, below=0, short=0, short_size=0): rows(*arrays, out) computes the row kernel and returns the "
               "result, or NotImplemented where the call is not this path's.",
     .tp_new = rows_new,
     .tp_call = PyVectorcall_Call,

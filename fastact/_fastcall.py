@@ -217,14 +217,15 @@ def register(entry, scalar_fn, n_inputs, dtype):
 ROWS_FORWARD, ROWS_BACKWARD, ROWS_PRELU = 0, 1, 2
 
 
-def rows_entry(kind, below=0, short=0, short_size=0):
-    """A row kernel's fast entry (_fastcall.c's Rows; prelu's: rows of `below` elements or more,
-    or of `short` or more in arrays of up to `short_size`); None while the extension is being
-    built, False where it is off or cannot be built."""
+def rows_entry(kind, cost=1, below=0, short=0, short_size=0):
+    """A row kernel's fast entry (_fastcall.c's Rows: calls split from FAST_SPLIT_SIZE / cost
+    elements; prelu's: rows of `below` elements or more, or of `short` or more in arrays of up
+    to `short_size`); None while the extension is being built, False where it is off or cannot
+    be built."""
     module = load()
     if module is None:
         return None if _reason == "being built" and enabled() else False
-    return module.Rows(kind, below, short, short_size)
+    return module.Rows(kind, cost, below, short, short_size)
 
 
 def register_rows(entry, kernel, dtype):

@@ -40,7 +40,7 @@ class _FastRows:
     backward], made and given their kernels after Python-path calls; None: never."""
     _row_entries = (None, None)
 
-    def _register_rows(self, slot, kind, kernel, x, *sizes):
+    def _register_rows(self, slot, kind, kernel, x, **sizes):
         """After a Python-path call with the default parameters on x (its dtype the kernel's)."""
         if self._row_entries is None or type(x) is not np.ndarray or not (
                 x.dtype is _F32 or x.dtype is _F64):
@@ -48,7 +48,7 @@ class _FastRows:
         try:
             entry = self._row_entries[slot]
             if entry is None:
-                entry = _fastcall.rows_entry(kind, *sizes)
+                entry = _fastcall.rows_entry(kind, **sizes)
                 if entry is False:  # no extension in this process
                     self._row_entries = None
                     return
@@ -65,6 +65,12 @@ class _FastRows:
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+# The fast entries' split cost for softmax / log_softmax (forward, backward): their calls are
+# split over threads from FAST_SPLIT_SIZE / cost elements (2^14, 2^15). Rows of 1024, one thread
+# against the split call (Zen 4 VM, two runs, noisy): 2^14 forwards 7.9 -> 6.7 us (log_softmax),
+# 13.3 -> 9.2 (softmax), backwards 3.1 -> 4.1-4.6 (softmax), 6.3 -> 5.6-7.8 (log_softmax);
+# 2^15 forwards 15.0-16.4 -> 9.1-9.5, backwards 6.3 -> 4.9, 12.4 -> 7.9; 2^13 all slower split.
+_ROW_SPLIT_COST = (4, 2)
 
 
 def _last_axis(x, args, kwargs):
@@ -93,7 +99,8 @@ class _RowActivation(_FastRows, Activation):
                 return result
         result = self._forward(x, args, kwargs, out)
         if last:
-            self._register_rows(0, _fastcall.ROWS_FORWARD, f"{self.name}_rows", x)
+            self._register_rows(0, _fastcall.ROWS_FORWARD, f"{self.name}_rows", x,
+                                cost=_ROW_SPLIT_COST[0])
         return result
 
     def backward(self, grad_output, saved, *args, out=None, **kwargs):
@@ -104,9 +111,10 @@ class _RowActivation(_FastRows, Activation):
             if result is not NotImplemented:
                 return result
         result = self._backward(grad_output, saved, args, kwargs, out)
-        if last:
+        if last and type(saved) is np.ndarray and type(grad_output) is np.ndarray and (
+                saved.dtype == grad_output.dtype):  # (the kernel it ran is of that dtype)
             self._register_rows(1, _fastcall.ROWS_BACKWARD, f"{self.name}_backward_rows",
-                                grad_output)
+                                grad_output, cost=_ROW_SPLIT_COST[1])
         return result
 
     def _forward(self, x, args, kwargs, out):
@@ -292,17 +300,20 @@ class _Prelu(_FastRows, Activation):
             result = entries[0](x, weight, out)
             if result is not NotImplemented:
                 return result
-        result = self._forward(x, weight, out)
-        self._register_rows(0, _fastcall.ROWS_PRELU, "prelu_forward_rows", x, _Columns.BELOW,
-                            _Columns.SHORT, _Columns.SHORT_SIZE)
+        result, by_rows = self._forward(x, weight, out)
+        if by_rows:  # (the row kernel of x's dtype ran: the fast entry's)
+            self._register_rows(0, _fastcall.ROWS_PRELU, "prelu_forward_rows", x,
+                                below=_Columns.BELOW, short=_Columns.SHORT,
+                                short_size=_Columns.SHORT_SIZE)
         return result
 
     def _forward(self, x, weight, out):
+        """(the result, whether it ran the row kernel of x's dtype)"""
         x = _as_array(self.name, x, "x")
         weight = _as_array(self.name, weight, "weight")
         gpu = gpu_backend(self.name, [x, weight, out])
         if gpu is not None:
-            return gpu.rowwise(self.name, "forward", [x, weight], {}, out)
+            return gpu.rowwise(self.name, "forward", [x, weight], {}, out), False
         weight = weight.reshape(-1)
         rows = _channel_rows(self.name, x, weight)
         dtype = result_dtype(self.name, x.dtype, weight.dtype)
@@ -318,7 +329,8 @@ class _Prelu(_FastRows, Activation):
             for view, weights in columns.parts(arrays[0], target):
                 _backends.get().rows("prelu_forward_cols", (view[0], weights, view[1]),
                                      *view[0].shape)
-        return unwrap(_run(self.name, [x], x.shape, out, compute, dtype), out, x.ndim == 0)
+        result = unwrap(_run(self.name, [x], x.shape, out, compute, dtype), out, x.ndim == 0)
+        return result, columns is None and x.size > 0 and dtype == x.dtype
 
     def backward(self, grad_output, saved, weight, *, out=None):
         """(grad_input, grad_weight); grad_weight has weight's shape and dtype."""

@@ -58,8 +58,9 @@ def get_num_threads():
 # calls each chunk's compiled function itself, a C function task(args, start, stop) whose
 # address and arguments the call's caller writes into the pool state from its own compiled
 # kernel (pool_publish), and goes back to Python only to sleep, to wake a caller that sleeps,
-# or for a task that has no native form (task 0: the row kernels of the Numba backend, plain
-# Python functions): that one it runs in Python, as kernel(*args, start, stop, pool, slot, seq).
+# or for a task that has no native form (task 0: plain Python functions; the Numba backend's
+# row kernels were such tasks until 2026-11-24): that one it runs in Python, as kernel(*args,
+# start, stop, pool, slot, seq).
 # A Python task's caller tells its workers to go from inside its compiled chunk, with the GIL
 # released: a worker that saw the go while the caller still held the GIL slept in the GIL's wait.
 # The locks and conditions keep the hand-off correct on their own (kernels that are plain Python

@@ -555,6 +555,9 @@ def test_row_calls_it_does_not_take_go_the_python_way_unchanged(module):
     w = np.linspace(0.1, 0.9, 8).astype(np.float32)
     for _ in range(2):  # registered
         fa.softmax(x), fa.softmax.backward(x, fa.softmax(x)), fa.prelu(x, w)
+    before = module.calls()
+    fa.softmax(x), fa.softmax.backward(x, x), fa.prelu(x, w)
+    assert module.calls() == before + 3  # (so each call below is declined, not unregistered)
     declined = [
         ("axis", lambda: fa.softmax(x, axis=1), None),
         ("axis 0", lambda: fa.softmax(x, 0), None),
@@ -620,14 +623,18 @@ def test_row_calls_it_does_not_take_go_the_python_way_unchanged(module):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_large_row_calls_are_split_over_the_pool(module, backend):
-    """Row calls of FAST_SPLIT_SIZE elements and more are split over the pool by rows (a call
-    number taken), smaller ones not; with the workers busy or one thread, whole on the
-    caller's thread; one thread's bits every time."""
+    """Row calls are split over the pool by rows (a call number taken, a worker given a range)
+    from FAST_SPLIT_SIZE elements / their cost (softmax and log_softmax forward 4, backward 2,
+    prelu 1), smaller ones not, nor calls of one row; with the workers busy or one thread, whole
+    on the caller's thread; one thread's bits every time."""
     threads = fa.get_num_threads()
     fast = _threads.FAST_SPLIT_SIZE
-    cases = [("softmax", (fast // 512, 512), None), ("softmax", (fast // 1024 - 1, 1024), None),
-             ("log_softmax", (3, fast), None), ("prelu", (2, 16, fast // 16), 16),
+    cases = [("softmax", (fast // 512, 512), None), ("softmax", (fast // 4096, 1024), None),
+             ("softmax", (fast // 4096 - 1, 1024), None), ("log_softmax", (3, fast // 2), None),
+             ("log_softmax", (1, fast), None), ("prelu", (2, 16, fast // 16), 16),
+             ("prelu", (1, 16, fast // 16 - 64), 16), ("prelu", (2 * fast + 6,), 1),
              ("prelu", (fast + 3,), 1)]
+    cost = {"softmax": (4, 2), "log_softmax": (4, 2), "prelu": (1, 1)}
     with fa.backend(backend):
         try:
             for name, shape, channels in cases:
@@ -639,15 +646,20 @@ def test_large_row_calls_are_split_over_the_pool(module, backend):
                 want = rows_python_path(act, *args)
                 fa.set_num_threads(2)
                 fast_call(module, act, *args)
-                before, seq = module.calls(), _threads._seq
+                rows = x.size // x.shape[-1] if channels is None else (
+                    2 if x.size % 2 == 0 else 1) if channels == 1 else x.size // x.shape[-1]
+                split = rows > 1 and x.size * cost[name][0] >= fast  # (an odd size with one
+                before, seq = module.calls(), _threads._seq  # weight: one row)
                 np.testing.assert_array_equal(act(*args), want)
                 assert module.calls() == before + 1, (name, shape)
-                assert _threads._seq == seq + (x.size >= fast), (name, shape)
+                assert _threads._seq == seq + split, (name, shape)
+                if split:  # a worker had a range of it
+                    assert _threads._pool[0][0] >= 1, (name, shape)
                 with _threads._busy:
                     np.testing.assert_array_equal(act(*args), want)
                 fa.set_num_threads(1)
                 np.testing.assert_array_equal(act(*args), want)
-                assert module.calls() == before + 3 and _threads._seq == seq + (x.size >= fast)
+                assert module.calls() == before + 3 and _threads._seq == seq + split
                 fa.set_num_threads(2)
                 if channels is None:
                     fa.set_num_threads(1)
@@ -656,6 +668,7 @@ def test_large_row_calls_are_split_over_the_pool(module, backend):
                     fast_call(module, act, dy, want, backward=True)
                     seq = _threads._seq
                     np.testing.assert_array_equal(act.backward(dy, want), want_dx)
-                    assert _threads._seq == seq + (x.size >= fast), (name, shape)
+                    assert _threads._seq == seq + (rows > 1 and x.size * cost[name][1] >= fast), (
+                        name, shape)
         finally:
             fa.set_num_threads(threads)

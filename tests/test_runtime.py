@@ -446,8 +446,8 @@ def _backend_or_skip(name):
 def test_back_to_back_parallel_calls_are_correct(backend, spinning, monkeypatch):
     """Parallel calls in a tight loop, where a worker that has marked its chunk done is still
     spinning (in native code) for the next one when it comes, on 2 and 3 threads: every result
-    equals the one-thread result (elementwise, two-input and row kernels: native tasks and, on
-    the Numba backend, Python ones). Sleeping: no spin budgets, so that every worker goes to
+    equals the one-thread result (elementwise, two-input and row kernels: native tasks; and a
+    plain Python kernel, which the workers run in Python: a Python task). Sleeping: no spin budgets, so that every worker goes to
     sleep after each chunk and every caller waits in the condition (the wake-ups and notifies of
     fastact/_threads.py, and their races)."""
     _backend_or_skip(backend)
@@ -461,8 +461,16 @@ def test_back_to_back_parallel_calls_are_correct(backend, spinning, monkeypatch)
     x = (rng.standard_normal(4 * _threads.PARALLEL_THRESHOLD + 37) * 4).astype(np.float32)
     dy = rng.standard_normal(x.size).astype(np.float32)
     rows = rng.standard_normal((300, 1000)).astype(np.float32)
+    def fill(out, start, stop, pool, slot, seq):  # a Python task (task 0)
+        out[start:stop] = np.sqrt(np.arange(start, stop, dtype=np.float64))
+
+    def python_task():
+        out = np.full(4 * _threads.PARALLEL_THRESHOLD + 5, np.nan)
+        _threads.run(fill, (out,), out.size)
+        return out
+
     jobs = [lambda: fa.relu(x), lambda: fa.tanh.backward(dy, x), lambda: fa.gelu(x),
-            lambda: fa.softmax(rows), lambda: fa.silu.backward(dy, x)]
+            lambda: fa.softmax(rows), lambda: fa.silu.backward(dy, x), python_task]
     before = fa.get_num_threads()
     try:
         with fa.backend(backend):

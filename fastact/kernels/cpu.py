@@ -222,7 +222,7 @@ def row_task(name, signature):
     return found
 
 
-_row_tasks = {}
+_row_tasks = {}  # (name, signature) -> (caller, task)
 # the row kernels the fast path calls (fastact/_fastcall.c, Rows), their arrays' dimensions
 _FAST_ROWS = {"softmax_rows": (2, 2), "log_softmax_rows": (2, 2),
               "softmax_backward_rows": (2, 2, 2), "log_softmax_backward_rows": (2, 2, 2),
@@ -318,17 +318,14 @@ class Backend:
         found = self._maps.get((scalar_fn, n_arrays, dtype, False))
         return None if found is None else found[1]
 
-    @staticmethod
-    def fast_row_task(name, dtype):
+    def fast_row_task(self, name, dtype):
         """The address of the row kernel's native task as the fast path calls it (its arrays
         as the Python path's 2-D row views, prelu's weight 1-D), or None: not one it calls, or
-        not compiled yet by a Python-path call."""
-        dims = _FAST_ROWS.get(name)
-        if dims is None:
+        not run yet by a Python-path call of this dtype (rows below)."""
+        found = self._rows.get((name, dtype))
+        if found is None or tuple(e[1] for e in found[2]) != _FAST_ROWS.get(name):
             return None
-        with _lock:  # (compiled by the Python path's calls only)
-            found = _row_tasks.get((name, tuple((np.dtype(dtype).name, d) for d in dims)))
-        return None if found is None else found[1]
+        return found[1]
 
     @staticmethod
     def _task(key, alias):
@@ -346,7 +343,7 @@ class Backend:
         key = (name, args[0].dtype)  # (each kernel's call site fixes its arrays' dimensions)
         found = self._rows.get(key)
         if found is None:
-            found = self._rows[key] = row_task(name, tuple(
-                (a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int" for a in args))
-        caller, task = found
-        _threads.run(caller, (task, *args), n_rows, max(1, row_cost))
+            signature = tuple((a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int"
+                              for a in args)
+            found = self._rows[key] = (*row_task(name, signature), signature)
+        _threads.run(found[0], (found[1], *args), n_rows, max(1, row_cost))

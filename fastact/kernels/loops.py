@@ -755,10 +755,11 @@ def idle_until(pool, index, want, ticks):
 # without the GIL: the workers never need Python. tasks: the map's task table, [0] its task and
 # [1 + k] its in-place form for out being input k (0 until compiled; in_place_task_source).
 # The row kernels' tasks (row_task_source) read their arrays' addresses and shapes from a block
-# that their caller's entry writes as call_K_P does. Until 2026-11-24 they were Python tasks,
-# which a worker ran by going back to Python (the GIL, Numba's dispatch): on the Zen 4 VM a
-# split 2^20 prelu forward took as long as one thread on all of it (96 against 48 us for half),
-# its worker's range mostly taken back by the caller (fastact/bench/NOTES.md, thirteenth session).
+# that their caller's entry writes as call_K_P does. Until 2026-11-24 they were Python tasks (a
+# worker went back to Python for the GIL and Numba's dispatch of the pooled entry): on the Zen 4
+# VM a split 2^20 prelu forward then took about one thread's time (96 us, half the rows alone
+# 48); as native tasks 68-74 us (fastact/bench/NOTES.md, thirteenth session; where the old
+# worker's time went was not analysed).
 # Python tasks (task 0: plain Python kernels, the tests' own) are called as kernel(*args, start,
 # stop, pool, slot, seq), pool_enter before the loop, pool_leave after it; their caller (slot 0)
 # tells its workers to go once it has released the GIL (a worker that saw the go while the
