@@ -41,7 +41,8 @@ class _FastRows:
     _row_entries = (None, None)
 
     def _register_rows(self, slot, kind, kernel, x, **sizes):
-        """After a Python-path call with the default parameters on x (its dtype the kernel's)."""
+        """After a Python-path call whose rows are the entry's (softmax's last axis; prelu by
+        rows) on x, that ran the row kernel of x's dtype: the entry gets that kernel."""
         if self._row_entries is None or type(x) is not np.ndarray or not (
                 x.dtype is _F32 or x.dtype is _F64):
             return

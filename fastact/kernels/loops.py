@@ -1003,10 +1003,6 @@ def caller_source(jit, n_arrays, n_params):
     return "\n".join(lines) + "\n"
 
 
-ROW_KERNELS = ("prelu_forward_rows", "prelu_backward_rows", "prelu_forward_cols",
-               "prelu_backward_cols", "softmax_rows", "log_softmax_rows",
-               "softmax_backward_rows", "log_softmax_backward_rows", "maxout_forward_rows",
-               "maxout_backward_rows")
 HELPERS = ("prefetch_ahead", "stream_row", "row_grad_weight", "row_max", "row_exp",
            "row_exp_in_place", "row_map_2", "into_of", "softmax_backward_rows_into",
            "log_softmax_backward_rows_into", "prelu_forward_rows_in_place",
