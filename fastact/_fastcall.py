@@ -173,13 +173,19 @@ class Entries:
         self.backward = module.Map(2, values)
 
 
-def entries(values):
-    """An activation's Entries; None while the extension is being built, False where it is off
-    or cannot be built (the Python path for good)."""
+def _loaded():
+    """The extension; None while it is being built, False where it is off or cannot be built
+    (the Python path for good)."""
     module = load()
     if module is None:
         return None if _reason == "being built" and enabled() else False
-    return Entries(module, values)
+    return module
+
+
+def entries(values):
+    """An activation's Entries, or _loaded()'s None / False."""
+    module = _loaded()
+    return Entries(module, values) if module else module
 
 
 def _in_force(entry, dtype):
@@ -220,12 +226,9 @@ ROWS_FORWARD, ROWS_BACKWARD, ROWS_PRELU = 0, 1, 2
 def rows_entry(kind, cost=1, below=0, short=0, short_size=0):
     """A row kernel's fast entry (_fastcall.c's Rows: calls split from FAST_SPLIT_SIZE / cost
     elements; prelu's: rows of `below` elements or more, or of `short` or more in arrays of up
-    to `short_size`); None while the extension is being built, False where it is off or cannot
-    be built."""
-    module = load()
-    if module is None:
-        return None if _reason == "being built" and enabled() else False
-    return module.Rows(kind, cost, below, short, short_size)
+    to `short_size`), or _loaded()'s None / False."""
+    module = _loaded()
+    return module.Rows(kind, cost, below, short, short_size) if module else module
 
 
 def register_rows(entry, kernel, dtype):

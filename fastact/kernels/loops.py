@@ -920,6 +920,25 @@ def in_place_task_source(jit, vectors, n_arrays, n_params, dtype, alias, prefetc
     return "\n".join(lines) + "\n"
 
 
+def _caller_block(size):
+    """A caller entry's lines that make its block of `size` int64s: in the pool state for the
+    caller of a split call (slot 0: the workers read it there), else its own."""
+    return ["    if slot == 0:",
+            f"        block = m.array_at(pool + 8 * m.atomic_load(pool, 2), {size}, np.int64(0))",
+            "    else:",
+            f"        block = np.empty({size}, np.int64)"]
+
+
+# a caller entry's run of its task (args: its block's address): published to the workers, its
+# own range, the workers' unclaimed ranges taken back, then its done
+_CALLER_RUN = ["    if slot == 0:",
+               "        pool_publish(pool, task, args, seq)",
+               "    m.call_task(task, args, start, stop)",
+               "    if slot == 0:",
+               "        pool_take_back(pool, task, args, seq)",
+               "    pool_leave(pool, slot, seq)"]
+
+
 def row_task_source(jit, loop, signature):
     """Source of a row kernel's native task kernel(args, start, stop), loop(*arguments, start,
     stop) with its arguments read from a block of int64s, and of its caller's entry
@@ -948,18 +967,9 @@ def row_task_source(jit, loop, signature):
     task.insert(1, f"    block = m.array_at(args, {j}, np.int64(0))")
     task.append(f"    {loop}({', '.join(names)}, start, stop)")
     caller = [f"\n\n{jit}def caller(task, {', '.join(names)}, start, stop, pool, slot, seq):",
-              "    if slot == 0:",
-              f"        block = m.array_at(pool + 8 * m.atomic_load(pool, 2), {j}, np.int64(0))",
-              "    else:",
-              f"        block = np.empty({j}, np.int64)"]
+              *_caller_block(j)]
     caller += writes
-    caller += ["    args = block.ctypes.data",
-               "    if slot == 0:",
-               "        pool_publish(pool, task, args, seq)",
-               "    m.call_task(task, args, start, stop)",
-               "    if slot == 0:",
-               "        pool_take_back(pool, task, args, seq)",
-               "    pool_leave(pool, slot, seq)",
+    caller += ["    args = block.ctypes.data", *_CALLER_RUN,
                "    return block[0]  # (read after the call: a block of its own lives through it)"]
     return "\n".join(task + caller) + "\n"
 
@@ -974,10 +984,7 @@ def caller_source(jit, n_arrays, n_params):
     arrays = [f"a{j}" for j in range(n_arrays)] + ["out"]
     lines = [f"\n\n{jit}def call_{n_arrays}_{n_params}(tasks, {', '.join(arrays)}, params, start, "
              "stop, pool, slot, seq):",
-             "    if slot == 0:",
-             "        block = m.array_at(pool + 8 * m.atomic_load(pool, 2), MAP_BLOCK, np.int64(0))",
-             "    else:",
-             "        block = np.empty(MAP_BLOCK, np.int64)",
+             *_caller_block("MAP_BLOCK"),
              "    block[0] = out.size"]
     lines += [f"    block[{j + 1}] = {a}.ctypes.data" for j, a in enumerate(arrays)]
     lines += ["    args = block.ctypes.data",
@@ -992,12 +999,7 @@ def caller_source(jit, n_arrays, n_params):
     if n_params:
         lines.append(f"    values = {_MAP_VALUES}")
         lines += [f"    values[{j}] = params[{j}]" for j in range(n_params)]
-    lines += ["    if slot == 0:",
-              "        pool_publish(pool, task, args, seq)",
-              "    m.call_task(task, args, start, stop)",
-              "    if slot == 0:",
-              "        pool_take_back(pool, task, args, seq)",
-              "    pool_leave(pool, slot, seq)",
+    lines += [*_CALLER_RUN,
               "    size = block[0]  # (read after the call: a block of its own lives through it)",
               "    return size if wanted == 0 else -wanted"]
     return "\n".join(lines) + "\n"
