@@ -298,6 +298,29 @@ def test_every_c_kernel_agrees_bitwise_with_numba(dtype, c_backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_streamed_forms_agree_bitwise_with_numba(dtype, c_backend):
+    """The functions whose streamed blocks call another C form of them (STREAMED_SCALAR): an
+    output of STREAM_BYTES, hostile values around every kink, the same bits as Numba's."""
+    if not fa.backends()["cpu"][0]:
+        pytest.skip("the Numba backend is not available to compare with")
+    from fastact import _backends
+    from fastact.kernels.math import STREAM_BYTES
+    cpu = _backends.get("cpu")
+    assert _generate.STREAMED_SCALAR
+    n = STREAM_BYTES // np.dtype(dtype).itemsize + 77
+    x = np.resize(hostile(dtype, kink_points=(-3.0, 0.0, 3.0)), n)
+    dy = np.resize(hostile(dtype, seed=1)[::-1], n)
+    for name in _generate.STREAMED_SCALAR:
+        assert (name, 2, 2) in _generate.map_functions()  # (dy, x) as this test calls it
+        fn = getattr(registry, name)
+        got, want = np.empty_like(x), np.empty_like(x)
+        c_backend.map(fn, [dy, x], got, ())
+        cpu.map(fn, [dy, x], want, ())
+        assert _same(got, want), name
+        assert np.isnan(got).any() and (got == 0).any()  # the pieces were all there
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_row_kernels_agree_with_numba(dtype, c_backend):
     if not fa.backends()["cpu"][0]:
         pytest.skip("the Numba backend is not available to compare with")

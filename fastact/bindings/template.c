@@ -544,6 +544,13 @@ static INLINE real FN(hardswish_forward)(real x) {
 }
 
 static INLINE real FN(hardswish_backward_from_input)(real dy, real x) {
+    /* registry's pieces, the inside one computed for every x (NaN stays NaN: both tests false) */
+    real d = x >= L(3.0) ? L(1.0) : x / L(3.0) + L(0.5);
+    return dy * (x <= L(-3.0) ? L(0.0) : d);
+}
+
+/* the same, as registry.py writes it: the form of its streamed blocks (_generate.STREAMED_SCALAR) */
+static INLINE real FN(hardswish_backward_from_input_streamed)(real dy, real x) {
     real outer = x <= L(-3.0) ? L(0.0) : (x >= L(3.0) ? L(1.0) : x);  /* NaN stays NaN */
     int inside = (x > L(-3.0)) & (x < L(3.0));
     return dy * (inside ? x / L(3.0) + L(0.5) : outer);
