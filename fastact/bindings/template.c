@@ -824,6 +824,41 @@ static INLINE real FN(log_softmax_backward_element)(real dy, real y, double tota
     return FMA(-FN(exp)(y), (real)total, dy);
 }
 
+/* softmax backward's row sums: sum(dy y) in float64 and sum(|dy|) in real (loops.row_dot).
+   float32 on AVX-512 by intrinsics, eight floats at a time converted as they are loaded: GCC's
+   omp simd loop loaded sixteen and converted the upper eight after an extract (one thread, rows
+   of 1024 in L2, softmax backward 0.227 -> 0.167 ns per element). */
+static INLINE double FN(row_dot)(const real *dy, const real *y, int64_t n, real *size) {
+    double total = 0.0;
+    real s = 0;
+#if IS_SINGLE && defined(__AVX512F__)
+    __m512d first = _mm512_setzero_pd(), second = _mm512_setzero_pd();
+    __m512 sizes = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {  /* the float32 products are exact in float64: FMA = mul, add */
+        first = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(dy + j)),
+                                _mm512_cvtps_pd(_mm256_loadu_ps(y + j)), first);
+        second = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(dy + j + 8)),
+                                 _mm512_cvtps_pd(_mm256_loadu_ps(y + j + 8)), second);
+        sizes = _mm512_add_ps(sizes, _mm512_abs_ps(_mm512_loadu_ps(dy + j)));
+    }
+    total = _mm512_reduce_add_pd(_mm512_add_pd(first, second));
+    s = _mm512_reduce_add_ps(sizes);
+    for (; j < n; j++) {  /* the rest of the row (n % 16) */
+        total += (double)dy[j] * (double)y[j];
+        s += (real)__builtin_fabs(dy[j]);
+    }
+#else
+#pragma omp simd reduction(+:total, s)
+    for (int64_t j = 0; j < n; j++) {
+        total += (double)dy[j] * (double)y[j];
+        s += (real)__builtin_fabs(dy[j]);
+    }
+#endif
+    *size = s;
+    return total;
+}
+
 /* one row at a time: the row's float64 sum (of dy y for softmax, dy for log_softmax), then dx */
 static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t lo, int64_t hi,
                                              int log) {
@@ -835,20 +870,16 @@ static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t 
             FN(prefetch_row)(dy + n, n);
             FN(prefetch_row)(y + n, n);
         }
-        double total = 0.0;
         if (log) {
+            double total = 0.0;
 #pragma omp simd reduction(+:total)
             for (int64_t j = 0; j < n; j++) total += (double)dy[j];
 #pragma omp simd
             for (int64_t j = 0; j < n; j++)
                 dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
         } else {  /* loops.softmax_backward_rows: in real, the dot split in two, where in range */
-            real size = 0;  /* the sum of |dy| in real (loops.row_dot) */
-#pragma omp simd reduction(+:total, size)
-            for (int64_t j = 0; j < n; j++) {
-                total += (double)dy[j] * (double)y[j];
-                size += (real)__builtin_fabs(dy[j]);
-            }
+            real size;  /* the sum of |dy| in real (loops.row_dot) */
+            double total = FN(row_dot)(dy, y, n, &size);
             if (size < 0x1p126 && __builtin_fabs(total) < 0x1p126) {
                 real hi = (real)total, lo = (real)(total - (double)hi);
 #pragma omp simd
