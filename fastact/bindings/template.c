@@ -251,7 +251,7 @@ static INLINE real FN(log1p_unit)(real x) {
 /* math.sigmoid: 1 / (1 + e) for x >= 0, e / (1 + e) below, e = exp(-|x|) */
 static INLINE real FN(sigmoid)(real x) {
     real k;
-    real p = FN(exp_parts)(-FABS(x), L(-0.0), &k);
+    real p = FN(exp_parts_bounded_above)(-FABS(x), L(-0.0), &k);
     real e = FN(scale_by_pow2_nonpositive)(p, k);
     real r = L(1.0) / (L(1.0) + e);
     return x >= L(0.0) ? r : e * r;
@@ -449,13 +449,13 @@ static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
 
 static INLINE real FN(silu_forward)(real x) {
     real k, lowest = K(-1e30, -1e300);
-    real p = FN(exp_parts)(-FABS(x), L(-0.0), &k);
+    real p = FN(exp_parts_bounded_above)(-FABS(x), L(-0.0), &k);
     return FN(sigmoid_times)(p, k, x >= L(0.0), x > lowest ? x : lowest);
 }
 
 static INLINE real FN(silu_backward_from_input)(real dy, real x) {
     real k, big = K(1e30, 1e300);
-    real q = FN(exp_parts_q)(-FABS(x), L(-0.0), &k);
+    real q = FN(exp_parts_q_bounded_above)(-FABS(x), L(-0.0), &k);
     real c = FN(clamp)(x, -big, big);
     return dy * FN(sigmoid_plus_scaled_derivative)(q, k, x >= L(0.0), c, L(0.0));
 }

@@ -418,10 +418,12 @@ def exp_parts_q_bounded_above(hi, lo):
     """exp_parts_q for hi that cannot exceed its upper clamp (176 f32 / 1418 f64), e.g. x <= 0 or
     an argument clamped lower, or NaN: that clamp is left out (a vminps in Numba's loops, compares
     and blends in GCC's). Used by exp_nonpositive (softplus and logsigmoid forwards, +5% Numba,
-    +9-14% C in cache), by C's mish (+8-16%; Numba's was 3% slower with it) and by Numba's
-    sigmoid, silu and silu backward (+2-5%, 2026-11-23). At the sigmoid family's -|z| sites GCC
-    if-converted their selects differently with it and duplicated divisions (C sigmoid forward
-    -35%): C's keep exp_parts. It repeats exp_parts_q's lines on
+    +9-14% C in cache), by C's mish (+8-16%; Numba's was 3% slower with it) and by the sigmoid,
+    silu and silu backward of both backends (Numba +2-5%, 2026-11-23; C, where GCC had first
+    if-converted them differently with it and duplicated divisions (sigmoid forward -35%), on the
+    later code +7-32%: one thread in L1, sigmoid forward 0.366 -> 0.327 ns per element, silu
+    0.422 -> 0.393, silu backward 0.559 -> 0.498, softplus backward 0.499 -> 0.379, logsigmoid
+    backward 0.382 -> 0.345; 2026-11-24). It repeats exp_parts_q's lines on
     purpose: exp_parts_q as its upper clamp followed by this function compiled worse (sigmoid
     forward 64 -> 74 instructions a vector in Numba, 67 -> 87 in C; review, 19:00 UTC)."""
     lowest = pick(hi, -118.0, -760.0)
