@@ -299,25 +299,28 @@ def test_every_c_kernel_agrees_bitwise_with_numba(dtype, c_backend):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_streamed_forms_agree_bitwise_with_numba(dtype, c_backend):
-    """The functions whose streamed blocks call another C form of them (STREAMED_SCALAR): an
-    output of STREAM_BYTES, hostile values around every kink, the same bits as Numba's."""
+    """The functions whose streamed blocks call another C form of them (STREAMED_SCALAR): both
+    forms (an output in cache, one of STREAM_BYTES) on hostile values around every kink and
+    NaN / inf / huge dy, the same bits as Numba's."""
     if not fa.backends()["cpu"][0]:
         pytest.skip("the Numba backend is not available to compare with")
     from fastact import _backends
     from fastact.kernels.math import STREAM_BYTES
     cpu = _backends.get("cpu")
     assert _generate.STREAMED_SCALAR
-    n = STREAM_BYTES // np.dtype(dtype).itemsize + 77
-    x = np.resize(hostile(dtype, kink_points=(-3.0, 0.0, 3.0)), n)
-    dy = np.resize(hostile(dtype, seed=1)[::-1], n)
-    for name in _generate.STREAMED_SCALAR:
-        assert (name, 2, 2) in _generate.map_functions()  # (dy, x) as this test calls it
-        fn = getattr(registry, name)
-        got, want = np.empty_like(x), np.empty_like(x)
-        c_backend.map(fn, [dy, x], got, ())
-        cpu.map(fn, [dy, x], want, ())
-        assert _same(got, want), name
-        assert np.isnan(got).any() and (got == 0).any()  # the pieces were all there
+    big = STREAM_BYTES // np.dtype(dtype).itemsize + 77
+    x0 = hostile(dtype, kink_points=(-3.0, 0.0, 3.0))
+    dy0 = hostile(dtype, seed=1)[::-1]
+    for n in (x0.size, big):  # the in-cache form, then the streamed one
+        x, dy = np.resize(x0, n), np.resize(dy0, n)
+        for name in _generate.STREAMED_SCALAR:
+            assert (name, 2, 2) in _generate.map_functions()  # (dy, x) as this test calls it
+            fn = getattr(registry, name)
+            got, want = np.empty_like(x), np.empty_like(x)
+            c_backend.map(fn, [dy, x], got, ())
+            cpu.map(fn, [dy, x], want, ())
+            assert _same(got, want), (name, n)
+            assert np.isnan(got).any() and (got == 0).any()  # the pieces were all there
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -354,26 +357,32 @@ def test_row_kernels_agree_with_numba(dtype, c_backend):
             assert _same(a, b), f"result {i} differs"
 
 
-@pytest.mark.parametrize("n", [7, 16, 37, 1029])
+@pytest.mark.parametrize("n", [7, 15, 16, 17, 32, 33, 37, 1029])
 def test_softmax_backward_row_dot_on_every_row_length(n, c_backend):
     """C softmax backward's row dot (AVX-512 intrinsics for float32 where built for them: 16 at a
-    time, then the rest of the row) against the float64 formula and Numba, with a row whose
-    |dy| sum overflows the split (huge dy), one with NaN, and an ordinary one."""
+    time, then the rest of the row) against the float64 formula and Numba: an ordinary row, one
+    with NaN, one of huge dy, and rows whose dy - dot overflows float32 while the dot itself is
+    in range (only the sum of |dy| sends them past the split: dy = +-3e38, four equal maxima of
+    x so that dot = 3e38 / 4, the negative dy among the first 16 and in the rest of the row)."""
     rng = np.random.default_rng(n)
-    x = (rng.standard_normal((4, n)) * 5).astype(np.float32)
-    dy = rng.standard_normal((4, n)).astype(np.float32)
+    x = (rng.standard_normal((6, n)) * 5).astype(np.float32)
+    dy = rng.standard_normal((6, n)).astype(np.float32)
     dy[1, -1] = np.nan
     dy[2] = 1e30
     dy[3, 0] = 3e38
+    for row, k in ((4, 5), (5, n - 1)):
+        x[row, :4] = 200.0  # y = 1/4 there, 0 elsewhere: dot ~ 7.5e37 < 2^126
+        dy[row, 1:4] = 0.0
+        dy[row, 0], dy[row, k] = 3e38, -3e38  # dy[row, k] - dot overflows float32
     y = fa.softmax(x)
     with fa.backend("c"):
         got = fa.softmax.backward(dy, y)
     d64, y64 = dy.astype(np.float64), y.astype(np.float64)
     dot = np.sum(d64 * y64, axis=-1, keepdims=True)
     want = y64 * (d64 - dot)
-    assert np.isnan(got[1]).all() and not np.isnan(got[[0, 2, 3]]).any()
+    rows = [0, 2, 3, 4, 5]
+    assert np.isnan(got[1]).all() and np.isfinite(got[rows]).all()
     scale = y64 * (np.abs(d64) + np.sum(np.abs(d64 * y64), axis=-1, keepdims=True))
-    rows = [0, 2, 3]
     assert_close(got[rows], want[rows], np.float32, scale=scale[rows], context=f"n={n}")
     if fa.backends()["cpu"][0]:
         with fa.backend("cpu"):
