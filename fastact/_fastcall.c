@@ -754,8 +754,9 @@ static PyTypeObject RowsType = {
     .tp_name = "fastact._fastact_call.Rows",
     .tp_basicsize = sizeof(RowsObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Rows(kind, cost=1, below=0, short=0, short_size=0): rows(*arrays, out) computes the row kernel and returns the "
-              "result, or NotImplemented where the call is not this path's.",
+    .tp_doc = "Rows(kind, cost=1, below=0, short=0, short_size=0): rows(*arrays, out) computes "
+              "the row kernel and returns the result, or NotImplemented where the call is not "
+              "this path's.",
     .tp_new = rows_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(RowsObject, vectorcall),

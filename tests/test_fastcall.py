@@ -646,10 +646,11 @@ def test_large_row_calls_are_split_over_the_pool(module, backend):
                 want = rows_python_path(act, *args)
                 fa.set_num_threads(2)
                 fast_call(module, act, *args)
-                rows = x.size // x.shape[-1] if channels is None else (
-                    2 if x.size % 2 == 0 else 1) if channels == 1 else x.size // x.shape[-1]
-                split = rows > 1 and x.size * cost[name][0] >= fast  # (an odd size with one
-                before, seq = module.calls(), _threads._seq  # weight: one row)
+                rows = x.size // x.shape[-1]
+                if channels == 1:  # one weight: two rows where the size halves, else one
+                    rows = 2 if x.size % 2 == 0 else 1
+                split = rows > 1 and x.size * cost[name][0] >= fast
+                before, seq = module.calls(), _threads._seq
                 np.testing.assert_array_equal(act(*args), want)
                 assert module.calls() == before + 1, (name, shape)
                 assert _threads._seq == seq + split, (name, shape)

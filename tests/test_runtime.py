@@ -447,9 +447,9 @@ def test_back_to_back_parallel_calls_are_correct(backend, spinning, monkeypatch)
     """Parallel calls in a tight loop, where a worker that has marked its chunk done is still
     spinning (in native code) for the next one when it comes, on 2 and 3 threads: every result
     equals the one-thread result (elementwise, two-input and row kernels: native tasks; and a
-    plain Python kernel, which the workers run in Python: a Python task). Sleeping: no spin budgets, so that every worker goes to
-    sleep after each chunk and every caller waits in the condition (the wake-ups and notifies of
-    fastact/_threads.py, and their races)."""
+    plain Python kernel, which the workers run in Python: a Python task). Sleeping: no spin
+    budgets, so that every worker goes to sleep after each chunk and every caller waits in the
+    condition (the wake-ups and notifies of fastact/_threads.py, and their races)."""
     _backend_or_skip(backend)
     from fastact import _threads
     if not spinning:
