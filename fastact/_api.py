@@ -85,7 +85,7 @@ def check_out(name, out, shape, dtype):
         _fail(name, TypeError, f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
         _fail(name, ValueError, f"out has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype:
+    if out.dtype.newbyteorder("=") != dtype:  # either byte order, as NumPy's out= (copied)
         _fail(name, TypeError, f"out has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         _fail(name, ValueError, "out is read-only")
@@ -98,8 +98,10 @@ def _layout(a):
 
 
 def _same_memory(a, b):
+    """a and b are one array (in place): the same start, strides, dtype and shape. (A dy that
+    is the start of maxout's larger out shares start and strides with it, not shape.)"""
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides and a.dtype == b.dtype)
+            and a.strides == b.strides and a.dtype == b.dtype and a.shape == b.shape)
 
 
 def needs_scratch(out, inputs, work_dtype, layout):

@@ -294,6 +294,15 @@ class _Columns:
         return parts
 
 
+def _weight_apart(weight, dtype, out):
+    """prelu's weights as a contiguous array of the compute dtype, copied where they share
+    memory with out (the kernels write out while they read the weights)."""
+    w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
+    if isinstance(out, np.ndarray) and np.may_share_memory(w, out):
+        w = w.copy()
+    return w
+
+
 class _Prelu(_FastRows, Activation):
     def __call__(self, x, weight, *, out=None):
         entries = self._row_entries
@@ -318,7 +327,7 @@ class _Prelu(_FastRows, Activation):
         weight = weight.reshape(-1)
         rows = _channel_rows(self.name, x, weight)
         dtype = result_dtype(self.name, x.dtype, weight.dtype)
-        w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
+        w = _weight_apart(weight, dtype, out)
 
         columns = _Columns.of(x, w, rows, forward=True)
 
@@ -346,7 +355,7 @@ class _Prelu(_FastRows, Activation):
             _fail(self.name, ValueError, f"arrays have different shapes {dy.shape} and {x.shape}")
         rows = _channel_rows(self.name, x, weight)
         dtype = result_dtype(self.name, dy.dtype, x.dtype, weight.dtype)
-        w = np.ascontiguousarray(weight, dtype=compute_dtype(dtype))
+        w = _weight_apart(weight, dtype, out)
         columns = _Columns.of(x, w, rows)
         row_sums = np.zeros(rows[0] if columns is None else 0, np.float64)
         column_sums = []

@@ -181,6 +181,30 @@ def test_bad_out_raises_before_writing(name, bad):
     np.testing.assert_array_equal(np.asarray(out), before)
 
 
+def test_out_of_the_other_byte_order(cpu_backend):
+    """out= in the other byte order is taken, as NumPy's ufuncs take it (computed natively, then
+    copied in); another dtype of the same kind is still refused."""
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        swapped = np.dtype(dtype).newbyteorder("S")
+        x = rng.standard_normal((4, 64)).astype(dtype)
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        calls = [(fa.tanh, (x,)), (fa.gelu, (x,)), (fa.softmax, (x,)),
+                 (fa.relu.backward, (dy, fa.relu(x))), (fa.gelu.backward, (dy, x)),
+                 (fa.log_softmax.backward, (dy, fa.log_softmax(x))),
+                 (fa.prelu, (x, np.full(64, 0.25, dtype))), (fa.maxout, (x, 2))]
+        for f, args in calls:
+            want = f(*args)
+            out = np.empty(want.shape, swapped)
+            assert f(*args, out=out) is out
+            np.testing.assert_array_equal(out, want)
+        other = np.float64 if dtype == np.float32 else np.float32
+        out = np.zeros(x.shape, np.dtype(other).newbyteorder("S"))
+        with pytest.raises(TypeError, match="out has dtype"):
+            fa.tanh(x, out=out)
+        assert not out.any()
+
+
 def test_mismatched_shapes_raise():
     with pytest.raises(ValueError, match="shapes"):
         fa.sigmoid.backward(np.ones(3), np.ones(4))

@@ -456,6 +456,37 @@ def _prelu_in_place(shape, dtype):
         np.testing.assert_array_equal(got_w, dw)
 
 
+def test_grad_output_or_weight_that_is_a_view_of_out(cpu_backend):
+    """A maxout grad_output at the start of out (its start and strides are out's, its shape is
+    not) and prelu weights inside out are read while out is written: the results of separate
+    arrays. Found by review: maxout read gradients it had already overwritten, prelu weights
+    it had overwritten (the C fast path refused these; the general path ran in place)."""
+    rng = np.random.default_rng(11)
+    for shape, axis in (((8,), 0), ((6, 10), 0), ((4, 30), 1)):
+        x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
+        dy_shape = tuple(d // 2 if k == axis else d for k, d in enumerate(shape))
+        dy = rng.standard_normal(dy_shape)
+        want = fa.maxout.backward(dy, x, 2, axis=axis)
+        buffer = np.zeros(x.size)
+        view = buffer[:dy.size].reshape(dy_shape)
+        view[...] = dy
+        got = fa.maxout.backward(view, x, 2, axis=axis, out=buffer.reshape(shape))
+        np.testing.assert_array_equal(got, want)
+    for shape, channels in (((4,), 1), ((2, 3, 600), 3), ((5, 3), 3)):
+        x = rng.standard_normal(shape)
+        w = rng.uniform(0.1, 0.9, channels)
+        dy = rng.standard_normal(shape)
+        want, (want_dx, want_dw) = fa.prelu(x, w), fa.prelu.backward(dy, x, w)
+        out = np.zeros(shape)
+        out.reshape(-1)[:channels] = w
+        np.testing.assert_array_equal(fa.prelu(x, out.reshape(-1)[:channels], out=out), want)
+        out = np.zeros(shape)
+        out.reshape(-1)[:channels] = w
+        dx, dw = fa.prelu.backward(dy, x, out.reshape(-1)[:channels], out=out)
+        np.testing.assert_array_equal(dx, want_dx)
+        np.testing.assert_array_equal(dw, want_dw)
+
+
 def test_prelu_errors():
     x = np.ones((2, 3, 4), np.float32)
     with pytest.raises(ValueError, match="channels"):
