@@ -244,3 +244,28 @@ def test_settle_option_reaches_the_report(tmp_path, capsys):
     assert code == 0 and json.loads(target.read_text())["config"]["settle_s"] == 0.002
     code, _, err = run(capsys, "--settle", "-1")
     assert code == 2 and "--settle" in err
+
+
+def test_buffers_start_at_one_offset_from_a_page():
+    """Every buffer the harness times on (shared inputs, outs, the backward's saved forward
+    output) starts 16 bytes past a 4 KiB page, as NumPy's large arrays do, so that no two sit a
+    few bytes apart modulo 4096 by the heap's chance (bench/cases.py: PAGE_OFFSET)."""
+    import numpy as np
+    from fastact.bench import cases, runner
+    for shape, dtype in (((0,), np.float32), ((3, 5), np.float16), ((1000,), np.float64)):
+        a = cases.placed_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % cases.PAGE == cases.PAGE_OFFSET or a.size == 0  # (no memory)
+        b = np.arange(np.prod(shape), dtype=dtype).reshape(shape)
+        c = cases.placed_copy(b)
+        assert c.ctypes.data % cases.PAGE == cases.PAGE_OFFSET or c.size == 0
+        np.testing.assert_array_equal(c, b)
+    assert runner._touched((7, 9), np.float32).ctypes.data % cases.PAGE == cases.PAGE_OFFSET
+    n = 4096
+    source = lambda role, shape: cases.placed_copy(
+        np.linspace(-3, 3, int(np.prod(shape)), dtype=np.float32).reshape(shape))
+    for case in cases.select(only=["sigmoid", "softmax", "maxout"], directions=["backward"]):
+        arrays = case.make_inputs(n, source)
+        for name, a in arrays.items():
+            if name != "weight":
+                assert a.ctypes.data % cases.PAGE == cases.PAGE_OFFSET, (case.label, name)

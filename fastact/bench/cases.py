@@ -18,6 +18,33 @@ import numpy as np
 
 from .. import registry
 
+# Where every buffer of a run starts: 16 bytes past a 4 KiB page boundary, as NumPy's large arrays
+# do (glibc serves them from their own mappings, past a 16-byte header). Left to the heap, the
+# base x array of the 2^20 group once sat 48 bytes below the outputs modulo 4096, and every call
+# that read it ran slower: a load whose address matches an older, still pending store in its
+# low 12 bits waits for it (4K aliasing). Zen 4 VM, 2^20, 2 threads, x 48 bytes below out against
+# the same offset: fastact relu forward 48 -> 61 us, hardtanh backward 70 -> 94, sigmoid forward
+# 191 -> 230; PyTorch's relu / hardtanh backward unchanged, its sigmoid 220 -> 240
+# (fastact/bench/NOTES.md, fifteenth session). One offset for all keeps that out of the table.
+PAGE, PAGE_OFFSET = 4096, 16
+
+
+def placed_empty(shape, dtype):
+    """An uninitialised C-contiguous array of this shape and dtype starting PAGE_OFFSET bytes
+    past a PAGE boundary (see above)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + PAGE + PAGE_OFFSET, np.uint8)
+    start = (PAGE_OFFSET - raw.ctypes.data) % PAGE
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def placed_copy(a):
+    """a copied into placed_empty memory."""
+    out = placed_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
 ROW_LENGTH = 1024  # softmax/log_softmax row (attention-sized); shorter when N is smaller
 PRELU_CHANNELS = 16  # prelu on (1, C, N / C), weight per channel
 MAXOUT_PIECES = 4  # maxout over groups of 4 on axis 1 of (N / 256, 256)
@@ -106,7 +133,8 @@ class Case:
             if self.saves == "output":
                 import fastact as fa
                 with fa.backend("cpu"):
-                    arrays["saved"] = fastact_forward(self, arrays)
+                    arrays["saved"] = fastact_forward(
+                        self, arrays, out=placed_empty(self.output_shape(n), arrays["x"].dtype))
             else:
                 arrays["saved"] = arrays["x"]
         return arrays

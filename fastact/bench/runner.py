@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import machine, timing
+from .cases import placed_copy, placed_empty
 from .providers import GpuArrays, Skip
 
 MAX_SETS = 8  # rotating buffer sets at most
@@ -106,7 +107,7 @@ class Profiler:
 
 
 def _touched(shape, dtype):
-    a = np.empty(shape, dtype)
+    a = placed_empty(shape, dtype)
     a.fill(0)  # page faults now, not in the timed calls
     return a
 
@@ -209,8 +210,8 @@ def _run_group(config, device, providers, threads, dtype, n, cache_sizes, gpu, p
     def source(role, shape, k):
         key = (role, k)
         if key not in base:
-            base[key] = (rng.standard_normal(n, dtype=np.float32) * (3 if role == "x" else 1)
-                         ).astype(dtype)
+            base[key] = placed_copy((rng.standard_normal(n, dtype=np.float32)
+                                     * (3 if role == "x" else 1)).astype(dtype))
         return base[key][:int(np.prod(shape))].reshape(shape)
 
     outs_by_shape = {}
