@@ -277,11 +277,17 @@ class Activation:
                 if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
                         value, (complex, np.complexfloating)):
                     _fail(self.name, TypeError, f"{p.name} must be a real number, got {value!r}")
-                params[p.name] = float(value)
+                try:
+                    params[p.name] = float(value)
+                except OverflowError:  # an int beyond float's range
+                    _fail(self.name, ValueError, f"{p.name} is beyond float range: {value!r}")
                 if math.isnan(params[p.name]):
                     _fail(self.name, ValueError, f"{p.name} must not be NaN")
         if self.spec.validate is not None:
-            self.spec.validate(**params)
+            try:
+                self.spec.validate(**params)
+            except ValueError as e:  # (registry's messages start "name: ")
+                _fail(self.name, ValueError, str(e).removeprefix(f"{self.spec.name}: "))
         return params
 
     @property

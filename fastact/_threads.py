@@ -7,6 +7,7 @@ runtime (PyTorch ships its own libgomp: a C backend linked to OpenMP shared torc
 and measured 7 ms per 2^20 call once torch was imported) are involved. Calls from several Python
 threads at once are safe; a forked child starts a new pool.
 """
+import operator
 import os
 import threading
 
@@ -34,9 +35,14 @@ _num_threads = os.cpu_count() or 1
 def set_num_threads(n):
     """Threads the CPU backends use for large arrays (default: all cores)."""
     global _num_threads
-    if int(n) < 1:
-        raise ValueError(f"number of threads must be >= 1, got {n}")
-    _num_threads = int(n)
+    try:
+        n = operator.index(n)  # an integer (1.5 or "2" raise, as torch.set_num_threads)
+    except TypeError:
+        raise TypeError(f"fastact.set_num_threads: number of threads must be an integer, "
+                        f"got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"fastact.set_num_threads: number of threads must be >= 1, got {n}")
+    _num_threads = n
 
 
 def get_num_threads():

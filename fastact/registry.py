@@ -548,8 +548,10 @@ _add(Spec("rrelu", "piecewise-linear",
           "Randomized leaky ReLU: random slopes when training, their mean in eval.",
           params=(Param("lower", 1.0 / 8), Param("upper", 1.0 / 3), Param("training", False)),
           forward={None: leaky_relu_forward}, backward_from_input={None: leaky_relu_backward},
-          kind="rrelu", validate=lambda lower, upper, training: _require(
-              lower <= upper, "rrelu: lower must be <= upper"),
+          kind="rrelu", validate=lambda lower, upper, training: (
+              _require(bool(np.isfinite(lower) and np.isfinite(upper)),
+                       "rrelu: lower and upper must be finite"),
+              _require(lower <= upper, "rrelu: lower must be <= upper")),
           reference="https://arxiv.org/abs/1505.00853"))
 
 _add(Spec("softmax", "exponential", r"\frac{e^{x_i}}{\sum_j e^{x_j}}", "Softmax along an axis.",

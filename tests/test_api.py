@@ -256,10 +256,20 @@ def test_parameters_are_checked_like_python():
         fa.threshold(x, 0.5)
     with pytest.raises(ValueError, match="approximate"):
         fa.gelu(x, approximate="fast")
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ValueError, match="^fastact.celu: alpha must not be 0$"):
         fa.celu(x, alpha=0.0)
-    with pytest.raises(ValueError, match="min_val"):
+    with pytest.raises(ValueError, match="^fastact.hardtanh: min_val"):
         fa.hardtanh(x, min_val=2.0, max_val=1.0)
+    with pytest.raises(ValueError, match="^fastact.softplus: beta"):
+        fa.softplus(x, beta=0)
+    with pytest.raises(ValueError, match="^fastact.rrelu: lower must be <="):
+        fa.rrelu(x, 0.5, 0.25)
+    for lower, upper in ((-np.inf, np.inf), (0.1, np.inf)):  # eval's slope would be NaN / inf
+        for training in (False, True):
+            with pytest.raises(ValueError, match="^fastact.rrelu: lower and upper must be finite"):
+                fa.rrelu(x, lower, upper, training=training)
+    with pytest.raises(ValueError, match="^fastact.leaky_relu: negative_slope is beyond float"):
+        fa.leaky_relu(x, 10 ** 400)
     with pytest.raises(TypeError, match="real number"):
         fa.leaky_relu(x, negative_slope="0.1")
     with pytest.raises(ValueError, match="NaN"):

@@ -202,8 +202,13 @@ def test_thread_count_is_configurable():
         one = fa.tanh(x)
         fa.set_num_threads(2)
         np.testing.assert_array_equal(fa.tanh(x), one)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=">= 1"):
             fa.set_num_threads(0)
+        for bad in (1.5, "2", None):  # as torch.set_num_threads: integers only
+            with pytest.raises(TypeError, match="integer"):
+                fa.set_num_threads(bad)
+        fa.set_num_threads(np.int64(2))
+        assert fa.get_num_threads() == 2 and type(fa.get_num_threads()) is int
     finally:
         fa.set_num_threads(before)
 
