@@ -549,8 +549,8 @@ _add(Spec("rrelu", "piecewise-linear",
           params=(Param("lower", 1.0 / 8), Param("upper", 1.0 / 3), Param("training", False)),
           forward={None: leaky_relu_forward}, backward_from_input={None: leaky_relu_backward},
           kind="rrelu", validate=lambda lower, upper, training: (
-              _require(bool(np.isfinite(lower) and np.isfinite(upper)),
-                       "rrelu: lower and upper must be finite"),
+              _require(bool(np.isfinite([lower, upper, lower + upper, upper - lower]).all()),
+                       "rrelu: lower and upper must be finite (their sum and difference too)"),
               _require(lower <= upper, "rrelu: lower must be <= upper")),
           reference="https://arxiv.org/abs/1505.00853"))
 

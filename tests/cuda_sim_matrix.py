@@ -555,6 +555,24 @@ def test_prelu(weight_shape, dtype):
         np.testing.assert_array_equal(host(dx), fa.prelu.backward(dy, x, weight)[0])
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 5), (2, 3, 40)])
+def test_prelu_weight_inside_out(shape):
+    """Weights that are a view of out are read as they were (a temporary), forward and backward:
+    the CPU backend's results."""
+    x, dy = _grid(shape), _grid(shape, seed=1)
+    w = np.array([0.25, -0.5, 0.75], np.float32)
+    with fa.backend("cpu"):
+        want, (want_dx, want_dw) = fa.prelu(x, w), fa.prelu.backward(dy, x, w)
+    start = np.zeros(shape, np.float32)
+    start.reshape(-1)[:3] = w
+    out = dev(start)
+    np.testing.assert_array_equal(host(fa.prelu(dev(x), out.reshape(-1)[:3], out=out)), want)
+    out = dev(start)
+    dx, dw = fa.prelu.backward(dev(dy), dev(x), out.reshape(-1)[:3], out=out)
+    np.testing.assert_array_equal(host(dx), want_dx)
+    np.testing.assert_allclose(host(dw), want_dw, rtol=1e-6)
+
+
 def test_prelu_non_contiguous():
     x = _grid((4, 3, 10))
     w = np.array([0.1, -0.2, 0.3], np.float32)

@@ -203,6 +203,8 @@ def test_out_of_the_other_byte_order(cpu_backend):
         with pytest.raises(TypeError, match="out has dtype"):
             fa.tanh(x, out=out)
         assert not out.any()
+        with pytest.raises(TypeError, match="^fastact.tanh: out has dtype"):  # no byte order
+            fa.tanh(x, out=np.empty(x.shape, "U4"))
 
 
 def test_mismatched_shapes_raise():
@@ -264,7 +266,7 @@ def test_parameters_are_checked_like_python():
         fa.softplus(x, beta=0)
     with pytest.raises(ValueError, match="^fastact.rrelu: lower must be <="):
         fa.rrelu(x, 0.5, 0.25)
-    for lower, upper in ((-np.inf, np.inf), (0.1, np.inf)):  # eval's slope would be NaN / inf
+    for lower, upper in ((-np.inf, np.inf), (0.1, np.inf), (1e308, 1e308), (-1e308, 1e308)):
         for training in (False, True):
             with pytest.raises(ValueError, match="^fastact.rrelu: lower and upper must be finite"):
                 fa.rrelu(x, lower, upper, training=training)

@@ -261,6 +261,10 @@ def test_buffers_start_at_one_offset_from_a_page():
         assert c.ctypes.data % cases.PAGE == cases.PAGE_OFFSET or c.size == 0
         np.testing.assert_array_equal(c, b)
     assert runner._touched((7, 9), np.float32).ctypes.data % cases.PAGE == cases.PAGE_OFFSET
+    rng = np.random.default_rng(0)
+    for role, dtype in (("x", np.float32), ("dy", np.float16)):
+        base = runner._random_base(rng, role, 5000, dtype)
+        assert base.ctypes.data % cases.PAGE == cases.PAGE_OFFSET and base.dtype == dtype
     n = 4096
     source = lambda role, shape: cases.placed_copy(
         np.linspace(-3, 3, int(np.prod(shape)), dtype=np.float32).reshape(shape))

@@ -106,6 +106,12 @@ class Profiler:
             self.push = self.pop = lambda *a: None
 
 
+def _random_base(rng, role, n, dtype):
+    """The shared random values of one role (x: N(0, 3^2), dy: N(0, 1)), placed (cases.py)."""
+    return placed_copy((rng.standard_normal(n, dtype=np.float32) * (3 if role == "x" else 1)
+                        ).astype(dtype))
+
+
 def _touched(shape, dtype):
     a = placed_empty(shape, dtype)
     a.fill(0)  # page faults now, not in the timed calls
@@ -210,8 +216,7 @@ def _run_group(config, device, providers, threads, dtype, n, cache_sizes, gpu, p
     def source(role, shape, k):
         key = (role, k)
         if key not in base:
-            base[key] = placed_copy((rng.standard_normal(n, dtype=np.float32)
-                                     * (3 if role == "x" else 1)).astype(dtype))
+            base[key] = _random_base(rng, role, n, dtype)
         return base[key][:int(np.prod(shape))].reshape(shape)
 
     outs_by_shape = {}

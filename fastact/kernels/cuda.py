@@ -1933,7 +1933,8 @@ class Backend:
         work = "f32" if compute_dtype(dtype).itemsize == 4 else "f64"
         if out is not None:
             self._check_out(name, out, x.shape, dtype)
-        result, target = self._target(name, out, [x], x, x.shape, dtype)
+        # (weight too: a weight inside out would be read while out is written)
+        result, target = self._target(name, out, [x, weight], x, x.shape, dtype)
         if target.size:
             x, w = self._contiguous(x, stream), self._contiguous(weight, stream)
             self._launch(_row_kernels("other", work)["prelu_fwd"],
@@ -1952,7 +1953,7 @@ class Backend:
         weight_dtype = result_dtype(name, weight.dtype)
         if out is not None:
             self._check_out(name, out, x.shape, dtype)
-        result, target = self._target(name, out, [dy, x], dy, x.shape, dtype)
+        result, target = self._target(name, out, [dy, x, weight], dy, x.shape, dtype)
         grad_weight = self._empty(weight, weight.shape, weight_dtype)
         per_channel = outer * inner
         segments = max(1, -(-per_channel // SEGMENT))
