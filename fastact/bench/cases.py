@@ -18,14 +18,16 @@ import numpy as np
 
 from .. import registry
 
-# Where every buffer of a run starts: 16 bytes past a 4 KiB page boundary, as NumPy's large arrays
-# do (glibc serves them from their own mappings, past a 16-byte header). Left to the heap, the
+# Where every buffer of a run starts: 16 bytes past a 4 KiB page boundary, as NumPy's freshly
+# mapped large arrays do (glibc's own mappings, past a 16-byte header). Left to the heap, the
 # base x array of the 2^20 group once sat 48 bytes below the outputs modulo 4096, and every call
 # that read it ran slower: a load whose address matches an older, still pending store in its
 # low 12 bits waits for it (4K aliasing). Zen 4 VM, 2^20, 2 threads, x 48 bytes below out against
 # the same offset: fastact relu forward 48 -> 61 us, hardtanh backward 70 -> 94, sigmoid forward
 # 191 -> 230; PyTorch's relu / hardtanh backward unchanged, its sigmoid 220 -> 240
-# (fastact/bench/NOTES.md, fifteenth session). One offset for all keeps that out of the table.
+# (fastact/bench/NOTES.md, fifteenth session). One offset for all makes the table independent of
+# allocation order; it is fastact's best case (heap arrays step by 16 bytes modulo 4096, so
+# such offsets are common in user code: README, known weakness).
 PAGE, PAGE_OFFSET = 4096, 16
 
 
