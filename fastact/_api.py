@@ -85,9 +85,9 @@ def check_out(name, out, shape, dtype):
         _fail(name, TypeError, f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
         _fail(name, ValueError, f"out has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype and not (out.dtype.kind == dtype.kind  # (StringDType has no
-                                   and out.dtype.newbyteorder("=") == dtype):  # byte order)
-        # either byte order is taken, as NumPy's out= (computed natively, then copied in)
+    # either byte order is taken, as NumPy's out= (computed natively, then copied in); the kind
+    # first: StringDType has no byte order to swap
+    if out.dtype.kind != dtype.kind or out.dtype.newbyteorder("=") != dtype:
         _fail(name, TypeError, f"out has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         _fail(name, ValueError, "out is read-only")

@@ -543,15 +543,20 @@ _add(Spec("prelu", "piecewise-linear", r"x \text{ if } x > 0 \text{ else } w_c x
           params=(Param("weight"),), forward={None: leaky_relu_forward},
           backward_from_input={None: leaky_relu_backward}, kind="prelu",
           reference="https://arxiv.org/abs/1502.01852"))
+
+
+def _rrelu_bounds(lower, upper, training):
+    _require(bool(np.isfinite([lower, upper, lower + upper, upper - lower]).all()),
+             "rrelu: lower and upper must be finite (their sum and difference too)")
+    _require(lower <= upper, "rrelu: lower must be <= upper")
+
+
 _add(Spec("rrelu", "piecewise-linear",
           r"x \text{ if } x \ge 0 \text{ else } a x,\ a \sim U(\text{lower}, \text{upper})",
           "Randomized leaky ReLU: random slopes when training, their mean in eval.",
           params=(Param("lower", 1.0 / 8), Param("upper", 1.0 / 3), Param("training", False)),
           forward={None: leaky_relu_forward}, backward_from_input={None: leaky_relu_backward},
-          kind="rrelu", validate=lambda lower, upper, training: (
-              _require(bool(np.isfinite([lower, upper, lower + upper, upper - lower]).all()),
-                       "rrelu: lower and upper must be finite (their sum and difference too)"),
-              _require(lower <= upper, "rrelu: lower must be <= upper")),
+          kind="rrelu", validate=_rrelu_bounds,
           reference="https://arxiv.org/abs/1505.00853"))
 
 _add(Spec("softmax", "exponential", r"\frac{e^{x_i}}{\sum_j e^{x_j}}", "Softmax along an axis.",

@@ -556,9 +556,19 @@ def test_prelu(weight_shape, dtype):
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 5), (2, 3, 40)])
-def test_prelu_weight_inside_out(shape):
-    """Weights that are a view of out are read as they were (a temporary), forward and backward:
-    the CPU backend's results."""
+def test_prelu_weight_inside_out(shape, monkeypatch):
+    """Weights that are a view of out are read as they were, forward and backward: the kernels
+    write a scratch target (the simulator's threads do not race, so the target is checked
+    too), and the results are the CPU backend's."""
+    from fastact.kernels import cuda as cuda_backend
+    targets = []
+    original = cuda_backend.Backend._target
+
+    def recording(self, *args):
+        result, target = original(self, *args)
+        targets.append(target is result)
+        return result, target
+    monkeypatch.setattr(cuda_backend.Backend, "_target", recording)
     x, dy = _grid(shape), _grid(shape, seed=1)
     w = np.array([0.25, -0.5, 0.75], np.float32)
     with fa.backend("cpu"):
@@ -571,6 +581,7 @@ def test_prelu_weight_inside_out(shape):
     dx, dw = fa.prelu.backward(dev(dy), dev(x), out.reshape(-1)[:3], out=out)
     np.testing.assert_array_equal(host(dx), want_dx)
     np.testing.assert_allclose(host(dw), want_dw, rtol=1e-6)
+    assert targets == [False, False]  # both calls wrote a scratch target, not out
 
 
 def test_prelu_non_contiguous():
