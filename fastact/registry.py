@@ -329,7 +329,7 @@ def hardtanh_backward_from_input(dy, x, min_val, max_val):
 
 @scalar
 def hardsigmoid_forward(x):
-    return m.clamp(x + like(x, 3.0), like(x, 0.0), like(x, 6.0)) / like(x, 6.0)
+    return m.sixth(m.clamp(x + like(x, 3.0), like(x, 0.0), like(x, 6.0)))
 
 
 @scalar

@@ -74,10 +74,12 @@ UNROLL = 4                                # elements in flight per thread, conti
 VECTOR_UNROLL = 2                         # 16-byte vectors in flight per thread, aligned kernels
 # scalar functions whose float32 aligned kernels take one 16-byte vector per thread: each was faster
 # so on an H100 at 2^28 float32 (tests/gpu_vector_unroll.py, NOTES: 3007-3020 -> 3026-3046 GB/s
-# forward, 3044-3053 -> 3060-3069 backward); six forwards (sigmoid, tanh, gelu, mish, hardsigmoid,
-# softsign: most divide or evaluate a long polynomial) lost 2-9% with one vector and keep two
+# forward, 3044-3053 -> 3060-3069 backward); five forwards (sigmoid, tanh, gelu, mish, softsign:
+# most divide or evaluate a long polynomial) lost 2-9% with one vector and keep two; hardsigmoid's
+# forward joined once it multiplied instead of dividing (math.sixth: 3004 -> 3025 GB/s)
 ONE_VECTOR = frozenset({"celu_backward_from_output", "celu_forward", "elu_backward_from_output",
     "elu_forward", "gelu_backward_from_input", "hardsigmoid_backward_from_input",
+    "hardsigmoid_forward",
     "hardswish_backward_from_input", "hardswish_forward", "hardtanh_backward_from_input",
     "hardtanh_forward", "leaky_relu_backward", "leaky_relu_forward",
     "logsigmoid_backward_from_input", "logsigmoid_forward", "mish_backward_from_input",
