@@ -537,6 +537,8 @@ static INLINE real FN(sixth)(real t) {
     return FMA(FMA(-y, L(6.0), t), c, y);
 }
 
+/* the clamp on bits: with clamp_select GCC blended its cases into sixth's FMA chain (12 vector
+   instructions per 16 elements against 9; 2^20 float32, one thread: 122 against 97 us) */
 static INLINE real FN(hardsigmoid_forward)(real x) {
     return FN(sixth)(FN(clamp)(x + L(3.0), L(0.0), L(6.0)));
 }
