@@ -1,5 +1,6 @@
 """The activations that are not a plain map: prelu (a weight per channel), rrelu (random slopes),
 and the row-wise softmax, log_softmax and maxout."""
+import inspect
 import math
 import warnings
 
@@ -391,6 +392,14 @@ class _Rrelu(Activation):
     """Randomized leaky ReLU. In training, slopes are drawn from U(lower, upper) per element with
     ``generator`` (a numpy.random.Generator or a seed: the same seed gives the same slopes);
     ``return_noise=True`` also returns them (1 where x > 0, as PyTorch's noise), which backward needs."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        self.__signature__ = self.__signature__.replace(parameters=[
+            *self.__signature__.parameters.values(),
+            inspect.Parameter("generator", keyword, default=None),
+            inspect.Parameter("return_noise", keyword, default=False)])
 
     def __call__(self, x, *args, out=None, generator=None, return_noise=False, **kwargs):
         if self._by_params and generator is None and not return_noise:

@@ -1,4 +1,6 @@
 """softmax, log_softmax, maxout, prelu and rrelu against the reference, with hostile rows."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -523,3 +525,15 @@ def test_rrelu_eval_and_training(cpu_backend):
         fa.rrelu(x, 0.5, 0.1)
     y_nan = fa.rrelu(np.array([np.nan, -1.0, 2.0], np.float32), training=True, generator=0)
     assert np.isnan(y_nan[0]) and y_nan[2] == 2.0
+
+
+def test_rrelu_signature_lists_its_keywords():
+    """inspect.signature(fa.rrelu) shows the keywords the call takes (help() and IDEs read it)."""
+    x = np.linspace(-2, 2, 9, dtype=np.float32)
+    signature = inspect.signature(fa.rrelu)
+    bound = signature.bind(x, 0.1, 0.3, training=True, generator=42, return_noise=True)
+    assert bound.arguments["generator"] == 42 and bound.arguments["return_noise"] is True
+    assert signature.parameters["generator"].default is None
+    assert signature.parameters["return_noise"].default is False
+    y, noise = fa.rrelu(*bound.args, **bound.kwargs)
+    np.testing.assert_array_equal(y, np.where(x < 0, x * noise, x))
