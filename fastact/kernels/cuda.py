@@ -72,12 +72,15 @@ if SIMULATOR:  # simulated: the forward's pair loop, the backward's three paths 
     ROW_BLOCK_VECTOR = {"forward": 8, "backward": 4}
 UNROLL = 4                                # elements in flight per thread, contiguous kernels
 VECTOR_UNROLL = 2                         # 16-byte vectors in flight per thread, aligned kernels
-# scalar functions whose float32 aligned kernels take one 16-byte vector per thread: each was faster
-# so on an H100 at 2^28 float32 (tests/gpu_vector_unroll.py, NOTES: 3007-3020 -> 3026-3046 GB/s
-# forward, 3044-3053 -> 3060-3069 backward); five forwards (sigmoid, tanh, gelu, mish, softsign:
+# {lanes (elements in a 16-byte vector: 4 float32, 2 float64): the scalar functions whose aligned
+# kernels take one vector per thread}. float32: each was faster so on an H100 at 2^28 float32
+# (tests/gpu_vector_unroll.py, NOTES: 3007-3020 -> 3026-3046 GB/s forward, 3044-3053 -> 3060-3069
+# backward); five forwards (sigmoid, tanh, gelu, mish, softsign:
 # most divide or evaluate a long polynomial) lost 2-9% with one vector and keep two; hardsigmoid's
-# forward joined once it multiplied instead of dividing (math.sixth: 3004 -> 3025 GB/s)
-ONE_VECTOR = frozenset({"celu_backward_from_output", "celu_forward", "elu_backward_from_output",
+# forward joined once it multiplied instead of dividing (math.sixth: 3004 -> 3025 GB/s). float64
+# (2^27 elements, the same bytes, 2026-11-24): the 18 that were faster with one vector, by 0.1-0.7%
+# (forwards 3031-3036 -> 3046-3054 GB/s, backwards 3095-3101 -> 3100-3120); the others lost 0.2-10%
+ONE_VECTOR = {4: frozenset({"celu_backward_from_output", "celu_forward", "elu_backward_from_output",
     "elu_forward", "gelu_backward_from_input", "hardsigmoid_backward_from_input",
     "hardsigmoid_forward",
     "hardswish_backward_from_input", "hardswish_forward", "hardtanh_backward_from_input",
@@ -86,7 +89,14 @@ ONE_VECTOR = frozenset({"celu_backward_from_output", "celu_forward", "elu_backwa
     "relu_backward_from_output", "relu_forward", "selu_backward_from_output", "selu_forward",
     "sigmoid_backward_from_output", "silu_backward_from_input", "silu_forward",
     "softplus_backward_from_input", "softplus_forward", "softsign_backward_from_input",
-    "tanh_backward_from_output", "threshold_backward_from_input", "threshold_forward"})
+    "tanh_backward_from_output", "threshold_backward_from_input", "threshold_forward"}),
+    2: frozenset({"elu_backward_from_output", "elu_forward", "hardsigmoid_forward",
+        "hardtanh_backward_from_input", "hardtanh_forward", "leaky_relu_backward",
+        "leaky_relu_forward", "logsigmoid_backward_from_input", "relu_backward_from_output",
+        "relu_forward", "selu_backward_from_output", "selu_forward",
+        "sigmoid_backward_from_output", "softplus_backward_from_input",
+        "softsign_backward_from_input", "tanh_backward_from_output",
+        "threshold_backward_from_input", "threshold_forward"})}
 GRID_WAVES = 1 if SIMULATOR else 2        # grid-stride grids: this many times the resident blocks
 SMEM_ROW_BYTES = 256 if SIMULATOR else 32768  # softmax rows up to this size stay in shared memory
 CHUNK = 64 if SIMULATOR else 16384        # elements per block in the long-row path
@@ -1682,8 +1692,8 @@ class Backend:
             # one block per BLOCK * unroll vectors, not a grid-stride grid of a few waves: at 2^28
             # float32 on an H100 this took the forwards from 89-94% of the copy (2 waves) to
             # 99-100% (NOTES)
-            unroll = 1 if lanes == 4 and getattr(  # float32: where it was measured
-                scalar_fn, "__name__", "") in ONE_VECTOR else VECTOR_UNROLL
+            unroll = 1 if getattr(scalar_fn, "__name__", "") in ONE_VECTOR.get(
+                lanes, ()) else VECTOR_UNROLL
             return (_elementwise_kernel(scalar_fn, tag, len(inputs), work, 0, lanes, unroll),
                     min(-(-n // (lanes * BLOCK * unroll)), 2 ** 31 - 1))
         return (_elementwise_kernel(scalar_fn, tag, len(inputs), work, 0),
