@@ -260,6 +260,50 @@ def test_hot_loop_is_vectorized_without_libm_calls(fn, dtype):
         assert (zmm > 0) == wide, f"{fn.__name__}: {zmm} packed zmm instructions, wide={wide}"
 
 
+def _innermost_loops(asm):
+    """The bodies of the innermost loops of an assembly listing: from a label to a jump back to it
+    with no other label between."""
+    lines = asm.splitlines()
+    found, label_at = [], {}
+    for i, line in enumerate(lines):
+        if re.match(r"^\.LBB\w+:$", line):
+            label_at = {line[:-1]: i}  # a new label: loops spanning it are not innermost
+        jump = re.match(r"\s+j\w+\s+(\.LBB\w+)$", line)
+        if jump and jump.group(1) in label_at:
+            found.append(lines[label_at[jump.group(1)]:i + 1])
+    return found
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+@pytest.mark.parametrize("name", ["relu_forward", "hardtanh_backward_from_input",
+                                  "elu_backward_from_output"])
+def test_memory_bound_loops_load_two_vectors_before_storing(name):
+    """The memory-bound map loops (cpu._compile_interleaved_twice) load two vectors of each input
+    before they store: with one vector an iteration each load followed a store, and an input 48-128
+    bytes below out modulo 4096 then waited on that store (4K aliasing: 25-40% at 2^20). Every
+    innermost loop with packed arithmetic and packed stores has two loads before its first store."""
+    from fastact import registry
+    from fastact.kernels import cpu
+    fn = getattr(registry, name)
+    n_arrays = 2 if "backward" in name else 1
+    kernel = _uncached_map_kernel(fn, n_arrays)
+    cpu.task_address(kernel, interleave_twice=True)
+    asm = "\n".join(kernel.inspect_asm().values())
+    store = re.compile(r"\s+vmov\w+\s+%[yz]mm\d+, [^%]*\(")
+    load = re.compile(r"\s+v\w+\s+-?\d*\(%\w+(,%\w+,\d)?\), %[yz]mm")
+    arithmetic = re.compile(r"\s+v(?!mov)\w+ps\s+.*%[yz]mm")
+    checked = 0
+    for body in _innermost_loops(asm):
+        first_store = next((i for i, line in enumerate(body) if store.match(line)), None)
+        if first_store is None or not any(arithmetic.match(line) for line in body):
+            continue
+        loads = sum(1 for line in body[:first_store] if load.match(line))
+        assert loads >= 2 * n_arrays, f"{name}: {loads} loads before the first store:\n" + "\n".join(
+            body)
+        checked += 1
+    assert checked, f"{name}: no packed loop found"
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["sigmoid_forward", "relu_forward", "gelu_forward"])
 def test_in_place_loops_have_no_overlap_check(name, dtype):

@@ -163,16 +163,16 @@ def map_source(scalar_fn, n_arrays, streamed=False, dtype=np.float32, alias=-1):
 _TASK_SIGNATURE = None
 
 
-def task_address(kernel, interleave_once=False):
+def task_address(kernel, interleave_twice=False):
     """Compile (or load from the disk cache) a native task kernel(args, start, stop) and return
-    the address of its C wrapper (kernels/loops.py); interleave_once: see
-    _compile_interleaved_once."""
+    the address of its C wrapper (kernels/loops.py); interleave_twice: see
+    _compile_interleaved_twice."""
     global _TASK_SIGNATURE
     if _TASK_SIGNATURE is None:
         from numba.core import types
         _TASK_SIGNATURE = (types.int64, types.int64, types.int64)
-    if interleave_once:
-        _compile_interleaved_once(kernel, _TASK_SIGNATURE)
+    if interleave_twice:
+        _compile_interleaved_twice(kernel, _TASK_SIGNATURE)
     else:
         kernel.compile(_TASK_SIGNATURE)
     result = kernel.overloads[_TASK_SIGNATURE]
@@ -248,17 +248,22 @@ def spin_function():
     return module.spin_until, module.run_tasks
 
 
-def _compile_interleaved_once(kernel, signature):
+def _compile_interleaved_twice(kernel, signature):
     """Compile (or load from the disk cache) kernel for signature with LLVM's loop vectorizer
-    unrolling the vector loop once instead of the 4 times its cost model picks for a small body.
+    interleaving two vectors an iteration instead of the 4 its cost model picks for a small body.
     For the memory-bound kernels the 4-way version spilled mask registers and ran slower in cache
     (relu backward 5.2 -> 7.4, elu backward 4.1 -> 5.4 Gelem/s per core) and in DRAM (13.1 -> 15.1
-    GB/s, one thread). The setting is an LLVM command-line option, i.e. process-wide: it is set
-    and reset while holding Numba's compiler lock, so no other compilation runs meanwhile."""
+    GB/s, one thread). One vector an iteration (2026-11-22 to -24) alternated each load with a
+    store, and a load whose low 12 address bits match a pending store's waits for it: an input 48
+    to 128 bytes below out modulo 4096 cost 25-40% at 2^20 (4K aliasing). Two vectors put two
+    loads before two stores: the forwards no longer slow down there, the backwards ~10% instead of
+    ~35%, and in cache and at 2^26 nothing changed (NOTES, 2026-11-24). The setting is an LLVM
+    command-line option, i.e. process-wide: it is set and reset while holding Numba's compiler
+    lock, so no other compilation runs meanwhile."""
     import llvmlite.binding as llvm
     from numba.core.compiler_lock import global_compiler_lock
     with global_compiler_lock:
-        llvm.set_option("fastact", "-force-vector-interleave=1")
+        llvm.set_option("fastact", "-force-vector-interleave=2")
         try:
             kernel.compile(signature)
         finally:
@@ -331,7 +336,7 @@ class Backend:
     def _task(key, alias):
         scalar_fn, n_arrays, dtype, streamed = key
         return task_address(map_kernel(scalar_fn, n_arrays, streamed, dtype, alias),
-                            interleave_once=scalar_fn.__name__ not in
+                            interleave_twice=scalar_fn.__name__ not in
                             registry.arithmetic_bound_scalar_names())
 
     def rows(self, name, args, n_rows, row_cost):
