@@ -266,9 +266,10 @@ def _innermost_loops(asm):
     lines = asm.splitlines()
     found, label_at = [], {}
     for i, line in enumerate(lines):
-        if re.match(r"^\.LBB\w+:$", line):
-            label_at = {line[:-1]: i}  # a new label: loops spanning it are not innermost
-        jump = re.match(r"\s+j\w+\s+(\.LBB\w+)$", line)
+        label = re.match(r"^(\.LBB\w+):", line)
+        if label:
+            label_at = {label.group(1): i}  # a new label: loops spanning it are not innermost
+        jump = re.match(r"\s+j\w+\s+(\.LBB\w+)\b", line)
         if jump and jump.group(1) in label_at:
             found.append(lines[label_at[jump.group(1)]:i + 1])
     return found
@@ -289,8 +290,10 @@ def test_memory_bound_loops_load_two_vectors_before_storing(name):
     kernel = _uncached_map_kernel(fn, n_arrays)
     cpu.task_address(kernel, interleave_twice=True)
     asm = "\n".join(kernel.inspect_asm().values())
+    if not re.search(r"%[yz]mm", asm):
+        pytest.skip("no 256-bit vectors on this host")
     store = re.compile(r"\s+vmov\w+\s+%[yz]mm\d+, [^%]*\(")
-    load = re.compile(r"\s+v\w+\s+-?\d*\(%\w+(,%\w+,\d)?\), %[yz]mm")
+    load = re.compile(r"\s+v\w+\s+-?\d*\(%\w+(,%\w+(,\d)?)?\), %[yz]mm")
     arithmetic = re.compile(r"\s+v(?!mov)\w+ps\s+.*%[yz]mm")
     checked = 0
     for body in _innermost_loops(asm):
@@ -452,6 +455,7 @@ def test_sixth_is_the_correctly_rounded_quotient():
         t = np.ldexp(rng.uniform(1.0, 2.0, 25_000_000), rng.integers(-100, 3, 25_000_000))
         assert differ64(np.minimum(t, 6.0)) == 0
     for dtype in (np.float32, np.float64):
-        assert differ64(np.array([0.0, 2.0 ** -100, 6.0])) == 0
+        assert (differ32 if dtype == np.float32 else differ64)(
+            np.array([0.0, 2.0 ** -100, 6.0], dtype)) == 0
         assert np.isnan(numba.njit(lambda t: m.sixth(t))(dtype(np.nan)))
         assert numba.njit(lambda t: m.sixth(t))(dtype(6.0)) == 1.0

@@ -31,7 +31,8 @@ static INLINE real FN(pick_bits)(int take, real v, real best) {
    the code that follows and blended every derived value per case (gelu-tanh backward 123 -> 87
    instructions per 16 elements, sigmoid 48 -> 40, mish backward 113 -> 59; NOTES.md).
    clamp_select keeps the branchy form where that measured shorter (elu's expm1, softsign forward's
-   range clamp) and in the light piecewise-linear kernels (hardtanh, hardsigmoid, hardswish). */
+   range clamp) and in the light piecewise-linear kernels (hardtanh, hardswish; hardsigmoid's
+   forward, which multiplies since math.sixth, takes the bits form: see there). */
 static INLINE real FN(clamp)(real x, real lo, real hi) {
     x = FN(pick_bits)(x < lo, lo, x);
     return FN(pick_bits)(x > hi, hi, x);

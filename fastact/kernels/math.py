@@ -312,7 +312,9 @@ def sixth(t):
     underflow breaks it, but hardsigmoid's t = clamp(x + 3, 0, 6) is 0 or at least 2^-22 (2^-51
     in float64). Error: 0.5 ulp / 0.5 ulp. Why: a GPU's div.rn is a sequence with a slow path; on
     an H100 hardsigmoid's forward with one 16-byte vector a thread ran at 2655 GB/s dividing and
-    3025 with this (PyTorch's, which multiplies by 1/6 and rounds twice, 3011; NOTES)."""
+    3025 with this (PyTorch's, which multiplies by 1/6 and rounds twice, 3011; NOTES). Without
+    hardware FMA (the C backend's portable build, an x86 CPU before Haswell) each fma is a libm
+    call, as in every exponential kernel, and this loop no longer vectorizes."""
     c = like(t, 1.0 / 6.0)
     y = t * c
     return fma(fma(-y, like(t, 6.0), t), c, y)
