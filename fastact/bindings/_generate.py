@@ -104,6 +104,7 @@ def _dtype_header(dtype):
         "EXP_Q(r)": _horner("r", m.EXP_Q32 if single else m.EXP_Q64, fma, lit),
         "LOG_R(z)": _horner("z", m.LOG_R32 if single else m.LOG_R64, fma, lit),
         "LOG1P_UNIT_Q(x)": _horner("x", m.LOG1P_UNIT_Q32, fma, lit) if single else "x",
+        "LOG1P_UNIT_P(x)": "x" if single else _horner("x", m.LOG1P_UNIT_P64, fma, lit),
         "NORMAL_TAIL_C": k(m.NORMAL_TAIL_C32, m.NORMAL_TAIL_C64),
         "NORMAL_TAIL_P(s)": _horner("s", m.NORMAL_TAIL_P32 if single else m.NORMAL_TAIL_P64, fma, lit),
         "NORMAL_CLAMP": k(16.0, 38.75),

@@ -238,12 +238,12 @@ static INLINE real FN(log1p)(real x) {
     return x > K(1e38, 1e307) ? x : y;
 }
 
-/* log(1 + x) for x in [0, 1]: float32 a division-free polynomial, float64 log1p. */
+/* log(1 + x) for x in [0, 1]: division-free polynomials, float32 x Q(x), float64 x + x^2 P(x). */
 static INLINE real FN(log1p_unit)(real x) {
 #if IS_SINGLE
     return x * LOG1P_UNIT_Q(x);
 #else
-    return FN(log1p)(x);
+    return FMA(x, x * LOG1P_UNIT_P(x), x);
 #endif
 }
 
