@@ -459,3 +459,46 @@ def test_hot_loops_are_vectorized_fma_without_libm_calls(tmp_path, dtype, packed
     for name in ("softmax", "log_softmax", "log_softmax_backward"):
         body = functions.get(f"{name}_range_{suffix}") or functions[f"fa_{name}_rows_{suffix}"]
         assert not re.search(r"\bcall", body), name
+
+
+def _innermost_loops(asm):
+    """The bodies of the innermost loops of GCC's assembly: from a label to a jump back to it with
+    no other label between."""
+    found, label_at = [], {}
+    lines = asm.splitlines()
+    for i, line in enumerate(lines):
+        label = re.match(r"^(\.L\d+):", line)
+        if label:
+            label_at = {label.group(1): i}
+        jump = re.match(r"\s+j\w+\s+(\.L\d+)\b", line)
+        if jump and jump.group(1) in label_at:
+            found.append(lines[label_at[jump.group(1)]:i + 1])
+    return found
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 assembly")
+@pytest.mark.parametrize("name,arrays", [("relu_forward", 1), ("hardtanh_backward_from_input", 2),
+                                         ("elu_backward_from_output", 2)])
+def test_memory_bound_loops_load_two_vectors_before_storing(tmp_path, name, arrays, c_backend):
+    """The memory-bound map loops compute two 64-byte blocks before they store either (as the
+    Numba maps, cpu._compile_interleaved_twice): GCC's one-vector loop alternated each load with a
+    store, which 4K aliasing stalls where an input sits 48-128 bytes below out modulo 4096. Some
+    innermost loop of the range function loads two vectors of each input before its first store."""
+    info = bindings.info()
+    if "-march=native" not in info["flags"]:
+        pytest.skip("portable build: no AVX to look for")
+    source = tmp_path / "kernels.c"
+    source.write_text(_generate.source("float32"))
+    subprocess.run([*info["compiler"], *info["flags"], "-S", str(source), "-o",
+                    str(tmp_path / "kernels.s")], check=True, timeout=300)
+    export = _generate.map_export(name, arrays, "float32")
+    functions = _functions((tmp_path / "kernels.s").read_text())
+    body = functions.get(f"{export}_range") or functions[export]
+    store = re.compile(r"\s+vmov\w+\s+%[yz]mm\d+, [^%]*\(")
+    load = re.compile(r"\s+v\w+\s+-?\d*\(%\w+(,%\w+(,\d)?)?\), %[yz]mm")
+    best = 0
+    for loop in _innermost_loops(body):
+        first_store = next((i for i, line in enumerate(loop) if store.match(line)), None)
+        if first_store is not None:
+            best = max(best, sum(1 for line in loop[:first_store] if load.match(line)))
+    assert best >= 2 * arrays, f"{name}: at most {best} vector loads before a store in a loop"

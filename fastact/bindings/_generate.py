@@ -537,6 +537,27 @@ def _map_loop(name, arrays, n_args, dtype):
     """
         loop = head + f"""#pragma omp simd
         for (int64_t i = h; i < hi; i++) out[i] = {at_i};"""
+        if not prefetched:
+            # the memory-bound loops: two 64-byte blocks computed before either is stored. GCC
+            # keeps its statements' order, and its one-vector loop alternated each load with a
+            # store, which 4K aliasing stalls where an input sits 48-128 bytes below out modulo
+            # 4096 (kernels/cpu.py _compile_interleaved_twice, the same for Numba; NOTES)
+            b = 16 if dtype == "float32" else 8  # elements in 64 bytes
+            first, second = (call(f"i + {k}j", params, function) for k in ("", f"{b} + "))
+            loop = head + f"""int64_t i = h;
+    for (; i + {2 * b} <= hi; i += {2 * b}) {{
+        {real} t0[{b}], t1[{b}];
+#pragma omp simd
+        for (int64_t j = 0; j < {b}; j++) t0[j] = {first};
+#pragma omp simd
+        for (int64_t j = 0; j < {b}; j++) t1[j] = {second};
+#pragma omp simd
+        for (int64_t j = 0; j < {b}; j++) out[i + j] = t0[j];
+#pragma omp simd
+        for (int64_t j = 0; j < {b}; j++) out[i + {b} + j] = t1[j];
+    }}
+#pragma omp simd
+    for (int64_t k = i; k < hi; k++) out[k] = {call("k", params, function)};"""
         streamed = ""
         if prefetched:
             prefetch = "".join(f"            if (FA_SOFTWARE_PREFETCH) "
