@@ -243,7 +243,10 @@ static INLINE real FN(log1p_unit)(real x) {
 #if IS_SINGLE
     return x * LOG1P_UNIT_Q(x);
 #else
-    return FMA(x, x * LOG1P_UNIT_P(x), x);
+    int upper = x > L(0.5);  /* math.log1p_unit: log 2 + log1p((x - 1) / 2) above 1/2 */
+    real u = upper ? (x - L(1.0)) * L(0.5) : x;
+    real y = FMA(u, u * LOG1P_UNIT_P(u), u);
+    return upper ? L(0.6931471805599453) + (L(2.3190468138462996e-17) + y) : y;
 #endif
 }
 

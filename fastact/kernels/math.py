@@ -638,28 +638,33 @@ LOG1P_UNIT_Q32 = (0.0019794295076280832, -0.01315114926546812, 0.040927808731794
                   -0.4999997913837433, 1.0)
 
 
-# float64: log1p(x) = x + x^2 P(x) on [0, 1], P of degree 19 fitted for relative error by least
-# squares on Chebyshev nodes (mpmath, 50 digits), its last coefficient moved one ulp so that x = 1
-# gives log(2) correctly rounded (softplus(0)); evaluated as fma(x, x P(x), x): 1.16 ulp measured
-# (mpmath, 9000 points; the rounding of x P near x = 1 is most of it). No division: on an H100
-# log1p's two float64 divisions a value made softplus's and logsigmoid's float64 forwards issue-bound
-# at 0.84x / 0.77x of PyTorch's (NOTES, run 27).
-LOG1P_UNIT_P64 = (2.460320216669357e-05, -0.00028446135505458644, 0.0015618200825165234,
-                  -0.005446367527730232, 0.013649154195557065, -0.026474009530770216,
-                  0.04201059302631179, -0.05726364209030296, 0.07020310084251605,
-                  -0.08073624358900616, 0.09010211014464643, -0.09980131817895688,
-                  0.11107303322722682, -0.12499444685719914, 0.14285654496573713,
-                  -0.16666662108502409, 0.1999999976836711, -0.24999999992856511,
-                  0.33333333333219867, -0.4999999999999936)
+# float64: log1p(x) on [0, 1] as log1p(u) = u + u^2 P(u) with u = x (x <= 1/2), or log 2 +
+# log1p(u) with u = (x - 1) / 2 (exact) above: u in [-1/4, 1/2], where P (degree 19) was fitted for
+# relative error by least squares on Chebyshev nodes (mpmath, 50 digits). 1.01 ulp measured
+# (mpmath, 20k points; a single polynomial on [0, 1] reached 1.36 near x = 1, which made softplus
+# 2.01 ulp). No division: on an H100 log1p's two float64 divisions a value made softplus's and
+# logsigmoid's float64 forwards issue-bound at 0.84x / 0.77x of PyTorch's (NOTES, runs 27-28).
+LOG1P_UNIT_P64 = (0.007892974475876075, -0.02895099582504716, 0.05038781060771346,
+                  -0.059678054340737634, 0.06092036458321159, -0.06252620190979848,
+                  0.06642486160598818, -0.07138077316921142, 0.07693411900304198,
+                  -0.08333747600549755, 0.09090894575295769, -0.09999983420626515,
+                  0.11111110628650915, -0.12500000353417176, 0.1428571430441406,
+                  -0.1666666666271035, 0.19999999999789841, -0.25000000000020406,
+                  0.33333333333334025, -0.49999999999999967)
+LN2_64 = (0.6931471805599453, 2.3190468138462996e-17)  # log 2 = hi + lo, each rounded to nearest
 
 
 @scalar
 def log1p_unit(x):
     """log(1 + x) for x in [0, 1]. Error: 1.5 ulp / 1.5 ulp. Division-free polynomials: float32
-    x Q(x) (log1p's two divisions made softplus the slowest kernel), float64 x + x^2 P(x)."""
+    x Q(x) (log1p's two divisions made softplus the slowest kernel), float64 u + u^2 P(u) on a
+    halved argument above 1/2."""
     if is_single(x):
         return x * horner(x, LOG1P_UNIT_Q32)
-    return fma(x, x * horner(x, LOG1P_UNIT_P64), x)
+    upper = x > like(x, 0.5)
+    u = (x - like(x, 1.0)) * like(x, 0.5) if upper else x
+    y = fma(u, u * horner(u, LOG1P_UNIT_P64), u)
+    return like(x, LN2_64[0]) + (like(x, LN2_64[1]) + y) if upper else y
 
 
 # --- functions built from exp ---------------------------------------------------------------------
