@@ -538,10 +538,12 @@ def _map_loop(name, arrays, n_args, dtype):
         loop = head + f"""#pragma omp simd
         for (int64_t i = h; i < hi; i++) out[i] = {at_i};"""
         if not prefetched:
-            # the memory-bound loops: two 64-byte blocks computed before either is stored. GCC
-            # keeps its statements' order, and its one-vector loop alternated each load with a
-            # store, which 4K aliasing stalls where an input sits 48-128 bytes below out modulo
-            # 4096 (kernels/cpu.py _compile_interleaved_twice, the same for Numba; NOTES)
+            # the loops without a prefetch (the memory-bound ones, and the STREAMED_WIDE
+            # backwards: softplus's and logsigmoid's, unchanged at 2^20 by this, 61.1 / 65.9 ->
+            # 60.9 / 66.4 GB/s): two 64-byte blocks computed before either is stored. GCC keeps
+            # its statements' order, and its one-vector loop alternated each load with a store,
+            # which 4K aliasing stalls where an input sits 48-128 bytes below out modulo 4096
+            # (kernels/cpu.py _compile_interleaved_twice, the same for Numba; NOTES)
             b = 16 if dtype == "float32" else 8  # elements in 64 bytes
             first, second = (call(f"i + {k}j", params, function) for k in ("", f"{b} + "))
             loop = head + f"""int64_t i = h;

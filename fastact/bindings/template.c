@@ -238,7 +238,8 @@ static INLINE real FN(log1p)(real x) {
     return x > K(1e38, 1e307) ? x : y;
 }
 
-/* log(1 + x) for x in [0, 1]: division-free polynomials, float32 x Q(x), float64 x + x^2 P(x). */
+/* log(1 + x) for x in [0, 1]: division-free polynomials, float32 x Q(x), float64 u + u^2 P(u)
+   with u = x, or log 2 + that with u = (x - 1) / 2 above 1/2 (math.log1p_unit). */
 static INLINE real FN(log1p_unit)(real x) {
 #if IS_SINGLE
     return x * LOG1P_UNIT_Q(x);
