@@ -130,7 +130,8 @@ def gelu_backward_from_input(dy, x):
     q, k, g, na = m.normal_parts(x)
     inv_sqrt_2pi = pick(x, m.INV_SQRT_2PI[0], m.INV_SQRT_2PI[1])
     w = m.times_exp_parts(m.fma(na, inv_sqrt_2pi, g), q, k)
-    return dy * (w if x < like(x, 0.0) else like(x, 1.0) - w)
+    # dy (1 - w) as fma(-dyc, w, dy): one rounding, not two (dy * d can double d's ulps)
+    return dy * w if x < like(x, 0.0) else m.fma(-m.finite(dy), w, dy)
 
 
 @scalar
@@ -203,7 +204,7 @@ def gelu_tanh_backward_from_input(dy, x):
     # with the low parts and most of that rounding: 3.3 ulp for the backward where c alone gave 4.5
     c = m.fma(xs + xs, a, hi)
     c_lo = m.fma(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a))
-    return dy * m.sigmoid_plus_scaled_derivative(q, k, xs >= like(x, 0.0), c, c_lo)
+    return m.sigmoid_plus_scaled_derivative_compensated_by(dy, q, k, xs >= like(x, 0.0), c, c_lo)
 
 
 @scalar
@@ -258,7 +259,8 @@ def mish_backward_from_input(dy, x):
     denominator = m.fma(v, m.fma(v, m.fma(v, m.fma(v, one if lower else four, four if lower else eight),
                                           eight), eight if lower else four), four if lower else one)
     ratio = (below if negative else above) / denominator
-    return dy * (m.times_exp_parts(ratio, q, k) if negative else one + ratio)
+    dyc = m.finite(dy)  # dy (1 + ratio) and dy ratio (1 + q) 2**k with one final rounding
+    return m.times_exp_parts_by(dy, ratio, q, k, dyc) if negative else m.fma(dyc, ratio, dy)
 
 
 @scalar

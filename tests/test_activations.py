@@ -60,6 +60,48 @@ def test_float32_accuracy_on_a_dense_random_sample(case, cpu_backend):
     assert_close(dx, ref_dx, np.float32, scale=scale, context=f"{name}{params} backward")
 
 
+# (name, params, x, dy): points where dy * derivative, both rounded, was over 4 ulp (found by an
+# H100 gpu_check and by the search this test does): the product of a derivative at the bottom of
+# its binade with a dy that puts it at the top of its own counts the derivative's error twice
+FOUND_OVER_BOUND = [("gelu", {"approximate": "tanh"}, -3.7322142, -0.4245254)]
+
+
+@pytest.mark.parametrize("case", EXPONENTIAL, ids=case_id)
+def test_float32_backward_accuracy_for_every_dy(case, cpu_backend):
+    """The backward dy * f'(x) within 4 ulp for every dy, not only dy = 1: 8 dy per x, each
+    putting dy times the derivative's scale just below a power of two, where the result's ulp is
+    smallest against it (an error of d / scale * 2^24 units in the derivative costs that many ulp
+    there, so a 2.2-ulp derivative can give 4.4). Infinite and huge dy give the reference's
+    limits, not NaN (the kernels' exact products drop their error terms there)."""
+    name, params = case
+    rng = np.random.default_rng(8)
+    x = np.concatenate([3 * rng.standard_normal(1 << 14), rng.uniform(-16, 16, 1 << 14),
+                        rng.uniform(-0.5, 0.5, 1 << 14)]).astype(np.float32)
+    found = [(fx, fdy) for fname, fparams, fx, fdy in FOUND_OVER_BOUND
+             if (fname, fparams) == (name, params)]
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        scale1 = reference.condition_scale(name, "backward", x64, **params)
+    top = np.exp2(np.ceil(np.log2(np.where(scale1 > 1e-30, scale1, 1.0))))
+    xs, dys = [x] * 8, [(top * (1 - rng.uniform(0, 2**-5, x.size)) / np.where(scale1 > 1e-30, scale1, 1.0)
+                         * (-1) ** j).astype(np.float32) for j in range(8)]
+    special = np.array([np.inf, -np.inf, 3e38, -3e38, 1e-30, 0.0], np.float32)
+    # (not where the float32 derivative underflows to 0: inf * 0 is NaN there, as in PyTorch)
+    probe = np.float32([-3.0, -0.7, -1e-3, 0.0, 1e-3, 0.6, 2.5, 15.0])
+    xs.append(np.repeat(probe, special.size))
+    dys.append(np.tile(special, probe.size))
+    xs.append(np.float32([fx for fx, _ in found]))
+    dys.append(np.float32([fdy for _, fdy in found]))
+    x, dy = np.concatenate(xs), np.concatenate(dys)
+    y, saved = forward_and_saved(name, params, x)
+    dx = getattr(fa, name).backward(dy, saved, **params)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    with np.errstate(all="ignore"):
+        ref = reference.backward(name, dy64, saved.astype(np.float64), **params)
+        scale = np.abs(dy64) * reference.condition_scale(name, "backward", x64, **params)
+    assert_close(dx, ref, np.float32, scale=scale, context=f"{name}{params} backward, every dy")
+
+
 def test_reference_gelu_backward_in_the_subnormal_tail():
     """gelu'(x) dy for x < -20, down to subnormal results near x = -38, against mpmath: the
     reference folds dy and the bracket into the exponent (an H100 gpu_check failed on the old

@@ -171,6 +171,19 @@ static INLINE real FN(times_exp_parts)(real v, real q, real k) {
     return FN(scale_by_pow2_nonpositive)(FMA(v, q, v), k);
 }
 
+/* math.finite: dy clamped to the finite range, NaN passing (the factor of small correction terms) */
+static INLINE real FN(finite)(real dy) {
+    return FN(clamp)(dy, -K(3.4028234663852886e38, 1.7976931348623157e308),
+                     K(3.4028234663852886e38, 1.7976931348623157e308));
+}
+
+/* math.times_exp_parts_by: dy v (1 + q) 2**k = fma(dy, u, dyc (u q)), u = v 2**k, dyc = finite(dy):
+   dy u exact inside the FMA, one rounding fewer than dy * times_exp_parts(v, q, k) */
+static INLINE real FN(times_exp_parts_by)(real dy, real v, real q, real k, real dyc) {
+    real u = FN(scale_by_pow2_nonpositive)(v, k);
+    return FMA(dy, u, dyc * (u * q));
+}
+
 static INLINE real FN(exp_hilo)(real hi, real lo) {
     real k;
     real p = FN(exp_parts)(hi, lo, &k);
@@ -283,6 +296,33 @@ static INLINE real FN(sigmoid_plus_scaled_derivative)(real q, real k, int positi
     /* on bits, or GCC puts the division in both arms (silu +5-9%; gelu-tanh too since the clamps
        are on bits, +4-12%; before, gelu-tanh lost 5-12% with it: NOTES) */
     return FN(pick_bits)(positive, ratio, FN(times_exp_parts)(ratio, q, k));
+}
+
+/* math.sigmoid_plus_scaled_derivative_compensated_by: dy times the same, with the numerator, the
+   denominator and their quotient as double-words (2Sum, Fast2Sum and the FMA's residual, one
+   reciprocal and the exact remainder) and one final rounding (gelu-tanh: 4.06 -> 2.1 ulp) */
+static INLINE real FN(sigmoid_plus_scaled_derivative_compensated_by)(real dy, real q, real k,
+                                                                     int positive, real c,
+                                                                     real c_lo) {
+    real one = L(1.0), two = L(2.0);
+    real v = FN(scale_by_pow2_nonpositive)(q + one, k);
+    real one_plus_c = one + c;
+    real a = FN(pick_bits)(positive, one, one_plus_c);
+    real b = FN(pick_bits)(positive, v * (one_plus_c + c_lo), v + c_lo);
+    real nh = a + b;
+    real bb = nh - a;
+    real nl = (a - (nh - bb)) + (b - bb);
+    real s2 = v + two;
+    real e2 = (two - s2) + v;
+    real dh = FMA(v, s2, one);
+    real dl = FMA(v, e2, FMA(v, s2, one - dh));
+    real reciprocal = one / dh;
+    real rh = nh * reciprocal;
+    real rl = FMA(-rh, dl, FMA(-rh, dh, nh) + nl) * reciprocal;
+    real dyc = FN(finite)(dy);
+    real uh = FN(scale_by_pow2_nonpositive)(rh, k), ul = FN(scale_by_pow2_nonpositive)(rl, k);
+    return FN(pick_bits)(positive, FMA(dy, rh, dyc * rl),
+                         FMA(dy, uh, dyc * FMA(uh, q, FMA(ul, q, ul))));
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -398,7 +438,8 @@ static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
     real q, k, g;
     real na = FN(normal_parts)(x, &q, &k, &g);
     real w = FN(times_exp_parts)(FMA(na, INV_SQRT_2PI, g), q, k);
-    return dy * (x < L(0.0) ? w : L(1.0) - w);
+    /* dy (1 - w) as fma(-dyc, w, dy): one rounding (math.finite) */
+    return FN(pick_bits)(x < L(0.0), dy * w, FMA(-FN(finite)(dy), w, dy));
 }
 
 /* registry.gelu_tanh_sum: x^2 = p + pe, k3 p = a + ae, k1 + a = wh + we; returns wh. The same
@@ -449,7 +490,7 @@ static INLINE real FN(gelu_tanh_backward_from_input)(real dy, real x) {
     real lo = FMA(xs, wh, -hi) + xs * wl;
     real c = FMA(xs + xs, a, hi);  /* x z'(x) = z + 2 x (k3 x^2) */
     real c_lo = FMA(xs + xs, tail, lo) + (hi - (c - (xs + xs) * a));
-    return dy * FN(sigmoid_plus_scaled_derivative)(q, k, xs >= L(0.0), c, c_lo);
+    return FN(sigmoid_plus_scaled_derivative_compensated_by)(dy, q, k, xs >= L(0.0), c, c_lo);
 }
 
 static INLINE real FN(silu_forward)(real x) {
@@ -488,7 +529,8 @@ static INLINE real FN(mish_backward_from_input)(real dy, real x) {
     /* the clamp and these two selects on bits: with branches GCC threaded the clamp's three cases
        through the whole function (113 instructions per 16 elements, 34 of them blends); 59 now */
     real ratio = FN(pick_bits)(negative, below, above) / denominator;
-    return dy * FN(pick_bits)(negative, FN(times_exp_parts)(ratio, q, k), L(1.0) + ratio);
+    real dyc = FN(finite)(dy);  /* dy (1 + ratio), dy ratio (1 + q) 2**k: one final rounding */
+    return FN(pick_bits)(negative, FN(times_exp_parts_by)(dy, ratio, q, k, dyc), FMA(dyc, ratio, dy));
 }
 
 static INLINE real FN(softplus_forward)(real x, real beta, real threshold) {
