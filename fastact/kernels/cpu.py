@@ -272,6 +272,25 @@ def _compile_interleaved_twice(kernel, signature):
             llvm.set_option("fastact", "-force-vector-interleave=0")  # 0: the cost model's choice
 
 
+# arithmetic-bound kernels that keep LLVM's own choice (one 512-bit vector an iteration) in cache
+ONE_VECTOR_IN_CACHE = frozenset({"gelu_forward"})
+
+
+def _interleave_twice(name, streamed):
+    """Whether a map kernel takes two vectors an iteration (_compile_interleaved_twice): the
+    memory-bound ones always, the arithmetic-bound ones (registry.arithmetic_bound_scalar_names)
+    in their in-cache form. There their long dependency chains (a division, exp) outlast what the
+    out-of-order window holds of one vector's: two independent vectors an iteration ran 3-10%
+    faster (2^14 one thread and 2^20 two threads, float32: silu backward 248.7 -> 226.5 us,
+    gelu-tanh backward 606.8 -> 572.4, sigmoid 186.4 -> 178.0 at 2^20), except gelu's forward,
+    3% slower (ONE_VECTOR_IN_CACHE). The streamed forms (outputs of STREAM_BYTES and more) keep
+    one vector, unmeasured: at 2^26 the A/B was lost in the VM's memory-state noise (elu's
+    backward, whose code it did not change, read 10.7 and 17.5 ms) (NOTES, seventeenth session)."""
+    if name not in registry.arithmetic_bound_scalar_names():
+        return True
+    return not streamed and name not in ONE_VECTOR_IN_CACHE
+
+
 _STREAM_BYTES = loops.m.STREAM_BYTES
 _SPLIT_SIZE = _threads.SPLIT_SIZE  # below it _threads.run calls on this thread
 
@@ -338,8 +357,7 @@ class Backend:
     def _task(key, alias):
         scalar_fn, n_arrays, dtype, streamed = key
         return task_address(map_kernel(scalar_fn, n_arrays, streamed, dtype, alias),
-                            interleave_twice=scalar_fn.__name__ not in
-                            registry.arithmetic_bound_scalar_names())
+                            interleave_twice=_interleave_twice(scalar_fn.__name__, streamed))
 
     def rows(self, name, args, n_rows, row_cost):
         """A row kernel of kernels/loops.py on rows [0, n_rows) of its arguments (C-contiguous
