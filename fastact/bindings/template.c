@@ -181,7 +181,7 @@ static INLINE real FN(finite)(real dy) {
    dy u exact inside the FMA, one rounding fewer than dy * times_exp_parts(v, q, k) */
 static INLINE real FN(times_exp_parts_by)(real dy, real v, real q, real k, real dyc) {
     real u = FN(scale_by_pow2_nonpositive)(v, k);
-    return FMA(dy, u, dyc * (u * q));
+    return FMA(dy, u, dyc * (u * q));  /* (the caller gives +-0 dy u's sign) */
 }
 
 static INLINE real FN(exp_hilo)(real hi, real lo) {
@@ -321,8 +321,9 @@ static INLINE real FN(sigmoid_plus_scaled_derivative_compensated_by)(real dy, re
     real rl = FMA(-rh, dl, FMA(-rh, dh, nh) + nl) * reciprocal;
     real dyc = FN(finite)(dy);
     real uh = FN(scale_by_pow2_nonpositive)(rh, k), ul = FN(scale_by_pow2_nonpositive)(rl, k);
-    return FN(pick_bits)(positive, FMA(dy, rh, dyc * rl),
-                         FMA(dy, uh, dyc * FMA(uh, q, FMA(ul, q, ul))));
+    real product = FN(pick_bits)(positive, FMA(dy, rh, dyc * rl),
+                                 FMA(dy, uh, dyc * FMA(uh, q, FMA(ul, q, ul))));
+    return COPYSIGN(product, dy * FN(pick_bits)(positive, rh, uh));
 }
 
 static INLINE real FN(tanh)(real x) {
@@ -439,7 +440,7 @@ static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
     real na = FN(normal_parts)(x, &q, &k, &g);
     real w = FN(times_exp_parts)(FMA(na, INV_SQRT_2PI, g), q, k);
     /* dy (1 - w) as fma(-dyc, w, dy): one rounding (math.finite) */
-    return FN(pick_bits)(x < L(0.0), dy * w, FMA(-FN(finite)(dy), w, dy));
+    return FN(pick_bits)(x < L(0.0), dy * w, COPYSIGN(FMA(-FN(finite)(dy), w, dy), dy));
 }
 
 /* registry.gelu_tanh_sum: x^2 = p + pe, k3 p = a + ae, k1 + a = wh + we; returns wh. The same
@@ -530,7 +531,9 @@ static INLINE real FN(mish_backward_from_input)(real dy, real x) {
        through the whole function (113 instructions per 16 elements, 34 of them blends); 59 now */
     real ratio = FN(pick_bits)(negative, below, above) / denominator;
     real dyc = FN(finite)(dy);  /* dy (1 + ratio), dy ratio (1 + q) 2**k: one final rounding */
-    return FN(pick_bits)(negative, FN(times_exp_parts_by)(dy, ratio, q, k, dyc), FMA(dyc, ratio, dy));
+    real fused = FN(pick_bits)(negative, FN(times_exp_parts_by)(dy, ratio, q, k, dyc),
+                               FMA(dyc, ratio, dy));
+    return COPYSIGN(fused, dy * FN(pick_bits)(negative, ratio, L(1.0)));  /* dy = +-0: as gelu's */
 }
 
 static INLINE real FN(softplus_forward)(real x, real beta, real threshold) {

@@ -357,7 +357,10 @@ class Backend:
     def _task(key, alias):
         scalar_fn, n_arrays, dtype, streamed = key
         return task_address(map_kernel(scalar_fn, n_arrays, streamed, dtype, alias),
-                            interleave_twice=_interleave_twice(scalar_fn.__name__, streamed))
+                            # (the in-place forms, one module for every size, as the in-cache
+                            # ones: a choice by streamed would follow whichever call came first)
+                            interleave_twice=_interleave_twice(scalar_fn.__name__,
+                                                               streamed and alias < 0))
 
     def rows(self, name, args, n_rows, row_cost):
         """A row kernel of kernels/loops.py on rows [0, n_rows) of its arguments (C-contiguous

@@ -526,8 +526,10 @@ def times_exp_parts_by(dy, v, q, k, dyc):
     the FMA, so the roundings are the small term's two and one final one (the small term is at
     most 0.41 of the result), where dy * times_exp_parts rounds the derivative at the bottom of
     its binade and then the product at the top of its own: up to twice the derivative's ulps.
-    u first: v alone can be large (silu's 1 + c, c = x) and dy v overflow where the result does
-    not; a subnormal u rounds once there, as in dy * times_exp_parts."""
+    u first: v alone can be large (mish's ratio reaches -117 at x = -118, where 2**k is tiny)
+    and dy v overflow where the result does not; a subnormal u rounds once there, as in dy * times_exp_parts. At dy = +-0 the FMA's sum
+    of two zeros is +0 unless both are -0: the caller gives the result dy u's sign (copysign; a
+    select on dy = 0 instead cost gelu-tanh's backward 9%, copysign 2-3%)."""
     u = scale_by_pow2_nonpositive(v, k)
     return fma(dy, u, dyc * (u * q))
 
@@ -740,10 +742,12 @@ def sigmoid_plus_scaled_derivative_compensated_by(dy, q, k, positive, c, c_lo):
     exact remainder fma(-rh, Dh, nh) + nl - rh Dl, and dy times it with one final rounding:
     fma(dy, rh, dyc rl) for z >= 0, fma(dy, uh, dyc (uh q + ul (1 + q))) below (u = r 2**k, as in
     times_exp_parts_by). The roundings of n, D and the quotient were 0.9-1.0 ulp each where
-    gelu-tanh's derivative sits at the bottom of its binade, and dy * d counted them twice:
-    4.06 ulp at x = -3.8006, dy = 1.096; 2.1 ulp now for every dy (16 per x on 600K x). It costs
-    39 instructions per 16 elements (80 -> 119) and 45% of gelu-tanh's backward in cache (13.3 ->
-    19.8 us at 2^14): silu, 3.45 ulp with the plain form and near PyTorch's speed, keeps that."""
+    gelu-tanh's derivative sits at the bottom of its binade, and dy * d counted them twice
+    (4.03 ulp at x = -3.7322142, dy = -0.4245254, an H100 gpu_check's point; dy folded into the
+    last product alone still gave 4.06 at x = -3.800582, dy = 1.0960611); 2.1 ulp now for every
+    dy (16 per x on 600K x). It costs 39 instructions per 16 elements (80 -> 119) and 49% of
+    gelu-tanh's backward in cache (13.3 -> 19.8 us at 2^14, one vector an iteration): silu, 3.45
+    ulp with the plain form and near PyTorch's speed, keeps that."""
     one = like(q, 1.0)
     v = scale_by_pow2_nonpositive(q + one, k)
     one_plus_c = one + c
@@ -761,8 +765,9 @@ def sigmoid_plus_scaled_derivative_compensated_by(dy, q, k, positive, c, c_lo):
     rl = fma(-rh, dl, fma(-rh, dh, nh) + nl) * reciprocal
     dyc = finite(dy)
     uh, ul = scale_by_pow2_nonpositive(rh, k), scale_by_pow2_nonpositive(rl, k)
-    return (fma(dy, rh, dyc * rl) if positive
-            else fma(dy, uh, dyc * fma(uh, q, fma(ul, q, ul))))
+    fused = (fma(dy, rh, dyc * rl) if positive
+             else fma(dy, uh, dyc * fma(uh, q, fma(ul, q, ul))))
+    return math.copysign(fused, dy * (rh if positive else uh))  # (+-0: times_exp_parts_by)
 
 
 @scalar
