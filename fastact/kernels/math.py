@@ -527,9 +527,10 @@ def times_exp_parts_by(dy, v, q, k, dyc):
     most 0.41 of the result), where dy * times_exp_parts rounds the derivative at the bottom of
     its binade and then the product at the top of its own: up to twice the derivative's ulps.
     u first: v alone can be large (mish's ratio reaches -117 at x = -118, where 2**k is tiny)
-    and dy v overflow where the result does not; a subnormal u rounds once there, as in dy * times_exp_parts. At dy = +-0 the FMA's sum
-    of two zeros is +0 unless both are -0: the caller gives the result dy u's sign (copysign; a
-    select on dy = 0 instead cost gelu-tanh's backward 9%, copysign 2-3%)."""
+    and dy v overflow where the result does not; a subnormal u rounds once there, as in
+    dy * times_exp_parts. At dy = +-0 the FMA's sum of two zeros is +0 unless both are -0: the
+    caller gives the result dy u's sign (copysign; a select on dy = 0 instead cost gelu-tanh's
+    backward 9%, copysign 2-3%)."""
     u = scale_by_pow2_nonpositive(v, k)
     return fma(dy, u, dyc * (u * q))
 
