@@ -131,9 +131,9 @@ def gelu_backward_from_input(dy, x):
     q, k, g, na = m.normal_parts(x)
     inv_sqrt_2pi = pick(x, m.INV_SQRT_2PI[0], m.INV_SQRT_2PI[1])
     w = m.times_exp_parts(m.fma(na, inv_sqrt_2pi, g), q, k)
-    # dy (1 - w) as fma(-dyc, w, dy): one rounding, not two (dy * d can double d's ulps)
-    # (the sign of dy, as 1 - w > 0: at dy = +-0 the FMA's sum of two zeros would be +0)
-    return dy * w if x < like(x, 0.0) else math.copysign(m.fma(-m.finite(dy), w, dy), dy)
+    # dy (1 - w) with one rounding (math.times_one_plus), dy's sign at dy = +-0
+    return (dy * w if x < like(x, 0.0)
+            else math.copysign(m.times_one_plus(dy, -w, m.finite(dy)), dy))
 
 
 @scalar
@@ -264,7 +264,8 @@ def mish_backward_from_input(dy, x):
                                           eight), eight if lower else four), four if lower else one)
     ratio = (below if negative else above) / denominator
     dyc = m.finite(dy)  # dy (1 + ratio) and dy ratio (1 + q) 2**k with one final rounding
-    fused = m.times_exp_parts_by(dy, ratio, q, k, dyc) if negative else m.fma(dyc, ratio, dy)
+    fused = (m.times_exp_parts_by(dy, ratio, q, k, dyc) if negative
+             else m.times_one_plus(dy, ratio, dyc))
     return math.copysign(fused, dy * (ratio if negative else one))  # (dy = +-0: as gelu's)
 
 

@@ -177,6 +177,12 @@ static INLINE real FN(finite)(real dy) {
                      K(3.4028234663852886e38, 1.7976931348623157e308));
 }
 
+/* math.times_one_plus: dy (1 + t) with one rounding, fma(dyc, t, dy) (the caller gives +-0 dy's
+   sign) */
+static INLINE real FN(times_one_plus)(real dy, real t, real dyc) {
+    return FMA(dyc, t, dy);
+}
+
 /* math.times_exp_parts_by: dy v (1 + q) 2**k = fma(dy, u, dyc (u q)), u = v 2**k, dyc = finite(dy):
    dy u exact inside the FMA, one rounding fewer than dy * times_exp_parts(v, q, k) */
 static INLINE real FN(times_exp_parts_by)(real dy, real v, real q, real k, real dyc) {
@@ -310,9 +316,8 @@ static INLINE real FN(sigmoid_plus_scaled_derivative_compensated_by)(real dy, re
     real one_plus_c = one + c;
     real a = FN(pick_bits)(positive, one, one_plus_c);
     real b = FN(pick_bits)(positive, v * (one_plus_c + c_lo), v + c_lo);
-    real nh = a + b;
-    real bb = nh - a;
-    real nl = (a - (nh - bb)) + (b - bb);
+    real nl;
+    real nh = FN(two_sum)(a, b, &nl);
     real s2 = v + two;
     real e2 = (two - s2) + v;
     real dh = FMA(v, s2, one);
@@ -440,8 +445,9 @@ static INLINE real FN(gelu_backward_from_input)(real dy, real x) {
     real q, k, g;
     real na = FN(normal_parts)(x, &q, &k, &g);
     real w = FN(times_exp_parts)(FMA(na, INV_SQRT_2PI, g), q, k);
-    /* dy (1 - w) as fma(-dyc, w, dy): one rounding (math.finite) */
-    return FN(pick_bits)(x < L(0.0), dy * w, COPYSIGN(FMA(-FN(finite)(dy), w, dy), dy));
+    /* dy (1 - w) with one rounding (math.times_one_plus), dy's sign at dy = +-0 */
+    return FN(pick_bits)(x < L(0.0), dy * w,
+                         COPYSIGN(FN(times_one_plus)(dy, -w, FN(finite)(dy)), dy));
 }
 
 /* registry.gelu_tanh_sum: x^2 = p + pe, k3 p = a + ae, k1 + a = wh + we; returns wh. The same
@@ -533,7 +539,7 @@ static INLINE real FN(mish_backward_from_input)(real dy, real x) {
     real ratio = FN(pick_bits)(negative, below, above) / denominator;
     real dyc = FN(finite)(dy);  /* dy (1 + ratio), dy ratio (1 + q) 2**k: one final rounding */
     real fused = FN(pick_bits)(negative, FN(times_exp_parts_by)(dy, ratio, q, k, dyc),
-                               FMA(dyc, ratio, dy));
+                               FN(times_one_plus)(dy, ratio, dyc));
     return COPYSIGN(fused, dy * FN(pick_bits)(negative, ratio, L(1.0)));  /* dy = +-0: as gelu's */
 }
 

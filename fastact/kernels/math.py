@@ -520,6 +520,16 @@ def finite(dy):
 
 
 @scalar
+def times_one_plus(dy, t, dyc):
+    """dy (1 + t) with one rounding, fma(dyc, t, dy) with dyc = finite(dy), for a backward whose
+    derivative is 1 + t (|t| < 1): dy * (1 + t) rounds 1 + t at the bottom of its binade and
+    then the product at the top of its own, up to twice the derivative's ulps. At dy = +-0 the
+    sum of two zeros is +0 unless both are -0: the caller gives the result dy's sign (copysign,
+    as 1 + t > 0)."""
+    return fma(dyc, t, dy)
+
+
+@scalar
 def times_exp_parts_by(dy, v, q, k, dyc):
     """dy v (1 + q) 2**k for k <= 0, a backward's dy times times_exp_parts(v, q, k), as
     fma(dy, u, dyc (u q)) with u = v 2**k and dyc = finite(dy): the product dy u is exact inside
@@ -754,9 +764,7 @@ def sigmoid_plus_scaled_derivative_compensated_by(dy, q, k, positive, c, c_lo):
     one_plus_c = one + c
     a = one if positive else one_plus_c
     b = v * (one_plus_c + c_lo) if positive else v + c_lo
-    nh = a + b
-    bb = nh - a
-    nl = (a - (nh - bb)) + (b - bb)
+    nh, nl = two_sum(a, b)
     s2 = v + like(q, 2.0)
     e2 = (like(q, 2.0) - s2) + v
     dh = fma(v, s2, one)
