@@ -36,11 +36,40 @@ def is_gpu_array(value):
     return found
 
 
-def _as_array(name, value, what):
-    """A NumPy array (lists and scalars converted), or a GPU array passed through untouched."""
+def _as_array(name, value, what, masked=False):
+    """A NumPy array (lists and scalars converted), or a GPU array passed through untouched. A
+    masked array is refused (TypeError) unless the caller keeps its mask (masked=True: the plain
+    activations, masked_elementwise); elsewhere its mask would be lost without a word."""
     if isinstance(value, np.ndarray) or is_gpu_array(value):
+        if not masked and isinstance(value, np.ma.MaskedArray):
+            _refuse_masked(name, what)
         return value
     return np.asarray(value)
+
+
+def _refuse_masked(name, what):
+    hint = ("np.ma.getdata(out) and set its mask yourself" if what == "out" else
+            f"np.ma.getdata({what}) or {what}.filled(...) and mask the result yourself")
+    _fail(name, TypeError, f"{what} is a masked array, which {name} does not take (its mask "
+          f"would be lost); pass {hint}")
+
+
+def masked_elementwise(name, scalar_fn, inputs, params, out):
+    """elementwise() for masked arrays, as a NumPy ufunc does: computed on the data everywhere,
+    the result masked where any input is (a new masked array, or out's mask set when out is a
+    masked array; a plain out gets the data only)."""
+    data = [np.ma.getdata(a) for a in inputs]
+    masked_out = isinstance(out, np.ma.MaskedArray)
+    result = elementwise(name, scalar_fn, data, params, np.ma.getdata(out) if masked_out else out)
+    if out is not None and not masked_out:
+        return out
+    mask = np.zeros(result.shape, bool)  # (shapes checked by elementwise)
+    for a in inputs:
+        mask |= np.ma.getmaskarray(a)
+    if masked_out:
+        out.mask = mask
+        return out
+    return np.ma.MaskedArray(result, mask=mask)
 
 
 def gpu_backend(name, arrays):
@@ -83,6 +112,8 @@ def compute_dtype(dt):
 def check_out(name, out, shape, dtype):
     if not isinstance(out, np.ndarray):
         _fail(name, TypeError, f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if isinstance(out, np.ma.MaskedArray):  # (masked_elementwise passes its data)
+        _refuse_masked(name, "out")
     if out.shape != tuple(shape):
         _fail(name, ValueError, f"out has shape {out.shape}, expected {tuple(shape)}")
     # either byte order is taken, as NumPy's out= (computed natively, then copied in); the kind
@@ -183,18 +214,22 @@ def elementwise(name, scalar_fn, inputs, params, out):
     if layout is None or any(a.dtype != work for a in inputs):
         layout = "F" if (inputs[0].flags.f_contiguous and not inputs[0].flags.c_contiguous) else "C"
         inputs = [np.asarray(a, dtype=work, order=layout) for a in inputs]
+    # subclasses (np.matrix, np.memmap, ...) as plain views: the kernels take ndarrays, and a
+    # matrix's reshape(-1) stays 2-d. The result is a plain array, out itself when given.
+    inputs = [a if type(a) is np.ndarray else a.view(np.ndarray) for a in inputs]
     result = out
     if out is None:
         result = np.empty(shape, dtype, order=layout)
-    target = result
-    if needs_scratch(result, inputs, work, layout):
+    plain = result if type(result) is np.ndarray else result.view(np.ndarray)
+    target = plain
+    if needs_scratch(plain, inputs, work, layout):
         target = np.empty(shape, work, order=layout)
     if target.size:
         flat = [a.reshape(-1, order=layout) for a in inputs]
         params = tuple(work.type(p) for p in params)
         _backends.get().map(scalar_fn, flat, target.reshape(-1, order=layout), params)
-    if target is not result:
-        np.copyto(result, target, casting="unsafe")
+    if target is not plain:
+        np.copyto(plain, target, casting="unsafe")
     return result
 
 
@@ -283,7 +318,7 @@ class Activation:
                     params[p.name] = float(value)
                 except OverflowError:  # an int beyond float's range
                     _fail(self.name, ValueError, f"{p.name} is beyond float range: {value!r}")
-                if math.isnan(params[p.name]):
+                if math.isnan(params[p.name]) and not p.nan:
                     _fail(self.name, ValueError, f"{p.name} must not be NaN")
         if self.spec.validate is not None:
             try:
@@ -336,7 +371,10 @@ class Activation:
                 if result is not NotImplemented:
                     return result
         forward, _, values = self._plan(args, kwargs)
-        x = _as_array(self.name, x, "x")
+        x = _as_array(self.name, x, "x", masked=True)
+        if isinstance(x, np.ma.MaskedArray) or isinstance(out, np.ma.MaskedArray):
+            return unwrap(masked_elementwise(self.name, forward, [x], values, out), out,
+                          x.ndim == 0)
         result = elementwise(self.name, forward, [x], values, out)
         if self._by_params is not None:
             self._register(forward, 1, x, args, kwargs, values)
@@ -351,8 +389,11 @@ class Activation:
                 if result is not NotImplemented:
                     return result
         _, backward, values = self._plan(args, kwargs)
-        dy = _as_array(self.name, grad_output, "grad_output")
-        saved = _as_array(self.name, saved, "saved")
+        dy = _as_array(self.name, grad_output, "grad_output", masked=True)
+        saved = _as_array(self.name, saved, "saved", masked=True)
+        if any(isinstance(a, np.ma.MaskedArray) for a in (dy, saved, out)):
+            return unwrap(masked_elementwise(self.name, backward, [dy, saved], values, out), out,
+                          dy.ndim == 0)
         result = elementwise(self.name, backward, [dy, saved], values, out)
         if self._by_params is not None:
             self._register(backward, 2, dy, args, kwargs, values)
@@ -410,6 +451,8 @@ def _key(args, kwargs):
     for a in args:
         t = type(a)
         if t is float:
+            if a != a:  # NaN (threshold's value): never equal to itself as a key
+                return None
             key.append((a, a == 0.0 and math.copysign(1.0, a) < 0.0))
         elif t in _KEY_TYPES:
             key.append((t, a))
@@ -420,6 +463,8 @@ def _key(args, kwargs):
         for k, v in kwargs.items():
             t = type(v)
             if t is float:
+                if v != v:
+                    return None
                 key.append((k, v, v == 0.0 and math.copysign(1.0, v) < 0.0))
             elif t in _KEY_TYPES:
                 key.append((k, t, v))

@@ -443,6 +443,7 @@ class Param:
     name: str
     default: object = REQUIRED
     choices: tuple = ()  # for string-valued parameters (gelu's approximate)
+    nan: bool = False  # NaN taken (threshold's value, as PyTorch); other parameters refuse it
 
 
 @dataclass(frozen=True)
@@ -542,7 +543,7 @@ _add(Spec("hardswish", "piecewise-linear", r"x \,\mathrm{relu6}(x + 3) / 6", "Ha
           forward={None: hardswish_forward}, backward_from_input={None: hardswish_backward_from_input},
           reference="https://arxiv.org/abs/1905.02244"))
 _add(Spec("threshold", "piecewise-linear", r"x \text{ if } x > \text{threshold} \text{ else value}",
-          "Threshold.", params=(Param("threshold"), Param("value")),
+          "Threshold.", params=(Param("threshold"), Param("value", nan=True)),
           forward={None: threshold_forward}, backward_from_input={None: threshold_backward_from_input}))
 _add(Spec("softsign", "piecewise-linear", r"\frac{x}{1 + |x|}", "Softsign.",
           forward={None: softsign_forward}, backward_from_input={None: softsign_backward_from_input}))

@@ -329,3 +329,116 @@ def test_matches_reference_on_a_typical_batch():
     x = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
     np.testing.assert_allclose(fa.gelu(x), reference.forward("gelu", x.astype(np.float64)),
                                rtol=3e-7, atol=1e-30)
+
+
+def _masked(a, seed):
+    return np.ma.MaskedArray(a, mask=np.random.default_rng(seed).random(a.shape) < 0.3)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_masked_arrays_keep_their_mask(case, cpu_backend):
+    """As a NumPy ufunc on masked arrays: computed on the data, masked where any input is; a masked
+    out gets that mask, a plain out the data alone; the Numba backend used to raise its own
+    'Unsupported array type' here."""
+    name, params = case
+    act = getattr(fa, name)
+    base = hostile(np.float32).reshape(-1)[:96].reshape(8, 12).copy()
+    x = _masked(base, 1)
+    y = act(x, **params)
+    assert type(y) is np.ma.MaskedArray and y.dtype == np.float32
+    np.testing.assert_array_equal(np.ma.getmaskarray(y), x.mask)
+    np.testing.assert_array_equal(y.data, act(base, **params))
+    _, saved = forward_and_saved(name, params, base)
+    dy, saved_m = _masked(np.linspace(-2, 2, 96, dtype=np.float32).reshape(8, 12), 2), _masked(saved, 3)
+    want = act.backward(dy.data, saved, **params)
+    for g, s, mask in ((dy, saved_m, dy.mask | saved_m.mask), (dy, saved, dy.mask),
+                       (dy.data, saved_m, saved_m.mask)):
+        dx = act.backward(g, s, **params)
+        assert type(dx) is np.ma.MaskedArray
+        np.testing.assert_array_equal(np.ma.getmaskarray(dx), mask)
+        np.testing.assert_array_equal(dx.data, want)
+    out = np.ma.MaskedArray(np.zeros_like(base), mask=True)  # plain inputs: out's mask cleared
+    assert act(base, **params, out=out) is out
+    assert not out.mask.any()
+    np.testing.assert_array_equal(out.data, act(base, **params))
+    out = np.ma.MaskedArray(np.zeros_like(base))
+    assert act.backward(dy, saved_m, **params, out=out) is out
+    np.testing.assert_array_equal(out.mask, dy.mask | saved_m.mask)
+    np.testing.assert_array_equal(out.data, want)
+    plain = np.zeros_like(base)
+    assert act(x, **params, out=plain) is plain  # a plain out: the data, as np.tanh(masked, out=)
+    np.testing.assert_array_equal(plain, act(base, **params))
+    inplace = x.copy()
+    assert act(inplace, **params, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace.data, act(base, **params))
+    np.testing.assert_array_equal(inplace.mask, x.mask)
+    assert act(np.ma.array(np.float32(0.5), mask=True), **params) is np.ma.masked
+    with pytest.raises(ValueError, match="shapes"):  # checked before anything is written
+        act.backward(dy[:4], saved_m, **params, out=out)
+    np.testing.assert_array_equal(out.data, want)
+
+
+def test_masked_arrays_are_refused_where_the_mask_would_be_lost(cpu_backend):
+    """The row-wise activations, maxout, prelu and rrelu take no masked array (a softmax over a
+    masked row has no one meaning): a TypeError naming the argument, nothing written."""
+    x = np.random.default_rng(4).standard_normal((4, 8)).astype(np.float32)
+    xm, w = _masked(x, 5), np.full(8, 0.25, np.float32)
+    calls = {"softmax": (fa.softmax, (xm,), fa.softmax.backward, (xm, fa.softmax(x))),
+             "log_softmax": (fa.log_softmax, (xm,), fa.log_softmax.backward, (x, xm)),
+             "maxout": (fa.maxout, (xm, 2), fa.maxout.backward, (_masked(x[:, :4], 6), x, 2)),
+             "prelu": (fa.prelu, (xm, w), fa.prelu.backward, (x, xm, w)),
+             "rrelu": (fa.rrelu, (xm,), fa.rrelu.backward, (xm, x))}
+    for name, (forward, fargs, backward, bargs) in calls.items():
+        with pytest.raises(TypeError, match=f"^fastact.{name}: .* is a masked array"):
+            forward(*fargs)
+        with pytest.raises(TypeError, match=f"^fastact.{name}: .* is a masked array"):
+            backward(*bargs)
+        plain = [np.ma.getdata(a) if isinstance(a, np.ndarray) else a for a in fargs]
+        out = np.ma.MaskedArray(np.zeros_like(forward(*plain)))
+        with pytest.raises(TypeError, match=f"^fastact.{name}: out is a masked array"):
+            forward(*plain, out=out)
+        assert not out.data.any()
+
+
+class _Subclass(np.ndarray):
+    pass
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix's own
+def test_array_subclasses_give_plain_arrays(cpu_backend):
+    """np.matrix and other ndarray subclasses are read as their data; the result is a plain array
+    (np.matrix's reshape(-1) stays 2-d: written through a plain view), or out itself."""
+    x = np.random.default_rng(8).standard_normal((3, 5)).astype(np.float32)
+    for sub in (np.asmatrix(x), x.view(_Subclass), np.asmatrix(np.asfortranarray(x))):
+        for act in (fa.gelu, fa.relu, fa.softmax):
+            y = act(sub)
+            assert type(y) is np.ndarray
+            np.testing.assert_array_equal(y, act(x))
+        np.testing.assert_array_equal(fa.tanh.backward(sub, sub), fa.tanh.backward(x, x))
+        out = np.zeros_like(sub)
+        assert fa.sigmoid(x, out=out) is out and type(out) is type(sub)
+        np.testing.assert_array_equal(np.asarray(out), fa.sigmoid(x))
+        out64 = np.asmatrix(np.zeros(x.shape))
+        assert fa.sigmoid(x.astype(np.float64), out=out64) is out64
+        np.testing.assert_array_equal(np.asarray(out64), fa.sigmoid(x.astype(np.float64)))
+
+
+def test_threshold_takes_a_nan_value(cpu_backend):
+    """value=NaN marks the thresholded elements (PyTorch takes it); threshold=NaN is refused (its
+    comparisons would drop every element's derivative). The calls never take a fast entry's slot
+    (NaN is no dictionary key)."""
+    x = np.concatenate([hostile(np.float32).reshape(-1), np.float32([0.5, np.nextafter(0.5, 1)])])
+    dy = np.random.default_rng(9).standard_normal(x.size).astype(np.float32)
+    want = reference.threshold_forward(x.astype(np.float64), 0.5, np.nan)
+    want_dx = reference.threshold_backward_from_input(dy.astype(np.float64), x.astype(np.float64),
+                                                      0.5, np.nan)
+    assert np.isnan(want).any() and (~np.isnan(want)).any()
+    for _ in range(3):
+        for value in (float("nan"), np.nan, np.float32("nan"), -float("nan")):
+            np.testing.assert_array_equal(fa.threshold(x, 0.5, value), want.astype(np.float32))
+            np.testing.assert_array_equal(fa.threshold(x, 0.5, value=value), want.astype(np.float32))
+            np.testing.assert_array_equal(fa.threshold.backward(dy, x, 0.5, value),
+                                          want_dx.astype(np.float32))
+    assert "nan" not in repr(list(fa.threshold._by_params or {}))
+    with pytest.raises(ValueError, match="^fastact.threshold: threshold must not be NaN$"):
+        fa.threshold(x, float("nan"), 0.0)
