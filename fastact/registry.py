@@ -413,6 +413,14 @@ def log_softmax_backward_element(dy, y, total):
 
 
 @scalar
+def log_softmax_backward_element_nonpositive(dy, y, total):
+    """log_softmax_backward_element for y <= 0 (or NaN), the rows of a real log_softmax output:
+    e^y without its upper clamp and with the cheaper scaling (math.exp_nonpositive), the same
+    bits. The row loops pick it per row (loops.row_nonpositive)."""
+    return m.fma(-m.exp_nonpositive(y), like(y, total), dy)
+
+
+@scalar
 def softmax_backward_term(dy, y):
     """One term of the row sum softmax's backward needs: dy y, in float64."""
     return np.float64(dy) * np.float64(y)

@@ -87,8 +87,9 @@ def test_log_softmax_backward_from_any_saved_output(dtype, cpu_backend):
     """log_softmax's backward from saved outputs of any kind, not only log_softmax's (<= 0):
     positive entries, the tails of e^y (subnormal, 0, inf), an exact 0, -inf, +inf and NaN (a
     NaN beside a large entry), against the float64 formula, each row on the scale of its terms.
-    (A cheaper exp for rows of entries <= 0, picked by a max that ignored NaN, failed here.)
-    Rows of 130: vector loops and remainders."""
+    Rows with no entry above 0 take a cheaper exp (loops.row_nonpositive, counting entries > 0;
+    an earlier pick by a max that ignored NaN failed here on row 0). Rows of 130: vector loops
+    and remainders; in place (into dy, into y) the same bits."""
     rng = np.random.default_rng(5)
     y = -rng.exponential(3.0, (9, 130))
     y[1, :] = np.linspace(-120.0, 0.0, 130)         # e^y subnormal, 0 and 1 (max exactly 0)
@@ -110,6 +111,10 @@ def test_log_softmax_backward_from_any_saved_output(dtype, cpu_backend):
         scale = np.abs(dy64) + np.exp(y64) * np.sum(np.abs(dy64), axis=-1, keepdims=True)
     assert np.isnan(dx[4, 11]) and np.isfinite(np.delete(dx[4], 11)).all() and np.isinf(dx[7, 2])
     assert_close(dx, ref, dtype, scale=scale)
+    for into in ("dy", "y"):
+        g, s = dy.copy(), y.copy()
+        fa.log_softmax.backward(g, s, out=g if into == "dy" else s)
+        np.testing.assert_array_equal(g if into == "dy" else s, dx)
 
 
 def test_row_calls_with_an_overlapping_or_foreign_out(cpu_backend):

@@ -836,6 +836,27 @@ static INLINE double FN(row_others)(const real *x, real best, int64_t n, real *b
     return others + (double)(ones - 1);
 }
 
+/* log_softmax backward's row sum of dy in float64 (loops.row_sum), float32 on AVX-512 converted
+   eight at a time as they are loaded, as row_dot: GCC's omp simd loop had converted the upper
+   eight of sixteen after an extract */
+static INLINE double FN(row_sum)(const real *dy, int64_t n) {
+    double total = 0.0;
+#if IS_SINGLE && defined(__AVX512F__)
+    __m512d first = _mm512_setzero_pd(), second = _mm512_setzero_pd();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        first = _mm512_add_pd(first, _mm512_cvtps_pd(_mm256_loadu_ps(dy + j)));
+        second = _mm512_add_pd(second, _mm512_cvtps_pd(_mm256_loadu_ps(dy + j + 8)));
+    }
+    total = _mm512_reduce_add_pd(_mm512_add_pd(first, second));
+    for (; j < n; j++) total += (double)dy[j];  /* the rest of the row (n % 16) */
+#else
+#pragma omp simd reduction(+:total)
+    for (int64_t j = 0; j < n; j++) total += (double)dy[j];
+#endif
+    return total;
+}
+
 /* x - max - log1p(sum of the other terms). float32 (loops.log_softmax_rows): the exps go to the
    output row (its lines then arrive while the exps compute; 2^26, one thread: 0.84 -> 1.2
    Gelem/s), or to a block buffer when out is x, and 1 + the others is one float64 sum unless
@@ -860,9 +881,7 @@ FA_WIDE static void FN(log_softmax_range)(const void *args, int64_t lo, int64_t 
             int64_t j1 = j0 + FA_BLOCK < n ? j0 + FA_BLOCK : n;
             real *e = use_buffer ? buffer : out + j0;
             FN(row_exp)(x + j0, best, e, j1 - j0);
-            double block;
-            FA_SUM64(block, j1 - j0, j, (double)e[j]);
-            total += block;
+            total += FN(row_sum)(e, j1 - j0);
         }
         double others = total >= 1.0 + 0x1p-10 ? total - 1.0 : FN(row_others)(x, best, n, buffer);
         real log_sum = (real)log1p_f64(others);
@@ -888,6 +907,18 @@ static INLINE real FN(softmax_backward_element_split)(real dy, real y, real hi, 
 
 static INLINE real FN(log_softmax_backward_element)(real dy, real y, double total) {
     return FMA(-FN(exp)(y), (real)total, dy);
+}
+
+static INLINE real FN(log_softmax_backward_element_nonpositive)(real dy, real y, double total) {
+    return FMA(-FN(exp_nonpositive)(y), (real)total, dy);
+}
+
+/* loops.row_nonpositive: no entry above 0 (NaN counts as not) */
+static INLINE int FN(row_nonpositive)(const real *a, int64_t n) {
+    int above = 0;
+#pragma omp simd reduction(+:above)
+    for (int64_t j = 0; j < n; j++) above += a[j] > L(0.0);
+    return above == 0;
 }
 
 /* softmax backward's row sums: sum(dy y) in float64 and sum(|dy|) in real (loops.row_dot).
@@ -937,12 +968,16 @@ static INLINE void FN(softmax_backward_rows)(const FN(softmax_args) *a, int64_t 
             FN(prefetch_row)(y + n, n);
         }
         if (log) {
-            double total = 0.0;
-#pragma omp simd reduction(+:total)
-            for (int64_t j = 0; j < n; j++) total += (double)dy[j];
+            double total = FN(row_sum)(dy, n);
+            if (FN(row_nonpositive)(y, n)) {  /* a real log_softmax output's row */
 #pragma omp simd
-            for (int64_t j = 0; j < n; j++)
-                dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
+                for (int64_t j = 0; j < n; j++)
+                    dx[j] = FN(log_softmax_backward_element_nonpositive)(dy[j], y[j], total);
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < n; j++)
+                    dx[j] = FN(log_softmax_backward_element)(dy[j], y[j], total);
+            }
         } else {  /* loops.softmax_backward_rows: in real, the dot split in two, where in range */
             real size;  /* the sum of |dy| in real (loops.row_dot) */
             double total = FN(row_dot)(dy, y, n, &size);

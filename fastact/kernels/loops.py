@@ -474,6 +474,16 @@ def row_sum(a):
     return total
 
 
+def row_nonpositive(a):
+    """True where no entry is above 0 (NaN counts as not): log_softmax's backward then takes
+    exp_nonpositive for the row's e^y (registry.log_softmax_backward_element_nonpositive)."""
+    m.wide_vectors()
+    above = 0
+    for j in range(a.size):
+        above += a[j] > 0.0
+    return above == 0
+
+
 FASTMATH = {"row_others": {"reassoc"}, "row_dot": {"reassoc", "contract"},
             "row_grad_weight": {"reassoc"}, "row_sum": {"reassoc"}, "row_max": {"nnan", "nsz"}}
 
@@ -609,8 +619,12 @@ def log_softmax_backward_rows(dy, y, dx, start, stop):
             prefetch_ahead(y, r, y.shape[1])
         g, s, d = dy[r], y[r], dx[r]
         total = row_sum(g)
-        for j in range(d.size):
-            d[j] = registry.log_softmax_backward_element(g[j], s[j], total)
+        if row_nonpositive(s):  # a real log_softmax output's row
+            for j in range(d.size):
+                d[j] = registry.log_softmax_backward_element_nonpositive(g[j], s[j], total)
+        else:
+            for j in range(d.size):
+                d[j] = registry.log_softmax_backward_element(g[j], s[j], total)
 
 
 def log_softmax_backward_rows_into(dy, y, into, start, stop):
@@ -620,7 +634,11 @@ def log_softmax_backward_rows_into(dy, y, into, start, stop):
             prefetch_ahead(dy, r, dy.shape[1])
             prefetch_ahead(y, r, y.shape[1])
         g, s = dy[r], y[r]
-        row_map_2(registry.log_softmax_backward_element, g, s, into, (row_sum(g),))
+        if row_nonpositive(s):
+            row_map_2(registry.log_softmax_backward_element_nonpositive, g, s, into,
+                      (row_sum(g),))
+        else:
+            row_map_2(registry.log_softmax_backward_element, g, s, into, (row_sum(g),))
 
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
@@ -1009,4 +1027,5 @@ HELPERS = ("prefetch_ahead", "stream_row", "row_grad_weight", "row_max", "row_ex
            "row_exp_in_place", "row_map_2", "into_of", "softmax_backward_rows_into",
            "log_softmax_backward_rows_into", "prelu_forward_rows_in_place",
            "prelu_backward_rows_into", "prelu_backward_cols_into", "row_others", "row_dot",
-           "row_sum", "group_max", "maxout_forward_groups", "maxout_backward_groups")
+           "row_sum", "row_nonpositive", "group_max", "maxout_forward_groups",
+           "maxout_backward_groups")
