@@ -238,12 +238,19 @@ def unwrap(result, out, was_0d):
     return result[()] if out is None and was_0d and isinstance(result, np.ndarray) else result
 
 
+def _activation_named(name):
+    """fastact.NAME (unpickling an activation)."""
+    import fastact
+    return getattr(fastact, name)
+
+
 class Activation:
     """An activation: call it for the forward pass; ``.backward`` for grad_input."""
 
     def __init__(self, spec):
         self.spec = spec
         self.name = spec.name
+        self.__name__ = self.__qualname__ = spec.name  # as a ufunc's (np.tanh.__name__)
         self.family = spec.family
         self.formula = spec.formula
         parameters = [inspect.Parameter("x", inspect.Parameter.POSITIONAL_ONLY)]
@@ -269,6 +276,10 @@ class Activation:
 
     def __repr__(self):
         return f"<fastact activation {self.name} ({self.family})>"
+
+    def __reduce__(self):
+        """Pickled by name, as ufuncs are (multiprocessing, joblib): the other process's own."""
+        return _activation_named, (self.name,)
 
     def bind(self, args, kwargs):
         """The parameters as a dict, with defaults, checked; raises TypeError/ValueError."""
@@ -358,10 +369,38 @@ class Activation:
         checked = {k: v for k, v in params.items() if k in self._saves_output_names}
         table = (self.spec.backward_from_output if self.spec.saves_output(**checked)
                  else self.spec.backward_from_input)
-        plan = (self.spec.forward[variant], table[variant], tuple(values))
+        plan = (self.spec.forward[variant], table[variant], tuple(values),
+                self._float32_problem(params, values))
         if not args and not kwargs:
             self._default_plan = plan
         return plan
+
+    def _float32_problem(self, params, values):
+        """(exception type, message) if these parameters cannot be used in float32 (float32 and
+        float16 inputs compute in it), else None: a value that overflows it (as PyTorch refuses),
+        or one that rounds to a value the checks refuse (softplus(beta=1e-300): 0)."""
+        names = [n for n in self._scalar_names if n in params]
+        cast = {}
+        for name, value in zip(self._scalar_names, values):
+            if name in params:
+                with np.errstate(over="ignore"):
+                    cast[name] = float(np.float32(value))
+                if math.isinf(cast[name]) and not math.isinf(value):
+                    return ValueError, f"{name}={value!r} overflows float32, the inputs' compute dtype"
+        changed = [n for n in names if cast[n] != params[n]]
+        if changed and self.spec.validate is not None:
+            try:
+                self.spec.validate(**{**params, **cast})
+            except ValueError as e:
+                return ValueError, (f"{str(e).removeprefix(f'{self.spec.name}: ')} ("
+                                    + ", ".join(f"{n}={params[n]!r} is {cast[n]!r}" for n in changed)
+                                    + " in float32, the inputs' compute dtype)")
+        return None
+
+    def _refuse_in_float32(self, problem, arrays):
+        """Raise the plan's float32 problem if these arrays compute in float32."""
+        if compute_dtype(result_dtype(self.name, *(a.dtype for a in arrays))) == _F32:
+            _fail(self.name, *problem)
 
     def __call__(self, x, *args, out=None, **kwargs):
         if self._by_params:  # parameters used before: the extension's path (_fastcall.py)
@@ -370,8 +409,10 @@ class Activation:
                 result = entries.forward(x, out)
                 if result is not NotImplemented:
                     return result
-        forward, _, values = self._plan(args, kwargs)
+        forward, _, values, problem = self._plan(args, kwargs)
         x = _as_array(self.name, x, "x", masked=True)
+        if problem is not None:
+            self._refuse_in_float32(problem, [x])
         if isinstance(x, np.ma.MaskedArray) or isinstance(out, np.ma.MaskedArray):
             return unwrap(masked_elementwise(self.name, forward, [x], values, out), out,
                           x.ndim == 0)
@@ -388,9 +429,11 @@ class Activation:
                 result = entries.backward(grad_output, saved, out)
                 if result is not NotImplemented:
                     return result
-        _, backward, values = self._plan(args, kwargs)
+        _, backward, values, problem = self._plan(args, kwargs)
         dy = _as_array(self.name, grad_output, "grad_output", masked=True)
         saved = _as_array(self.name, saved, "saved", masked=True)
+        if problem is not None:
+            self._refuse_in_float32(problem, [dy, saved])
         if any(isinstance(a, np.ma.MaskedArray) for a in (dy, saved, out)):
             return unwrap(masked_elementwise(self.name, backward, [dy, saved], values, out), out,
                           dy.ndim == 0)

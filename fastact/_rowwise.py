@@ -20,13 +20,15 @@ def _run(name, inputs, out_shape, out, compute, dtype=None):
         check_out(name, out, out_shape, dtype)
     inputs = [np.ascontiguousarray(a, dtype=work) for a in inputs]
     result = out if out is not None else np.empty(out_shape, dtype)
-    target = result
-    if needs_scratch(result, inputs, work, "C"):
+    # an out of a subclass through a plain view (np.matrix's reshape keeps two dimensions)
+    plain = result if type(result) is np.ndarray else result.view(np.ndarray)
+    target = plain
+    if needs_scratch(plain, inputs, work, "C"):
         target = np.empty(out_shape, work)
     if target.size and all(a.size for a in inputs):
         compute(inputs, target)
-    if target is not result:
-        np.copyto(result, target, casting="unsafe")
+    if target is not plain:
+        np.copyto(plain, target, casting="unsafe")
     return result
 
 
@@ -295,6 +297,12 @@ class _Columns:
         return parts
 
 
+def _weak(weight):
+    """A Python number as prelu's weight takes x's dtype, as NumPy's rule for Python scalars
+    (np.result_type(float32 array, 0.25) is float32; fa.leaky_relu(x, 0.25) likewise)."""
+    return type(weight) in (int, float, bool)
+
+
 def _weight_apart(weight, dtype, out):
     """prelu's weights as a contiguous array of the compute dtype, copied where they share
     memory with out (the kernels write out while they read the weights)."""
@@ -321,13 +329,14 @@ class _Prelu(_FastRows, Activation):
     def _forward(self, x, weight, out):
         """(the result, whether it ran the row kernel of x's dtype)"""
         x = _as_array(self.name, x, "x")
+        weak = _weak(weight)
         weight = _as_array(self.name, weight, "weight")
         gpu = gpu_backend(self.name, [x, weight, out])
         if gpu is not None:
             return gpu.rowwise(self.name, "forward", [x, weight], {}, out), False
         weight = weight.reshape(-1)
         rows = _channel_rows(self.name, x, weight)
-        dtype = result_dtype(self.name, x.dtype, weight.dtype)
+        dtype = result_dtype(self.name, x.dtype, *([] if weak else [weight.dtype]))
         w = _weight_apart(weight, dtype, out)
 
         columns = _Columns.of(x, w, rows, forward=True)
@@ -347,6 +356,7 @@ class _Prelu(_FastRows, Activation):
         """(grad_input, grad_weight); grad_weight has weight's shape and dtype."""
         dy = _as_array(self.name, grad_output, "grad_output")
         x = _as_array(self.name, saved, "saved")
+        weak = _weak(weight)
         weight_in = _as_array(self.name, weight, "weight")
         gpu = gpu_backend(self.name, [dy, x, weight_in, out])
         if gpu is not None:
@@ -355,7 +365,7 @@ class _Prelu(_FastRows, Activation):
         if dy.shape != x.shape:
             _fail(self.name, ValueError, f"arrays have different shapes {dy.shape} and {x.shape}")
         rows = _channel_rows(self.name, x, weight)
-        dtype = result_dtype(self.name, dy.dtype, x.dtype, weight.dtype)
+        dtype = result_dtype(self.name, dy.dtype, x.dtype, *([] if weak else [weight.dtype]))
         w = _weight_apart(weight, dtype, out)
         columns = _Columns.of(x, w, rows)
         row_sums = np.zeros(rows[0] if columns is None else 0, np.float64)
@@ -383,8 +393,8 @@ class _Prelu(_FastRows, Activation):
         else:
             per_channel = row_sums.reshape(-1, weight.size).sum(axis=0) if row_sums.size else \
                 np.zeros(weight.size)
-        grad_weight = per_channel.astype(result_dtype(self.name, weight.dtype)).reshape(
-            weight_in.shape)
+        grad_weight = per_channel.astype(dtype if weak else result_dtype(self.name, weight.dtype)
+                                         ).reshape(weight_in.shape)
         return unwrap(grad_input, out, x.ndim == 0), grad_weight
 
 
@@ -423,7 +433,12 @@ class _Rrelu(Activation):
             dtype = result_dtype(self.name, x.dtype)
             if out is not None:
                 check_out(self.name, out, x.shape, dtype)
-            rng = np.random.default_rng(generator)
+            try:
+                rng = np.random.default_rng(generator)
+            except (TypeError, ValueError) as e:  # NumPy's own words, under fastact's name
+                _fail(self.name, type(e), f"generator must be a numpy.random.Generator, a "
+                      f"BitGenerator, a seed (a non-negative integer) or None, got "
+                      f"{generator!r} ({e})")
             noise = rng.uniform(lower, upper, size=x.shape).astype(dtype)
             with np.errstate(invalid="ignore"):
                 noise[~(x <= 0)] = 1  # NaN inputs too, as PyTorch

@@ -32,6 +32,9 @@ _workers = []
 _num_threads = os.cpu_count() or 1
 
 
+MAX_THREADS = 4096
+
+
 def set_num_threads(n):
     """Threads the CPU backends use for large arrays (default: all cores)."""
     global _num_threads
@@ -40,8 +43,10 @@ def set_num_threads(n):
     except TypeError:
         raise TypeError(f"fastact.set_num_threads: number of threads must be an integer, "
                         f"got {n!r}") from None
-    if n < 1:
-        raise ValueError(f"fastact.set_num_threads: number of threads must be >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:  # (a huge count had been taken, and every split call then
+        # raised OverflowError in the fast path)
+        raise ValueError(f"fastact.set_num_threads: number of threads must be in [1, "
+                         f"{MAX_THREADS}], got {n}")
     _num_threads = n
 
 

@@ -279,6 +279,48 @@ def test_parameters_are_checked_like_python():
     np.testing.assert_array_equal(fa.elu(x, 0.5), fa.elu(x, alpha=0.5))
 
 
+def test_parameters_float32_cannot_hold_are_refused_for_float32_inputs():
+    """float32 (and float16) inputs compute in float32: a parameter that overflows it is refused
+    (as PyTorch refuses it), and one that rounds to a refused value too (softplus beta=1e-300 is
+    0 there: it gave inf); float64 inputs take them. Nothing is written; repeated calls (the fast
+    entries) refuse alike."""
+    x32 = np.float32([-1.0, 0.0, 2.0])
+    calls = [(fa.softplus, {"beta": 1e-300}, "beta must not be 0 .*beta=1e-300 is 0.0 in float32"),
+             (fa.celu, {"alpha": 1e-320}, "alpha must not be 0"),
+             (fa.softplus, {"beta": 1e300}, r"beta=1e\+300 overflows float32"),
+             (fa.hardtanh, {"min_val": -1e300}, r"min_val=-1e\+300 overflows float32"),
+             (fa.threshold, {"threshold": 1e39, "value": 0.0}, r"threshold=1e\+39 overflows")]
+    for act, params, message in calls:
+        for _ in range(3):
+            x64 = x32.astype(np.float64)
+            y64, saved = forward_and_saved(act.name, params, x64)
+            with np.errstate(all="ignore"):
+                want = reference.backward(act.name, np.ones(3), saved, **params)
+            np.testing.assert_allclose(y64, getattr(reference, f"{act.name}_forward")(x64, **params),
+                                       rtol=1e-14)
+            np.testing.assert_allclose(act.backward(np.ones(3), saved, **params), want, rtol=1e-14)
+            for x in (x32, x32.astype(np.float16), np.int16([1, 2, 3])):
+                out = np.zeros(3, fa.sigmoid(x).dtype)
+                with pytest.raises(ValueError, match=f"^fastact.{act.name}: {message}"):
+                    act(x, **params, out=out)
+                with pytest.raises(ValueError, match=f"^fastact.{act.name}: {message}"):
+                    act.backward(x, x, **params, out=out)
+                assert not out.any()
+    np.testing.assert_array_equal(fa.leaky_relu(x32, 1e-50), fa.leaky_relu(x32, 0.0))  # taken
+
+
+def test_activations_pickle_by_name_and_have_names():
+    """As ufuncs: pickled by name (multiprocessing, joblib: the other process's own object),
+    copies are the object itself, and __name__ is the activation's name."""
+    import copy
+    import pickle
+    for name in (*fa.ACTIVATIONS, "swish"):
+        act = getattr(fa, name)
+        assert pickle.loads(pickle.dumps(act)) is act and copy.deepcopy(act) is act
+        assert act.__name__ == act.__qualname__ == act.name
+    assert fa.swish.__name__ == "silu"
+
+
 def test_saves_follows_the_parameters():
     assert fa.sigmoid.saves == "output" and fa.gelu.saves == "input"
     assert fa.leaky_relu.saves == "output"
@@ -421,6 +463,18 @@ def test_array_subclasses_give_plain_arrays(cpu_backend):
         out64 = np.asmatrix(np.zeros(x.shape))
         assert fa.sigmoid(x.astype(np.float64), out=out64) is out64
         np.testing.assert_array_equal(np.asarray(out64), fa.sigmoid(x.astype(np.float64)))
+    # the row kinds into a matrix out: written through a plain view (maxout's kernels take 3-d
+    # and 4-d views, which a matrix cannot be), and a later call of other dimensions is right
+    x4 = np.random.default_rng(9).standard_normal((3, 4)).astype(np.float32)
+    x3 = np.arange(24, dtype=np.float32).reshape(2, 4, 3)[:, ::-1].copy()
+    for call, args in ((fa.maxout, (x4, 2)), (fa.maxout.backward, (np.ones((3, 2), np.float32), x4, 2)),
+                       (fa.softmax, (x4,)), (fa.log_softmax.backward, (x4, fa.log_softmax(x4))),
+                       (fa.prelu, (x4, np.float32([0.25])))):
+        want = call(*args)
+        out = np.asmatrix(np.zeros(want.shape, np.float32))
+        assert call(*args, out=out) is out
+        np.testing.assert_array_equal(np.asarray(out), want)
+    np.testing.assert_array_equal(fa.maxout(x3, 2), np.maximum(x3[:, 0::2], x3[:, 1::2]))
 
 
 def test_threshold_takes_a_nan_value(cpu_backend):

@@ -532,6 +532,37 @@ def test_rrelu_eval_and_training(cpu_backend):
     assert np.isnan(y_nan[0]) and y_nan[2] == 2.0
 
 
+def test_prelu_takes_a_python_number_as_weak(cpu_backend):
+    """A Python number as the weight keeps x's dtype, as NumPy's rule for Python scalars
+    (np.result_type(float32 array, 0.25) is float32; leaky_relu with the same slope); a NumPy
+    float64 scalar or a list is an array of its own dtype."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 5)).astype(np.float32)
+    dy = np.ones_like(x)
+    for weight in (0.25, 1, True):
+        y = fa.prelu(x, weight)
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y, fa.leaky_relu(x, float(weight)))
+        gi, gw = fa.prelu.backward(dy, x, weight)
+        assert gi.dtype == gw.dtype == np.float32 and gw.shape == ()
+        want = reference.prelu_backward_from_input(dy.astype(np.float64), x.astype(np.float64),
+                                                   np.float64([weight]))
+        np.testing.assert_array_equal(gi, want[0].astype(np.float32))
+        np.testing.assert_allclose(gw, want[1][0], rtol=1e-6)
+    assert fa.prelu(x.astype(np.float16), 0.25).dtype == np.float16
+    assert fa.prelu(x, np.float64(0.25)).dtype == np.float64
+    assert fa.prelu(x, [0.25]).dtype == np.float64
+    assert fa.prelu(np.int32([-2, 1]), 0.25).dtype == np.float64
+
+
+def test_rrelu_generator_errors_name_fastact(cpu_backend):
+    x = np.float32([-1.0, 2.0])
+    out = np.zeros_like(x)
+    for bad, error in (("x", TypeError), (1.5, TypeError), (-1, ValueError)):
+        with pytest.raises(error, match="^fastact.rrelu: generator must be"):
+            fa.rrelu(x, training=True, generator=bad, out=out)
+        assert not out.any()
+
+
 def test_rrelu_signature_lists_its_keywords():
     """inspect.signature(fa.rrelu) shows the keywords the call takes (help() and IDEs read it)."""
     x = np.linspace(-2, 2, 9, dtype=np.float32)

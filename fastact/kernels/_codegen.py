@@ -12,7 +12,7 @@ def import_source(directory, package, name, source):
     as PACKAGE.NAME."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, name + ".py")
-    if not os.path.exists(path) or open(path).read() != source:
+    if not os.path.exists(path) or _read(path) != source:
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as f:
             f.write(source)
@@ -22,3 +22,8 @@ def import_source(directory, package, name, source):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _read(path):
+    with open(path) as f:  # closed here (a ResourceWarning under -X dev or -W error otherwise)
+        return f.read()

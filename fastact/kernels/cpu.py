@@ -348,10 +348,9 @@ class Backend:
         """The address of the row kernel's native task as the fast path calls it (its arrays
         as the Python path's 2-D row views, prelu's weight 1-D), or None: not one it calls, or
         not run yet by a Python-path call of this dtype (rows below)."""
-        found = self._rows.get((name, dtype))
-        if found is None or tuple(e[1] for e in found[2]) != _FAST_ROWS.get(name):
-            return None
-        return found[1]
+        dims = _FAST_ROWS.get(name)
+        found = None if dims is None else self._rows.get((name, dtype, *dims))
+        return None if found is None else found[1]
 
     @staticmethod
     def _task(key, alias):
@@ -368,7 +367,9 @@ class Backend:
         for a in args:
             if type(a) is np.ndarray and not a.flags.c_contiguous:
                 raise ValueError(f"{name}: the row kernels take C-contiguous arrays")
-        key = (name, args[0].dtype)  # (each kernel's call site fixes its arrays' dimensions)
+        # a task per kernel, dtype and the arrays' dimensions: a task compiled for other
+        # dimensions would read these arrays' shapes wrongly
+        key = (name, args[0].dtype, *[a.ndim if type(a) is np.ndarray else -1 for a in args])
         found = self._rows.get(key)
         if found is None:
             signature = tuple((a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int"
