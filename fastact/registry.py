@@ -59,7 +59,9 @@ def tanh_backward_from_output(dy, y):
 
 @scalar
 def elu_forward(x, alpha):
-    return x if x > like(x, 0.0) else m.expm1_nonpositive_times(x, alpha)
+    """x itself for x >= 0: elu(-0) is -0 and elu(+0) +0 whatever alpha's sign (as PyTorch;
+    expm1's polynomial gives +0 for -0)."""
+    return x if x >= like(x, 0.0) else m.expm1_nonpositive_times(x, alpha)
 
 
 @scalar
@@ -97,7 +99,7 @@ def celu_forward(x, alpha):
     instructions per 16 elements where expm1_times of x / alpha took 39."""
     if alpha == like(x, 1.0):
         return elu_forward(x, alpha)
-    return x if x > like(x, 0.0) else m.expm1_times(x / alpha, alpha)
+    return x if x >= like(x, 0.0) else m.expm1_times(x / alpha, alpha)  # (zeros: elu_forward)
 
 
 @scalar

@@ -238,6 +238,21 @@ def test_tails_and_limits():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_elu_family_keeps_the_sign_of_zero(dtype, cpu_backend):
+    """elu, celu and selu of +-0 are +-0 (times selu's scale), whatever alpha's sign, as PyTorch:
+    x itself for x >= 0 (expm1's polynomial gave +0 for -0, and alpha < 0 turned +0 into -0)."""
+    zeros = np.array([-0.0, 0.0] * 40, dtype)  # (long enough for the vector loops)
+    sign = np.signbit(zeros)
+    for act, params in ((fa.elu, {}), (fa.elu, {"alpha": 0.5}), (fa.elu, {"alpha": -1.0}),
+                        (fa.celu, {}), (fa.celu, {"alpha": 2.0}), (fa.celu, {"alpha": -0.5}),
+                        (fa.selu, {})):
+        for x in (zeros, zeros[:1], zeros[1:2]):
+            y = act(x, **params)
+            assert not y.any() and np.array_equal(np.signbit(y), np.signbit(x)), (act, params)
+        assert np.array_equal(np.signbit(act(zeros, **params)), sign)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_celu_with_alpha_one_is_elu_bitwise(dtype, cpu_backend):
     """celu(x, 1) is computed as elu(x, 1) (registry.celu_forward; C: an unswitched copy of the
     loop): the same bits on the hostile inputs, and close to the general form (alpha = 1 + 2^-20,
