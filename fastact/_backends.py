@@ -53,12 +53,28 @@ def current():
     if name:
         return name
     value = _ENVIRON.get(_ENV_KEY)
-    return _check(_decode(value)) if value else "auto"
+    if not value:
+        return "auto"
+    value = _decode(value)
+    return value if value in NAMES else _from_environment(value)
+
+
+def _from_environment(value):
+    """FASTACT_BACKEND's name with spaces and case taken off (" C" is c), or a ValueError that
+    names the variable (it read as if the caller had passed the name to fa.backend)."""
+    name = value.strip().lower()
+    if name not in NAMES:
+        raise ValueError(f"FASTACT_BACKEND={value!r} names no backend; choose one of "
+                         f"{', '.join(NAMES)}")
+    return name
 
 
 @contextlib.contextmanager
 def backend(name):
-    """Run the enclosed fastact calls on this backend: with fa.backend("cpu"): ..."""
+    """Run the enclosed fastact calls on this backend: with fa.backend("cpu"): ... The choice
+    holds in this thread (and asyncio task) only, as a context variable: threads started inside
+    the block, such as a ThreadPoolExecutor's workers, run on the default (FASTACT_BACKEND, else
+    "auto") unless they enter a block of their own."""
     token = _current.set(_check(name))
     try:
         yield
@@ -102,7 +118,8 @@ def get(name=None):
 
 
 def backends():
-    """{name: (available, reason)} for every backend; loading one may compile nothing."""
+    """{name: (available, reason)} for every backend. Loading compiles no kernel, but the C
+    backend builds its extension if this machine has none built yet (seconds, once: README)."""
     report = {}
     for name in _ALL:
         available = _load(name) is not None

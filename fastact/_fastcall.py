@@ -19,6 +19,7 @@ import threading
 import numpy as np
 
 from . import _backends, _threads, registry
+from ._env import flag
 from .bindings import _build
 from .kernels.math import STREAM_BYTES
 
@@ -35,7 +36,7 @@ _accepted = {}  # backend name -> index, read by the extension on every call (co
 
 
 def enabled():
-    return os.environ.get("FASTACT_FASTCALL", "").strip().lower() not in ("0", "false", "no")
+    return flag("FASTACT_FASTCALL", True)
 
 
 def key():

@@ -76,7 +76,7 @@ def test_vendor_settings_come_from_the_environment_or_the_cpu_vendor(variable, m
                             ("on", True), (" yes ", True)):
         monkeypatch.setenv(variable, value)
         assert read() is (expected != wide), value
-    monkeypatch.setenv(variable, "maybe")  # not a setting: the vendor decides
+    monkeypatch.setenv(variable, "")  # unset: the vendor decides ("maybe" too, with a warning)
     real_open = builtins.open
 
     def cpuinfo(text):
@@ -93,6 +93,11 @@ def test_vendor_settings_come_from_the_environment_or_the_cpu_vendor(variable, m
                            ("processor\t: 0\nCPU implementer\t: 0x41\n", True), (None, True)):
         monkeypatch.setattr(builtins, "open", cpuinfo(text))
         assert read() is expected, text
+    monkeypatch.setenv(variable, "maybe")
+    from fastact import _env
+    _env._warned.clear()  # (it warns once a process for each setting and value)
+    with pytest.warns(RuntimeWarning, match="is not one of"):
+        assert read() is expected
 
 
 # The streamed sigmoid forward compiled afresh (not from the disk cache, whose code Numba does
@@ -850,3 +855,58 @@ def test_generated_modules_are_read_with_the_file_closed(tmp_path):
         gc.collect()
     assert module.VALUE == 3
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)], caught
+
+
+def test_an_unwritable_cache_directory_compiles_in_a_temporary_one(tmp_path):
+    """A cache directory that cannot be written (here a path through a plain file; a read-only
+    home or a cache mounted read-only alike): the Numba kernels compile in a temporary directory
+    for the process, with one warning, and give the usual results (every call used to raise
+    OSError while fa.backends() called the cpu backend available)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = run_python(
+        "import warnings, numpy as np, fastact as fa\n"
+        "warnings.simplefilter('always')\n"
+        "x = np.linspace(-4, 4, 1000, dtype=np.float32)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    with fa.backend('cpu'):\n"
+        "        r = [fa.relu(x), fa.sigmoid(x), fa.softmax(x.reshape(10, 100)), fa.gelu(x)]\n"
+        "messages = [str(w.message) for w in caught if 'cannot write compiled kernels' in str(w.message)]\n"
+        "print(len(messages), messages[0].split(' instead')[0].split('them in ')[1])\n"
+        "np.save(r'" + str(tmp_path / "r.npy") + "', np.concatenate([a.ravel() for a in r]))\n",
+        env={"FASTACT_CACHE_DIR": str(blocker / "cache")})
+    count, where = out.split()
+    assert count == "1" and not os.path.exists(where)  # (removed at exit)
+    x = np.linspace(-4, 4, 1000, dtype=np.float32)
+    with fa.backend("cpu"):
+        want = np.concatenate([a.ravel() for a in (fa.relu(x), fa.sigmoid(x),
+                                                   fa.softmax(x.reshape(10, 100)), fa.gelu(x))])
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), want)
+
+
+def test_on_off_settings_are_read_one_way(monkeypatch):
+    """FASTACT_FASTCALL, FASTACT_C_NATIVE, FASTACT_C_REBUILD, FASTACT_PREFETCH and
+    FASTACT_WIDE_MAPS: 1/true/yes/on and 0/false/no/off in any case, unset or empty is the
+    default, anything else warns and is the default (FASTACT_C_REBUILD=off had rebuilt in every
+    process, FASTACT_FASTCALL=off had left the fast path on, FASTACT_C_NATIVE= had turned native
+    code off)."""
+    from fastact import _env, _fastcall
+    from fastact.bindings import _build
+    readers = {"FASTACT_FASTCALL": (_fastcall.enabled, True),
+               "FASTACT_C_NATIVE": (_build._native, True),
+               "FASTACT_C_REBUILD": (_build._rebuild_requested, False)}
+    for variable, (read, default) in readers.items():
+        monkeypatch.delenv(variable, raising=False)
+        assert read() is default
+        for value, want in (("off", False), ("OFF", False), (" No ", False), ("0", False),
+                            ("false", False), ("on", True), ("TRUE", True), ("yes", True),
+                            ("1", True), ("", default)):
+            monkeypatch.setenv(variable, value)
+            assert read() is want, (variable, value)
+        monkeypatch.setenv(variable, "maybe")
+        _env._warned.clear()  # (it warns once a process for each setting and value)
+        with pytest.warns(RuntimeWarning, match=f"{variable}='maybe' is not one of"):
+            assert read() is default
+    monkeypatch.setenv("FASTACT_PREFETCH", "Off")
+    from fastact.kernels import math as m
+    assert m._forced("FASTACT_PREFETCH") is False

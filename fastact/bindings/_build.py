@@ -22,6 +22,7 @@ import importlib.util
 import os
 import sys
 import zlib
+from .._env import flag
 
 # Only the above on the loading path (a fresh process's first call must stay fast); the build
 # imports cffi, subprocess and the rest when it runs.
@@ -80,7 +81,7 @@ def compiler():
 
 
 def _native():
-    return os.environ.get("FASTACT_C_NATIVE", "1") not in ("0", "false", "no", "")
+    return flag("FASTACT_C_NATIVE", True)
 
 
 def _software_prefetch():
@@ -280,7 +281,7 @@ def load_extension(name, path):
 
 
 def _rebuild_requested():
-    return os.environ.get("FASTACT_C_REBUILD", "") not in ("", "0", "false", "no")
+    return flag("FASTACT_C_REBUILD", False)
 
 
 _loaded_from = None  # the directory of the module this process loaded

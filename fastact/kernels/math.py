@@ -81,14 +81,9 @@ def _software_prefetch():
 
 def _forced(variable):
     """An environment setting's True (1, true, yes, on) or False (0, false, no, off); None when
-    absent or anything else (the CPU vendor decides)."""
-    import os
-    setting = os.environ.get(variable, "").strip().lower()
-    if setting in ("1", "true", "yes", "on"):
-        return True
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return None
+    absent (the CPU vendor decides; fastact._env)."""
+    from .._env import flag
+    return flag(variable)
 
 
 def _amd_cpu():
