@@ -54,6 +54,49 @@ def test_bad_size_exits_2(capsys):
     assert code == 2 and "bad size" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "inf"], "bad size 'inf'"), (["--sizes", "1e400"], "bad size"),
+    (["--sizes", "2^10,2^50"], "more than 2^40"), (["--sizes", "2^64"], "more than 2^40"),
+    (["--sizes", "2^36"], "more than this machine's"), (["--sizes", "1.5"], "whole number"),
+    (["--sizes", ","], "no sizes"), (["--sizes", ""], "no sizes"),
+    (["--threads", "5000"], "thread counts must be in [1, 4096]"),
+    (["--repeats", "0"], "--repeats must be at least 1"), (["--min-time", "nan"], "finite"),
+    (["--settle", "inf"], "finite"), (["--table-sizes", "2^14"], "[16384] not among the sizes"),
+])
+def test_options_that_cannot_run_exit_2_before_measuring(capsys, monkeypatch, tmp_path, args,
+                                                         message):
+    """Sizes past memory or float, thread counts fastact refuses, zero repeats, a NaN time, table
+    sizes not run: one line and exit 2 before anything runs (these had raised a traceback, some
+    after the smaller sizes were measured, or were taken silently: --repeats 0 as 5, --sizes ''
+    as the default sweep); and no output folder is made (--json names a new one)."""
+    from fastact.bench import runner
+    monkeypatch.setattr(runner, "run", lambda config: pytest.fail("measured despite bad options"))
+    code, out, err = run(capsys, *args, "--json", str(tmp_path / "new" / "r.json"))
+    assert code == 2 and out == "" and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_lists_are_taken_once_and_peers_may_name_all_or_none(monkeypatch, capsys):
+    """--peers torch,all is every peer and none,torch is torch (both had raised ValueError: all);
+    a size or thread count given twice runs once (the table had mixed two groups' rooflines)."""
+    from fastact.bench import __main__ as cli
+    from fastact.bench import providers as prov
+    seen = {}
+    monkeypatch.setattr(prov, "make_peers", lambda name, cuda: seen.setdefault(name, []))
+    for peers, want in (("torch,all", set(prov.PEERS)), ("none,torch", {"torch"}),
+                        ("none", set())):
+        seen.clear()
+        config, _ = cli._config(cli.parser().parse_args([*TINY, "--peers", peers]))
+        assert set(seen) == want, peers
+    config, table = cli._config(cli.parser().parse_args(
+        [*TINY[2:], "--sizes", "1k,2^10,1024,2^11", "--threads", "1,1", "--table-sizes", "2^11"]))
+    assert config.sizes == [1024, 2048] and config.threads == [1] and table == [2048]
+    from fastact.bench import report
+    fake = {"config": {"sizes": [1024, 2048], "dtypes": ["float32"]}, "machine": {"caches": {}}}
+    assert report.table_sizes(fake, [2048]) == [2048]  # (three sizes or fewer took all of them)
+
+
 def test_unwritable_outputs_fail_before_measuring(capsys, tmp_path, monkeypatch):
     """A bad output path is an error (exit 2) before the run, not a traceback after it; a missing
     folder is created, as --plot's is."""
@@ -273,3 +316,13 @@ def test_buffers_start_at_one_offset_from_a_page():
         for name, a in arrays.items():
             if name != "weight":
                 assert a.ctypes.data % cases.PAGE == cases.PAGE_OFFSET, (case.label, name)
+
+
+def test_plot_without_matplotlib_fails_before_measuring(capsys, monkeypatch, tmp_path):
+    """--plot needs matplotlib: said before the run (it had been said after it, with exit 0)."""
+    from fastact.bench import runner
+    monkeypatch.setattr(runner, "run", lambda config: pytest.fail("measured without matplotlib"))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    code, out, err = run(capsys, "--only", "sigmoid", "--plot", str(tmp_path / "plots"))
+    assert code == 2 and out == "" and "--plot needs matplotlib" in err
+    assert not (tmp_path / "plots").exists()

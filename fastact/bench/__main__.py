@@ -5,6 +5,7 @@
     fastact-bench --only gelu,relu --sizes 2^20,2^26 --threads 1,2 --json run.json --plot plots/
 """
 import argparse
+import math
 import os
 import sys
 
@@ -32,20 +33,54 @@ def _list(value, valid, what):
     return list(dict.fromkeys(items))
 
 
+MAX_SIZE = 1 << 40  # elements: past any machine's memory; _check_memory sizes against this one
+
+
 def _size(text):
     t = text.strip().lower().replace("**", "^")
     try:
         if "^" in t:
             base, exp = t.split("^")
+            if int(exp) > 64:
+                raise OverflowError
             n = int(base) ** int(exp)
         else:
             scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(t[-1:], 1)
-            n = int(float(t[:-1] if scale > 1 else t) * scale)
-    except ValueError:
+            value = float(t[:-1] if scale > 1 else t) * scale
+            n = int(value)
+            if n != value:  # 1.5 was taken as 1
+                raise BadInput(f"bad size {text!r}: not a whole number of elements")
+    except (ValueError, OverflowError):  # (inf, 1e400: OverflowError)
         raise BadInput(f"bad size {text!r}; write sizes as 65536, 2^16, 64k or 1e6") from None
     if n < 1:
         raise BadInput(f"bad size {text!r}: must be at least 1")
+    if n > MAX_SIZE:
+        raise BadInput(f"bad size {text!r}: more than 2^40 elements")
     return n
+
+
+def _sizes(text, option):
+    """A list of sizes, each once, in the order given; an empty list is an error (it had run
+    nothing, or the default sweep for an empty string)."""
+    sizes = list(dict.fromkeys(_size(s) for s in text.split(",") if s.strip()))
+    if not sizes:
+        raise BadInput(f"no sizes in {option} {text!r}")
+    return sizes
+
+
+def _check_memory(sizes, dtypes):
+    """The largest size must fit this machine's memory: a case holds a few arrays of it (inputs,
+    the output, a saved tensor) and the copy roofline two more; a size that cannot had failed
+    after the smaller ones were measured, losing the run."""
+    itemsize = max({"float16": 2, "float32": 4, "float64": 8}[d] for d in dtypes)
+    need = 6 * max(sizes) * itemsize
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: not checked
+        return
+    if need > total:
+        raise BadInput(f"size {max(sizes)} needs about {need / 2 ** 30:.0f} GiB of arrays "
+                       f"({', '.join(dtypes)}), more than this machine's {total / 2 ** 30:.0f} GiB")
 
 
 def parser():
@@ -114,12 +149,6 @@ def _check_output(option, path, folder=False):
 
 
 def _config(args):
-    for option, path in (("--json", args.json), ("--csv", args.csv),
-                         ("--markdown", args.markdown)):
-        if path:
-            _check_output(option, path)
-    if args.plot:
-        _check_output("--plot", args.plot, folder=True)
     from . import cases as cases_module
     from . import providers as prov
     from .runner import Config
@@ -129,33 +158,54 @@ def _config(args):
     directions = _list(args.directions, DIRECTIONS, "direction")
     dtypes = _list(args.dtypes, DTYPES, "dtype")
     backends = _list(args.backends, prov.BACKENDS, "backend")
-    if args.peers in ("all", "auto"):
-        peers = list(prov.PEERS)
-    elif args.peers == "none":
-        peers = []
-    else:
-        peers = _list(args.peers, prov.PEERS + ("all", "none"), "peer")
-    sizes = ([_size(s) for s in args.sizes.split(",") if s.strip()] if args.sizes
+    peers = []  # all and none may stand in a list too (torch,all), as they do alone
+    for item in _list(args.peers, prov.PEERS + ("all", "auto", "none"), "peer"):
+        for peer in (prov.PEERS if item in ("all", "auto") else () if item == "none" else (item,)):
+            if peer not in peers:
+                peers.append(peer)
+    sizes = (_sizes(args.sizes, "--sizes") if args.sizes is not None
              else QUICK_SIZES if args.quick else DEFAULT_SIZES)
     try:
-        threads = ([int(t) for t in args.threads.split(",")] if args.threads
-                   else [os.cpu_count() or 1])
+        threads = list(dict.fromkeys(int(t) for t in args.threads.split(","))) if (
+            args.threads is not None) else [os.cpu_count() or 1]
     except ValueError:
         raise BadInput(f"bad --threads {args.threads!r}; give counts like 1,2") from None
-    if any(t < 1 for t in threads):
-        raise BadInput("thread counts must be at least 1")
-    repeats = args.repeats or (3 if args.quick else 5)
+    from .._threads import MAX_THREADS
+    if any(not 1 <= t <= MAX_THREADS for t in threads):
+        raise BadInput(f"thread counts must be in [1, {MAX_THREADS}]")
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     min_time = args.min_time if args.min_time is not None else (5e-4 if args.quick else 1e-3)
-    if repeats < 1 or min_time < 0 or (args.settle is not None and args.settle < 0):
-        raise BadInput("--repeats must be at least 1, --min-time and --settle not negative")
+    settle = args.settle if args.settle is not None else 0.0
+    if repeats < 1 or not (0 <= min_time < math.inf) or not (0 <= settle < math.inf):
+        raise BadInput("--repeats must be at least 1, --min-time and --settle finite and not "
+                       "negative")
     table = args.table_sizes
     if table not in ("auto", "all"):
-        table = [_size(s) for s in table.split(",")]
+        table = _sizes(table, "--table-sizes")
+        missing = [n for n in table if n not in sizes]
+        if missing:
+            raise BadInput(f"--table-sizes {args.table_sizes!r}: {missing} not among the sizes "
+                           f"run ({', '.join(map(str, sizes))})")
+    _check_memory(sizes, dtypes)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (before measuring: a run takes minutes)
+        except ImportError as e:
+            raise BadInput(f"--plot needs matplotlib ({e}); pip install matplotlib") from None
+    for option, path in (("--json", args.json), ("--csv", args.csv),
+                         ("--markdown", args.markdown)):  # last: an error above creates nothing
+        if path:
+            _check_output(option, path)
+    if args.plot:
+        _check_output("--plot", args.plot, folder=True)
 
     chosen = cases_module.select(only, families, directions)
     providers = [prov.make_backend(b) for b in backends]
     cuda = "cuda" in backends
     names = {p.name for p in providers}
+    if "cupy" in peers and not cuda and args.peers.strip() not in ("all", "auto"):
+        print("fastact-bench: peer cupy runs on the GPU only: add --backends cuda; skipped",
+              file=sys.stderr)
     for peer in peers:
         for p in prov.make_peers(peer, cuda):
             if p.name not in names:

@@ -27,10 +27,10 @@ def table_sizes(report, choice="auto"):
     """The sizes the tables show: all, a list, or (auto) up to three sizes as they are, else the
     largest that fits in L2 (in cache) and the largest (in memory)."""
     sizes = sorted(set(report["config"]["sizes"]))
+    if choice not in ("all", "auto"):  # a list (checked against the run's sizes by the CLI)
+        return [n for n in sizes if n in choice]
     if choice == "all" or len(sizes) <= 3:
         return sizes
-    if choice != "auto":
-        return [n for n in sizes if n in choice]
     itemsize = {"float16": 2, "float32": 4, "float64": 8}[report["config"]["dtypes"][0]]
     l2 = report["machine"]["caches"].get("L2")
     cached = [n for n in sizes if l2 and 2 * 3 * n * itemsize <= l2]
