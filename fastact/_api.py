@@ -269,7 +269,8 @@ class Activation:
         self._by_params = {}
         self._defaults_or_required = {p.name for p in spec.params}
         self._saves_output_names = set(inspect.signature(spec.saves_output).parameters)
-        self.__doc__ = (f"{spec.summary}\n\n.. math:: {spec.formula}\n\n"
+        self.__doc__ = (f"fastact.{spec.name}{self.__signature__}\n\n"
+                        f"{spec.summary}\n\n.. math:: {spec.formula}\n\n"
                         f"Backward: ``fastact.{self.name}.backward(grad_output, saved, ...)`` with "
                         f"saved = the forward's {self.saves}." + (
                             f"\n\nReference: {spec.reference}" if spec.reference else ""))

@@ -410,6 +410,8 @@ class _Rrelu(Activation):
             *self.__signature__.parameters.values(),
             inspect.Parameter("generator", keyword, default=None),
             inspect.Parameter("return_noise", keyword, default=False)])
+        first, rest = self.__doc__.split("\n", 1)  # the docstring's signature line, these too
+        self.__doc__ = f"fastact.{self.name}{self.__signature__}\n{rest}"
 
     def __call__(self, x, *args, out=None, generator=None, return_noise=False, **kwargs):
         if self._by_params and generator is None and not return_noise:

@@ -1,5 +1,6 @@
 """What a NumPy user expects of fa.NAME(x, out=...): dtypes, shapes, layouts, in place, and errors
 raised before anything is written."""
+import inspect
 import re
 
 import numpy as np
@@ -334,6 +335,8 @@ def test_docstrings_are_the_spec():
     for name in fa.ACTIVATIONS:
         doc = getattr(fa, name).__doc__
         assert ".. math::" in doc and "Backward" in doc, name
+        # the call's parameters and defaults first, as help() shows them (it had none)
+        assert doc.splitlines()[0] == f"fastact.{name}{inspect.signature(getattr(fa, name))}"
 
 
 def test_backend_choice():

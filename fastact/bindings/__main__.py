@@ -1,6 +1,7 @@
 """python -m fastact.bindings [--rebuild]: build the C extension now and print where it is."""
 import argparse
 import json
+import sys
 
 from . import _build
 
@@ -11,8 +12,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         path = _build.build(force=args.rebuild)
-    except _build.BuildError as e:
-        print(f"C extension not built: {e}")
+    except (_build.BuildError, OSError) as e:  # (OSError: a cache directory not writable)
+        print(f"C extension not built: {e}", file=sys.stderr)
         return 1
     print(path)
     print(json.dumps(_build.info(), indent=1))
