@@ -54,6 +54,9 @@ def _refuse_masked(name, what):
           f"would be lost); pass {hint}")
 
 
+_MASKED = np.ma.MaskedArray
+
+
 def masked_elementwise(name, scalar_fn, inputs, params, out):
     """elementwise() for masked arrays, as a NumPy ufunc does: computed on the data everywhere,
     the result masked where any input is (a new masked array, or out's mask set when out is a
@@ -67,9 +70,18 @@ def masked_elementwise(name, scalar_fn, inputs, params, out):
     for a in inputs:
         mask |= np.ma.getmaskarray(a)
     if masked_out:
+        out.unshare_mask()  # (a view's mask is its base's: NumPy gives out a mask of its own)
         out.mask = mask
         return out
-    return np.ma.MaskedArray(result, mask=mask)
+    result = np.ma.MaskedArray(result, mask=mask)
+    first = next(a for a in inputs if isinstance(a, np.ma.MaskedArray))
+    if first._fill_value is not None:  # one set by the user: kept, as a ufunc keeps it
+        try:
+            result.fill_value = first.fill_value
+        except (TypeError, ValueError, OverflowError):  # not this dtype's: the default
+            pass
+    # 0-d: a 0-d masked array (np.ma.masked where masked), as np.tanh gives, never a scalar
+    return np.ma.masked if result.ndim == 0 and mask.any() else result
 
 
 def gpu_backend(name, arrays):
@@ -214,13 +226,11 @@ def elementwise(name, scalar_fn, inputs, params, out):
     if layout is None or any(a.dtype != work for a in inputs):
         layout = "F" if (inputs[0].flags.f_contiguous and not inputs[0].flags.c_contiguous) else "C"
         inputs = [np.asarray(a, dtype=work, order=layout) for a in inputs]
-    # subclasses (np.matrix, np.memmap, ...) as plain views: the kernels take ndarrays, and a
-    # matrix's reshape(-1) stays 2-d. The result is a plain array, out itself when given.
-    inputs = [a if type(a) is np.ndarray else a.view(np.ndarray) for a in inputs]
+    inputs = [plain_view(a) for a in inputs]  # the result: a plain array, or out itself
     result = out
     if out is None:
         result = np.empty(shape, dtype, order=layout)
-    plain = result if type(result) is np.ndarray else result.view(np.ndarray)
+    plain = plain_view(result)
     target = plain
     if needs_scratch(plain, inputs, work, layout):
         target = np.empty(shape, work, order=layout)
@@ -233,9 +243,53 @@ def elementwise(name, scalar_fn, inputs, params, out):
     return result
 
 
+def plain_view(a):
+    """An ndarray subclass (np.matrix, np.memmap, ...) as a plain view of its data: the kernels
+    take ndarrays, and a matrix's reshape(-1) stays 2-d (maxout's 3-d and 4-d views cannot be
+    matrices at all)."""
+    return a if type(a) is np.ndarray else a.view(np.ndarray)
+
+
 def unwrap(result, out, was_0d):
     """Like a NumPy ufunc: a 0-d NumPy input without out= gives a NumPy scalar."""
     return result[()] if out is None and was_0d and isinstance(result, np.ndarray) else result
+
+
+FLOAT32_OVERFLOW = 3.4028235677973366e38  # the smallest magnitude float32 rounds to inf
+
+
+def float32_overflows(value):
+    """A finite value that float32 rounds to inf (PyTorch refuses such a parameter there)."""
+    return FLOAT32_OVERFLOW <= abs(value) < math.inf
+
+
+def _float32_changes(value):
+    """Whether float32 may round this value to inf or to 0: the plan then works out what that
+    means (a cheap test first: the full one cost 3.6 us a call on the Python path)."""
+    return FLOAT32_OVERFLOW <= abs(value) < math.inf or 0.0 < abs(value) < 2.0 ** -149
+
+
+def computes_in_float32(name, arrays):
+    """Whether these arrays compute in float32 (float32, float16, small integers). A GPU array's
+    dtype may be a torch dtype: read by its name (bfloat16 and the like: not float32 here)."""
+    dtypes = []
+    for a in arrays:
+        dtype = a.dtype
+        if not isinstance(dtype, np.dtype):
+            try:
+                dtype = np.dtype(str(dtype).removeprefix("torch."))
+            except TypeError:
+                return False
+        dtypes.append(dtype)
+    return compute_dtype(result_dtype(name, *dtypes)) == _F32
+
+
+def refuse_float32_overflow(name, arrays, **values):
+    """ValueError where these arrays compute in float32 and a value overflows it (rrelu's bounds,
+    prelu's weight given as a Python number)."""
+    for key, value in values.items():
+        if float32_overflows(value) and computes_in_float32(name, arrays):
+            _fail(name, ValueError, f"{key}={value!r} overflows float32, the inputs' compute dtype")
 
 
 def _activation_named(name):
@@ -371,7 +425,8 @@ class Activation:
         table = (self.spec.backward_from_output if self.spec.saves_output(**checked)
                  else self.spec.backward_from_input)
         plan = (self.spec.forward[variant], table[variant], tuple(values),
-                self._float32_problem(params, values))
+                self._float32_problem(params, values) if any(
+                    map(_float32_changes, values)) else None)
         if not args and not kwargs:
             self._default_plan = plan
         return plan
@@ -384,10 +439,9 @@ class Activation:
         cast = {}
         for name, value in zip(self._scalar_names, values):
             if name in params:
-                with np.errstate(over="ignore"):
-                    cast[name] = float(np.float32(value))
-                if math.isinf(cast[name]) and not math.isinf(value):
+                if float32_overflows(value):
                     return ValueError, f"{name}={value!r} overflows float32, the inputs' compute dtype"
+                cast[name] = float(np.float32(value))
         changed = [n for n in names if cast[n] != params[n]]
         if changed and self.spec.validate is not None:
             try:
@@ -400,7 +454,7 @@ class Activation:
 
     def _refuse_in_float32(self, problem, arrays):
         """Raise the plan's float32 problem if these arrays compute in float32."""
-        if compute_dtype(result_dtype(self.name, *(a.dtype for a in arrays))) == _F32:
+        if computes_in_float32(self.name, arrays):
             _fail(self.name, *problem)
 
     def __call__(self, x, *args, out=None, **kwargs):
@@ -414,9 +468,8 @@ class Activation:
         x = _as_array(self.name, x, "x", masked=True)
         if problem is not None:
             self._refuse_in_float32(problem, [x])
-        if isinstance(x, np.ma.MaskedArray) or isinstance(out, np.ma.MaskedArray):
-            return unwrap(masked_elementwise(self.name, forward, [x], values, out), out,
-                          x.ndim == 0)
+        if isinstance(x, _MASKED) or isinstance(out, _MASKED):
+            return masked_elementwise(self.name, forward, [x], values, out)
         result = elementwise(self.name, forward, [x], values, out)
         if self._by_params is not None:
             self._register(forward, 1, x, args, kwargs, values)
@@ -435,9 +488,8 @@ class Activation:
         saved = _as_array(self.name, saved, "saved", masked=True)
         if problem is not None:
             self._refuse_in_float32(problem, [dy, saved])
-        if any(isinstance(a, np.ma.MaskedArray) for a in (dy, saved, out)):
-            return unwrap(masked_elementwise(self.name, backward, [dy, saved], values, out), out,
-                          dy.ndim == 0)
+        if isinstance(dy, _MASKED) or isinstance(saved, _MASKED) or isinstance(out, _MASKED):
+            return masked_elementwise(self.name, backward, [dy, saved], values, out)
         result = elementwise(self.name, backward, [dy, saved], values, out)
         if self._by_params is not None:
             self._register(backward, 2, dy, args, kwargs, values)

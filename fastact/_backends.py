@@ -59,6 +59,16 @@ def current():
     return value if value in NAMES else _from_environment(value)
 
 
+def environment_spelling():
+    """FASTACT_BACKEND's raw value (as os.environ holds it) where it is in force and spelled
+    otherwise than a backend's name (" C ", "CPU"), else None: the fast path (_fastcall) learns it
+    as that backend's, or each such call would take the Python path."""
+    if _current.get():
+        return None
+    value = _ENVIRON.get(_ENV_KEY)
+    return None if value is None or _decode(value) in NAMES else value
+
+
 def _from_environment(value):
     """FASTACT_BACKEND's name with spaces and case taken off (" C" is c), or a ValueError that
     names the variable (it read as if the caller had passed the name to fa.backend)."""

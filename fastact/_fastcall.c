@@ -15,6 +15,7 @@
    (bench/NOTES.md: per-call overhead). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stddef.h>
 #include <sched.h>
 #include <stdint.h>
@@ -467,7 +468,11 @@ static PyObject *map_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
             Py_DECREF(self);
             return NULL;
         }
-        self->values[0][j] = (double)(float)v; /* as np.float32(v): round to nearest */
+        /* as np.float32(v): round to nearest; past float's range inf, as that cast gives (a
+           plain (float) of such a double is undefined behaviour; the Python path refuses these
+           parameters for float32 inputs, so this table is never called with them) */
+        self->values[0][j] = v != v ? v : v >= 0x1.ffffff0p127 ? HUGE_VAL
+                             : v <= -0x1.ffffff0p127 ? -HUGE_VAL : (double)(float)v;
         self->values[1][j] = v;
     }
     Py_DECREF(seq);

@@ -205,6 +205,9 @@ def _in_force(entry, dtype):
     which = BACKENDS.index(backend.name)
     if name == "auto" and None not in _accepted:  # "auto" is the first available: fixed
         _accepted[None] = _accepted["auto"] = _accepted[b"auto"] = which
+    spelling = _backends.environment_spelling()
+    if spelling is not None and spelling not in _accepted and len(_accepted) < 64:
+        _accepted[spelling] = which  # FASTACT_BACKEND=" C ": c's calls, as "c" takes them
     return None if entry.has(which, index) else (backend, which, index)
 
 

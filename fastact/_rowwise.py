@@ -8,7 +8,8 @@ import numpy as np
 
 from . import _backends, _fastcall, registry
 from ._api import (Activation, _as_array, _fail, _fast_path_ok, check_out, compute_dtype,
-                   elementwise, gpu_backend, needs_scratch, result_dtype, unwrap)
+                   elementwise, gpu_backend, needs_scratch, plain_view,
+                   refuse_float32_overflow, result_dtype, unwrap)
 
 
 def _run(name, inputs, out_shape, out, compute, dtype=None):
@@ -20,8 +21,7 @@ def _run(name, inputs, out_shape, out, compute, dtype=None):
         check_out(name, out, out_shape, dtype)
     inputs = [np.ascontiguousarray(a, dtype=work) for a in inputs]
     result = out if out is not None else np.empty(out_shape, dtype)
-    # an out of a subclass through a plain view (np.matrix's reshape keeps two dimensions)
-    plain = result if type(result) is np.ndarray else result.view(np.ndarray)
+    plain = plain_view(result)
     target = plain
     if needs_scratch(plain, inputs, work, "C"):
         target = np.empty(out_shape, work)
@@ -330,6 +330,8 @@ class _Prelu(_FastRows, Activation):
         """(the result, whether it ran the row kernel of x's dtype)"""
         x = _as_array(self.name, x, "x")
         weak = _weak(weight)
+        if weak:
+            refuse_float32_overflow(self.name, [x], weight=weight)
         weight = _as_array(self.name, weight, "weight")
         gpu = gpu_backend(self.name, [x, weight, out])
         if gpu is not None:
@@ -357,6 +359,8 @@ class _Prelu(_FastRows, Activation):
         dy = _as_array(self.name, grad_output, "grad_output")
         x = _as_array(self.name, saved, "saved")
         weak = _weak(weight)
+        if weak:
+            refuse_float32_overflow(self.name, [dy, x], weight=weight)
         weight_in = _as_array(self.name, weight, "weight")
         gpu = gpu_backend(self.name, [dy, x, weight_in, out])
         if gpu is not None:
@@ -410,7 +414,7 @@ class _Rrelu(Activation):
             *self.__signature__.parameters.values(),
             inspect.Parameter("generator", keyword, default=None),
             inspect.Parameter("return_noise", keyword, default=False)])
-        first, rest = self.__doc__.split("\n", 1)  # the docstring's signature line, these too
+        rest = self.__doc__.split("\n", 1)[1]  # the docstring's signature line, these too
         self.__doc__ = f"fastact.{self.name}{self.__signature__}\n{rest}"
 
     def __call__(self, x, *args, out=None, generator=None, return_noise=False, **kwargs):
@@ -420,6 +424,7 @@ class _Rrelu(Activation):
                 return result
         params = self.bind(args, kwargs)
         x = _as_array(self.name, x, "x")
+        refuse_float32_overflow(self.name, [x], lower=params["lower"], upper=params["upper"])
         gpu = gpu_backend(self.name, [x, out])
         if gpu is not None and params["training"]:
             return gpu.rowwise(self.name, "forward", [x], {
@@ -456,6 +461,7 @@ class _Rrelu(Activation):
         params = self.bind(args, kwargs)
         dy = _as_array(self.name, grad_output, "grad_output")
         x = _as_array(self.name, saved, "saved")
+        refuse_float32_overflow(self.name, [dy, x], lower=params["lower"], upper=params["upper"])
         if not params["training"]:
             slope = (params["lower"] + params["upper"]) / 2
             result = elementwise(self.name, registry.leaky_relu_backward, [dy, x], [slope], out)

@@ -308,6 +308,14 @@ def test_parameters_float32_cannot_hold_are_refused_for_float32_inputs():
                     act.backward(x, x, **params, out=out)
                 assert not out.any()
     np.testing.assert_array_equal(fa.leaky_relu(x32, 1e-50), fa.leaky_relu(x32, 0.0))  # taken
+    # rrelu's bounds and prelu's weight as a Python number (which takes x's dtype) alike
+    for call in (lambda x: fa.rrelu(x, 1e300, 1e300), lambda x: fa.rrelu(x, 0.1, 1e39, True),
+                 lambda x: fa.rrelu.backward(x, x, 1e300, 1e300),
+                 lambda x: fa.prelu(x, 1e300), lambda x: fa.prelu.backward(x, x, -1e300)):
+        for _ in range(3):
+            with pytest.raises(ValueError, match="overflows float32"):
+                call(x32)
+        assert np.isfinite(call(x32.astype(np.float64))[0]).all()
 
 
 def test_activations_pickle_by_name_and_have_names():
@@ -421,6 +429,27 @@ def test_masked_arrays_keep_their_mask(case, cpu_backend):
     with pytest.raises(ValueError, match="shapes"):  # checked before anything is written
         act.backward(dy[:4], saved_m, **params, out=out)
     np.testing.assert_array_equal(out.data, want)
+
+
+def test_masked_array_details_follow_numpy(cpu_backend):
+    """As np.tanh on masked arrays: a 0-d masked array gives a 0-d masked array (np.ma.masked
+    where masked), a fill value the user set is kept, and a masked out that is a view of
+    another array gets a mask of its own (the other's stays)."""
+    for value, mask in ((1.0, False), (np.float32(1.0), False), (1.0, True)):
+        x = np.ma.array(value, mask=mask)
+        want, got = np.tanh(x), fa.tanh(x)
+        assert type(got) is type(want) and (got is np.ma.masked) == (want is np.ma.masked)
+        if want is not np.ma.masked:
+            assert got.ndim == 0 and got.dtype == want.dtype and not got.mask
+            np.testing.assert_allclose(got.data, want.data, rtol=1e-6)
+    x = np.ma.array(np.float32([1, 2]), fill_value=7.0)
+    assert fa.tanh(x).fill_value == np.tanh(x).fill_value == 7.0
+    assert fa.tanh(np.ma.array(np.float16([1, 2]), fill_value=5)).fill_value == 5
+    base = np.ma.array([1.0, 2.0, 3.0], mask=[0, 1, 0])
+    view = base[:]
+    assert fa.tanh(np.ones(3), out=view) is view
+    np.testing.assert_array_equal(base.mask, [False, True, False])
+    assert not view.mask.any()
 
 
 def test_masked_arrays_are_refused_where_the_mask_would_be_lost(cpu_backend):

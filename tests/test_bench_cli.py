@@ -2,6 +2,7 @@
 Tiny sizes and one sample each: these check what is reported, never how fast anything is."""
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -57,7 +58,7 @@ def test_bad_size_exits_2(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--sizes", "inf"], "bad size 'inf'"), (["--sizes", "1e400"], "bad size"),
     (["--sizes", "2^10,2^50"], "more than 2^40"), (["--sizes", "2^64"], "more than 2^40"),
-    (["--sizes", "2^36"], "more than this machine's"), (["--sizes", "1.5"], "whole number"),
+    (["--sizes", "MEMORY"], "more than this machine's"), (["--sizes", "1.5"], "whole number"),
     (["--sizes", ","], "no sizes"), (["--sizes", ""], "no sizes"),
     (["--threads", "5000"], "thread counts must be in [1, 4096]"),
     (["--repeats", "0"], "--repeats must be at least 1"), (["--min-time", "nan"], "finite"),
@@ -71,9 +72,25 @@ def test_options_that_cannot_run_exit_2_before_measuring(capsys, monkeypatch, tm
     as the default sweep); and no output folder is made (--json names a new one)."""
     from fastact.bench import runner
     monkeypatch.setattr(runner, "run", lambda config: pytest.fail("measured despite bad options"))
+    if "MEMORY" in args:  # a power of two whose arrays exceed this machine's memory
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        args = ["--sizes", f"2^{max(10, (total // 4).bit_length())}"]
     code, out, err = run(capsys, *args, "--json", str(tmp_path / "new" / "r.json"))
     assert code == 2 and out == "" and message in err, err
     assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_bad_output_makes_no_folder_for_the_others(capsys, monkeypatch, tmp_path):
+    """Every output is checked before any folder is made: a --plot path through a file leaves
+    --json's new folder uncreated."""
+    from fastact.bench import runner
+    monkeypatch.setattr(runner, "run", lambda config: pytest.fail("measured despite a bad path"))
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    code, _, err = run(capsys, "--json", str(tmp_path / "new" / "r.json"), "--plot",
+                       str(a_file / "plots"))
+    assert code == 2 and "is not a folder" in err
     assert not (tmp_path / "new").exists()
 
 

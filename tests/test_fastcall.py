@@ -252,10 +252,6 @@ def test_the_backend_choice_in_force_picks_the_kernels_or_the_python_path(module
     with pytest.raises(ValueError, match="^FASTACT_BACKEND='nonsense' names no backend"):
         fa.tanh(x)
     assert module.calls() == before
-    for spelled in (f" {BACKENDS[0].upper()} ", BACKENDS[0].title()):  # case and spaces off
-        monkeypatch.setenv("FASTACT_BACKEND", spelled)
-        np.testing.assert_array_equal(fa.tanh(x), want)
-        assert _backends.current() == BACKENDS[0]
     monkeypatch.setenv("FASTACT_BACKEND", "cpu" if "c" not in BACKENDS else "c")
     with fa.backend("cuda"):  # a context over the variable: not this path's
         try:
@@ -263,6 +259,13 @@ def test_the_backend_choice_in_force_picks_the_kernels_or_the_python_path(module
         except Exception:  # no device here: the Python path's error
             pass
     assert module.calls() == before
+    for spelled in (f" {BACKENDS[0].upper()} ", BACKENDS[0].title()):  # case and spaces off,
+        monkeypatch.setenv("FASTACT_BACKEND", spelled)  # and the fast path takes them after the
+        np.testing.assert_array_equal(fa.tanh(x), want)  # first call (a Python-path call each)
+        assert _backends.current() == BACKENDS[0]
+        got, taken = fast_call(module, fa.tanh, x)
+        assert taken, spelled
+        np.testing.assert_array_equal(got, want)
 
 
 def test_fast_calls_from_many_python_threads_are_correct(module):

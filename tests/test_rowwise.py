@@ -115,6 +115,15 @@ def test_log_softmax_backward_from_any_saved_output(dtype, cpu_backend):
         g, s = dy.copy(), y.copy()
         fa.log_softmax.backward(g, s, out=g if into == "dy" else s)
         np.testing.assert_array_equal(g if into == "dy" else s, dx)
+    # rows past loops.NONPOSITIVE_ROW_MAX skip the check (the general exp), entries <= 0 or not
+    from fastact.kernels.loops import NONPOSITIVE_ROW_MAX
+    long_y = np.resize(y[[1, 5]], (2, NONPOSITIVE_ROW_MAX + 1))
+    long_dy = np.resize(dy[[1, 5]], long_y.shape) / 600
+    long_dx = fa.log_softmax.backward(long_dy, long_y)
+    ly64, ldy64 = long_y.astype(np.float64), long_dy.astype(np.float64)
+    with np.errstate(all="ignore"):
+        scale = np.abs(ldy64) + np.exp(ly64) * np.sum(np.abs(ldy64), axis=-1, keepdims=True)
+    assert_close(long_dx, reference.backward("log_softmax", ldy64, ly64), dtype, scale=scale)
 
 
 def test_row_calls_with_an_overlapping_or_foreign_out(cpu_backend):

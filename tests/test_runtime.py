@@ -910,3 +910,19 @@ def test_on_off_settings_are_read_one_way(monkeypatch):
     monkeypatch.setenv("FASTACT_PREFETCH", "Off")
     from fastact.kernels import math as m
     assert m._forced("FASTACT_PREFETCH") is False
+
+
+def test_row_tasks_are_kept_per_array_dimensions():
+    """A row kernel called with arrays of other dimensions gets a task of its own: maxout's first
+    call in a process with a 2-d output (as a np.matrix out= had made) compiled a task that every
+    later maxout call then used, reading 3-d arrays as 2-d (uninitialised memory in the result)."""
+    out = run_python(
+        "import numpy as np, fastact as fa\n"
+        "from fastact import _backends\n"
+        "x = np.arange(8.0).reshape(2, 2, 2, 1)\n"
+        "_backends.get('cpu').rows('maxout_forward_rows', (x, np.zeros((2, 2))), 2, 4)\n"
+        "x3 = np.arange(16.0).reshape(2, 4, 2)\n"
+        "with fa.backend('cpu'):\n"
+        "    got = fa.maxout(x3, 2)\n"
+        "print(np.array_equal(got, np.maximum(x3[:, 0::2], x3[:, 1::2])))\n")
+    assert out.split() == ["True"]

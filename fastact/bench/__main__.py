@@ -132,20 +132,27 @@ def parser():
     return p
 
 
-def _check_output(option, path, folder=False):
-    """Fail before measuring, not after it (a run takes minutes): an output's folder is created
-    as --plot's is, and a path that cannot be written is an error now."""
+def _check_output(option, path, folder=False, create=False):
+    """Fail before measuring, not after it (a run takes minutes): a path that cannot be written is
+    an error now. Called twice for each output: first to check (creating nothing), then, once
+    every option has passed, with create=True to make its folder, as --plot's is."""
     target = path if folder else os.path.dirname(os.path.abspath(path))
     if os.path.exists(target) and not os.path.isdir(target):
         raise BadInput(f"{option} {path!r}: {target!r} is not a folder")
-    try:
-        os.makedirs(target, exist_ok=True)
-    except OSError as e:
-        raise BadInput(f"{option} {path!r}: cannot create {target!r} ({e.strerror})") from None
     if not folder and os.path.isdir(path):
         raise BadInput(f"{option} {path!r} is a folder; give a file name")
-    if not os.access(target, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    existing = os.path.abspath(target)
+    while not os.path.exists(existing):  # the folder that would hold the ones to create
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise BadInput(f"{option} {path!r}: {existing!r} is not a folder")
+    if not os.access(existing, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise BadInput(f"{option} {path!r}: not writable")
+    if create:
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError as e:
+            raise BadInput(f"{option} {path!r}: cannot create {target!r} ({e.strerror})") from None
 
 
 def _config(args):
@@ -192,18 +199,18 @@ def _config(args):
             import matplotlib  # noqa: F401  (before measuring: a run takes minutes)
         except ImportError as e:
             raise BadInput(f"--plot needs matplotlib ({e}); pip install matplotlib") from None
-    for option, path in (("--json", args.json), ("--csv", args.csv),
-                         ("--markdown", args.markdown)):  # last: an error above creates nothing
-        if path:
-            _check_output(option, path)
-    if args.plot:
-        _check_output("--plot", args.plot, folder=True)
+    outputs = [(option, path, option == "--plot") for option, path in (
+        ("--json", args.json), ("--csv", args.csv), ("--markdown", args.markdown),
+        ("--plot", args.plot)) if path]
+    for create in (False, True):  # every check before any folder is made
+        for option, path, folder in outputs:
+            _check_output(option, path, folder, create)
 
     chosen = cases_module.select(only, families, directions)
     providers = [prov.make_backend(b) for b in backends]
     cuda = "cuda" in backends
     names = {p.name for p in providers}
-    if "cupy" in peers and not cuda and args.peers.strip() not in ("all", "auto"):
+    if not cuda and "cupy" in (v.strip() for v in args.peers.split(",")):  # named, not by all
         print("fastact-bench: peer cupy runs on the GPU only: add --backends cuda; skipped",
               file=sys.stderr)
     for peer in peers:

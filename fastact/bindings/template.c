@@ -919,10 +919,12 @@ static INLINE real FN(log_softmax_backward_element_nonpositive)(real dy, real y,
 
 /* loops.row_nonpositive: no entry above 0 (NaN counts as not) */
 static INLINE int FN(row_nonpositive)(const real *a, int64_t n) {
-    int above = 0;
-#pragma omp simd reduction(+:above)
-    for (int64_t j = 0; j < n; j++) above += a[j] > L(0.0);
-    return above == 0;
+    if (n > (1 << 16))  /* loops.NONPOSITIVE_ROW_MAX: longer rows skip the check */
+        return 0;
+    int above = 0;  /* (an or, not a count: a count in an int wraps past 2^31 entries) */
+#pragma omp simd reduction(|:above)
+    for (int64_t j = 0; j < n; j++) above |= a[j] > L(0.0);
+    return !above;
 }
 
 /* softmax backward's row sums: sum(dy y) in float64 and sum(|dy|) in real (loops.row_dot).

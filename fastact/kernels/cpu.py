@@ -66,7 +66,7 @@ from fastact._threads import (POOL_ASLEEP, POOL_CLAIM, POOL_DONE, POOL_IDLE_YIEL
                               POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK, POOL_TASK, POOL_TASK_ARGS,
                               POOL_WAITING, RUN_IDLE, RUN_NOTIFY, RUN_PYTHON)
 from fastact.kernels import math as m
-from fastact.kernels.loops import MAP_BLOCK, MAP_PARAMS
+from fastact.kernels.loops import MAP_BLOCK, MAP_PARAMS, NONPOSITIVE_ROW_MAX
 '''
 _JIT = '@njit(cache=True, nogil=True, error_model="numpy", boundscheck=False)\n'
 # Kernels that keep Numba's code generator (large code model) where fastact's small-code-model
@@ -369,7 +369,7 @@ class Backend:
                 raise ValueError(f"{name}: the row kernels take C-contiguous arrays")
         # a task per kernel, dtype and the arrays' dimensions: a task compiled for other
         # dimensions would read these arrays' shapes wrongly
-        key = (name, args[0].dtype, *[a.ndim if type(a) is np.ndarray else -1 for a in args])
+        key = (name, args[0].dtype, *[a.ndim if isinstance(a, np.ndarray) else -1 for a in args])
         found = self._rows.get(key)
         if found is None:
             signature = tuple((a.dtype.name, a.ndim) if isinstance(a, np.ndarray) else "int"

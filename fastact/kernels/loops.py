@@ -474,10 +474,17 @@ def row_sum(a):
     return total
 
 
+NONPOSITIVE_ROW_MAX = 1 << 16  # elements: longer rows skip the check (C: the same)
+
+
 def row_nonpositive(a):
     """True where no entry is above 0 (NaN counts as not): log_softmax's backward then takes
-    exp_nonpositive for the row's e^y (registry.log_softmax_backward_element_nonpositive)."""
+    exp_nonpositive for the row's e^y (registry.log_softmax_backward_element_nonpositive, the
+    same bits). Rows longer than NONPOSITIVE_ROW_MAX answer False without looking: there the
+    check's extra read of y would come from memory, not from the L2 the next pass reads it in."""
     m.wide_vectors()
+    if a.size > NONPOSITIVE_ROW_MAX:
+        return False
     above = 0
     for j in range(a.size):
         above += a[j] > 0.0

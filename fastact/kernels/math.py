@@ -615,7 +615,7 @@ def expm1_bounded(x):
 
 @scalar
 def expm1_nonpositive_times(x, c):
-    """c * (e**x - 1) for x <= 0 or NaN (elu, selu: their lanes with x > 0 are discarded, and take
+    """c * (e**x - 1) for x <= 0 or NaN (elu, selu: their lanes with x >= 0 are discarded, and take
     the clamp's 0): expm1_bounded on [-30, 0] (f32) / [-50, 0] (f64), one power of two; no
     overflow for c to prevent. Error: 1.5 ulp / 1.5 ulp for c = 1, plus the product's rounding
     (bits of expm1_times unless c * (e**x - 1) is subnormal or c * 2**22 overflows, where this
