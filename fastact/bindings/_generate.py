@@ -564,13 +564,21 @@ def _map_loop(name, arrays, n_args, dtype):
         if prefetched:
             prefetch = "".join(f"            if (FA_SOFTWARE_PREFETCH) "
                                f"__builtin_prefetch(a{i} + p, 0, 3);\n" for i in range(arrays))
-            loop = head + f"""for (int64_t b = h; b < hi; b += 512) {{
+            # without software prefetch (AMD) one flat loop: the 512-element blocks were only
+            # the prefetches' stride, and cost the loop at L3 sizes (2^20, 2 threads: C elu
+            # forward 171-174 -> 141-149 us, tanh 207-214 -> 165-186; NOTES work log)
+            loop = head + f"""#if FA_SOFTWARE_PREFETCH
+        for (int64_t b = h; b < hi; b += 512) {{
             int64_t e = b + 512 < hi ? b + 512 : hi;
             for (int64_t p = b + 4096; p < e + 4096 && p < hi; p += 64 / sizeof({real})) {{
 {prefetch}        }}
 #pragma omp simd
             for (int64_t i = b; i < e; i++) out[i] = {at_i};
-        }}"""
+        }}
+#else
+#pragma omp simd
+        for (int64_t i = h; i < hi; i++) out[i] = {at_i};
+#endif"""
 
         def stream_branch(part, prefetch):
             # kernels/loops.py's streaming: 512-element blocks, each computed `part` elements at
