@@ -266,7 +266,11 @@ def float32_overflows(value):
 def _float32_changes(value):
     """Whether float32 may round this value to inf or to 0: the plan then works out what that
     means (a cheap test first: the full one cost 3.6 us a call on the Python path)."""
-    return FLOAT32_OVERFLOW <= abs(value) < math.inf or 0.0 < abs(value) < 2.0 ** -149
+    return float32_overflows(value) or 0.0 < abs(value) < 2.0 ** -149
+
+
+def _overflow_message(key, value):
+    return f"{key}={value!r} overflows float32, the inputs' compute dtype"
 
 
 def computes_in_float32(name, arrays):
@@ -289,7 +293,7 @@ def refuse_float32_overflow(name, arrays, **values):
     prelu's weight given as a Python number)."""
     for key, value in values.items():
         if float32_overflows(value) and computes_in_float32(name, arrays):
-            _fail(name, ValueError, f"{key}={value!r} overflows float32, the inputs' compute dtype")
+            _fail(name, ValueError, _overflow_message(key, value))
 
 
 def _activation_named(name):
@@ -440,7 +444,7 @@ class Activation:
         for name, value in zip(self._scalar_names, values):
             if name in params:
                 if float32_overflows(value):
-                    return ValueError, f"{name}={value!r} overflows float32, the inputs' compute dtype"
+                    return ValueError, _overflow_message(name, value)
                 cast[name] = float(np.float32(value))
         changed = [n for n in names if cast[n] != params[n]]
         if changed and self.spec.validate is not None:

@@ -46,7 +46,8 @@ def _hashed_sources():
     return [os.path.join(HERE, "template.c"), os.path.join(HERE, "_generate.py"),
             os.path.join(HERE, "_build.py"), os.path.join(pkg, "kernels", "math.py"),
             os.path.join(pkg, "registry.py"),
-            os.path.join(pkg, "_threads.py")]  # the pool state's layout, compiled into the C
+            os.path.join(pkg, "_threads.py"),  # the pool state's layout, compiled into the C
+            os.path.join(pkg, "kernels", "loops.py")]  # (NONPOSITIVE_ROW_MAX, compiled in too)
 
 
 def _cpu_identity():

@@ -16,6 +16,7 @@ from fastact._threads import (POOL_ARGS_SIZE, POOL_ASLEEP, POOL_CLAIM, POOL_DONE
                               POOL_IDLE_YIELD, POOL_START, POOL_STOP, POOL_STRIDE, POOL_TAKE_BACK,
                               POOL_TASK, POOL_TASK_ARGS, POOL_WAITING, RUN_IDLE, RUN_NOTIFY,
                               RUN_PYTHON)
+from fastact.kernels import loops
 from fastact.kernels import math as m
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -665,7 +666,8 @@ def source(dtype):
               "RUN_NOTIFY": RUN_NOTIFY}
     defines = "".join(f"#define FA_{name} {value}\n" for name, value in layout.items())
     parts = [f"{first}\n{defines}"
-             f"#define FA_SOFTWARE_PREFETCH {int(m.SOFTWARE_PREFETCH)}\n{rest}"]
+             f"#define FA_SOFTWARE_PREFETCH {int(m.SOFTWARE_PREFETCH)}\n"
+             f"#define FA_NONPOSITIVE_ROW_MAX {loops.NONPOSITIVE_ROW_MAX}\n{rest}"]
     for dt in ("float64", "float32"):
         define, undef = _dtype_header(dt)
         parts += [f"\n/* ===== {dt} ===== */\n", define, template, "\n"]

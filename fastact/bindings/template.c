@@ -919,7 +919,7 @@ static INLINE real FN(log_softmax_backward_element_nonpositive)(real dy, real y,
 
 /* loops.row_nonpositive: no entry above 0 (NaN counts as not) */
 static INLINE int FN(row_nonpositive)(const real *a, int64_t n) {
-    if (n > (1 << 16))  /* loops.NONPOSITIVE_ROW_MAX: longer rows skip the check */
+    if (n > FA_NONPOSITIVE_ROW_MAX)  /* longer rows skip the check (loops.row_nonpositive) */
         return 0;
     int above = 0;  /* (an or, not a count: a count in an int wraps past 2^31 entries) */
 #pragma omp simd reduction(|:above)

@@ -641,11 +641,11 @@ def log_softmax_backward_rows_into(dy, y, into, start, stop):
             prefetch_ahead(dy, r, dy.shape[1])
             prefetch_ahead(y, r, y.shape[1])
         g, s = dy[r], y[r]
+        total = row_sum(g)
         if row_nonpositive(s):
-            row_map_2(registry.log_softmax_backward_element_nonpositive, g, s, into,
-                      (row_sum(g),))
+            row_map_2(registry.log_softmax_backward_element_nonpositive, g, s, into, (total,))
         else:
-            row_map_2(registry.log_softmax_backward_element, g, s, into, (row_sum(g),))
+            row_map_2(registry.log_softmax_backward_element, g, s, into, (total,))
 
 
 # --- maxout over groups of k along an axis: x viewed as (outer, C, k, inner) -----------------------------
